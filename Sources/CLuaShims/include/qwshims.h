@@ -1,0 +1,63 @@
+#ifndef QW_SHIMS_H
+#define QW_SHIMS_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <lua5.4/lua.h>
+
+/* ---- Calling Swift from Lua -------------------------------------------------------------
+   Every Swift function bound into Lua is a C closure around qw_trampoline, with the Swift
+   context pointer as its upvalue. Swift never raises or yields itself: it returns one of the
+   codes below and the trampoline (C) calls lua_error or lua_yieldk on its behalf, so no
+   longjmp ever crosses a Swift frame. */
+
+/** The Swift entry point that the trampoline calls; returns results count or a QW_* code. */
+typedef int (*qw_dispatch_fn)(lua_State *L, void *ctx);
+
+/** Raise the value on top of the stack as it is. */
+#define QW_RAISE (-1)
+/** Raise the string on top of the stack, prefixed with the caller's `file:line:`. */
+#define QW_RAISE_WHERE (-2)
+/** Yield to the host scheduler; resume with (true, results...) or (false, error). */
+#define QW_YIELD (-3)
+
+void qw_set_dispatch(qw_dispatch_fn fn);
+/** Chunks whose source starts with this path (stdlib's folder, with a trailing slash) are
+    passed over when an error names its caller's `file:line`. */
+void qw_set_stdlib_prefix(const char *prefix);
+/** Push `file:line: ` of the nearest caller outside stdlib (or ""). */
+void qw_push_where(lua_State *L);
+/** Push a Lua function that calls the Swift dispatcher with `ctx`. */
+void qw_push_swift_function(lua_State *L, void *ctx);
+/** The value a host yield carries, so Lua code can tell it from a user's own yield. */
+void *qw_host_yield_tag(void);
+
+/* ---- Memory ---------------------------------------------------------------------------- */
+/** A new state whose allocator refuses to grow Lua's heap past `limit` bytes (0: none)
+    while Lua code runs; Swift code pushing its results is never refused. */
+lua_State *qw_newstate(size_t limit);
+size_t qw_mem_used(lua_State *L);
+size_t qw_mem_limit(lua_State *L);
+void qw_mem_set_limit(lua_State *L, size_t limit);
+/** Whether allocations may fail now (1 while Lua runs, 0 while Swift works). */
+void qw_mem_set_strict(int strict);
+int qw_mem_strict(void);
+
+/* ---- Interruption ---------------------------------------------------------------------- */
+/** The state (thread) that is running Lua now, for the stop hook set on an interrupt. */
+void qw_set_running(lua_State *L);
+lua_State *qw_running(void);
+/** Make interrupts (SIGINT, the time limit) stop running Lua code with an error. */
+void qw_lua_install_stop(void);
+
+/* ---- Errors ---------------------------------------------------------------------------- */
+/** A message handler that adds a stack traceback to the error message. */
+int qw_traceback_handler(lua_State *L);
+/** lua_pcall with qw_traceback_handler as message handler. */
+int qw_pcall_traceback(lua_State *L, int nargs, int nresults);
+/** Push the message string of the error object at idx (tostring, __tostring, or its type). */
+void qw_push_error_message(lua_State *L, int idx);
+/** For a coroutine that died with an error on its top: push onto L its message followed by
+    the coroutine's stack traceback. */
+void qw_push_thread_traceback(lua_State *L, lua_State *co, int level);
+#endif

@@ -1,0 +1,222 @@
+#include "qwshims.h"
+#include "qwsystem.h"
+#include <string.h>
+#include <stdio.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <lua5.4/lauxlib.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+
+/* ---- Trampoline ------------------------------------------------------------------------ */
+
+static qw_dispatch_fn qw_dispatch;
+static char qw_yield_tag_storage;
+static int qw_strict;
+
+void qw_set_dispatch(qw_dispatch_fn fn) { qw_dispatch = fn; }
+void *qw_host_yield_tag(void) { return &qw_yield_tag_storage; }
+void qw_mem_set_strict(int strict) { qw_strict = strict; }
+int qw_mem_strict(void) { return qw_strict; }
+
+static char qw_stdlib_prefix[4096];
+
+void qw_set_stdlib_prefix(const char *prefix) {
+    snprintf(qw_stdlib_prefix, sizeof qw_stdlib_prefix, "@%s", prefix ? prefix : "");
+}
+
+static int qw_is_stdlib(const char *source) {
+    if (strncmp(source, "@stdlib/qw/", 11) == 0) return 1;
+    size_t n = strlen(qw_stdlib_prefix);
+    return n > 1 && strncmp(source, qw_stdlib_prefix, n) == 0;
+}
+
+/* Like luaL_where(L, 1), but names the first caller outside stdlib: an error in arguments
+   that a stdlib wrapper passed on belongs to the user's line, not to the wrapper. */
+void qw_push_where(lua_State *L) {
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sl", &ar)) break;
+        if (ar.currentline > 0 && !qw_is_stdlib(ar.source)) {
+            lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    lua_pushliteral(L, "");
+}
+
+static int qw_raise_where(lua_State *L) {
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        qw_push_where(L);
+        lua_rotate(L, -2, 1);
+        lua_concat(L, 2);
+    }
+    return lua_error(L);
+}
+
+/* Resumed after a host yield: the stack holds the function's arguments (ctx of them), then
+   what the scheduler passed: true and the results, or false and an error. */
+static int qw_resume_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)status;
+    int base = (int)ctx;
+    if (!lua_toboolean(L, base + 1)) {
+        lua_settop(L, base + 2);
+        return qw_raise_where(L);
+    }
+    return lua_gettop(L) - (base + 1);
+}
+
+static int qw_trampoline(lua_State *L) {
+    void *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    int saved = qw_strict;
+    qw_strict = 0;
+    int n = qw_dispatch(L, ctx);
+    qw_strict = saved;
+    if (n >= 0) return n;
+    switch (n) {
+    case QW_RAISE: return lua_error(L);
+    case QW_RAISE_WHERE: return qw_raise_where(L);
+    default: {
+        int base = lua_gettop(L);
+        lua_pushlightuserdata(L, &qw_yield_tag_storage);
+        return lua_yieldk(L, 1, (lua_KContext)base, qw_resume_k);
+    }
+    }
+}
+
+void qw_push_swift_function(lua_State *L, void *ctx) {
+    lua_pushlightuserdata(L, ctx);
+    lua_pushcclosure(L, qw_trampoline, 1);
+}
+
+/* ---- Allocator ------------------------------------------------------------------------- */
+
+typedef struct { size_t used, limit; } qw_heap;
+
+static void *qw_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    qw_heap *h = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->used -= old;
+        return NULL;
+    }
+    if (nsize > old && qw_strict && h->limit && h->used - old + nsize > h->limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p) h->used = h->used - old + nsize;
+    return p;
+}
+
+static int qw_panic(lua_State *L) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "qw: unprotected Lua error: %s\n", msg ? msg : "(not a string)");
+    qw_kill_all_groups(200);
+    abort();
+}
+
+static void qw_warn(void *ud, const char *msg, int tocont) {
+    static int continuing;
+    (void)ud;
+    if (!continuing && !tocont && msg[0] == '@') return; /* control messages */
+    if (!continuing) fputs("Lua warning: ", stderr);
+    fputs(msg, stderr);
+    if (!tocont) fputc('\n', stderr);
+    continuing = tocont;
+}
+
+lua_State *qw_newstate(size_t limit) {
+    qw_heap *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->limit = limit;
+    lua_State *L = lua_newstate(qw_alloc, h);
+    if (!L) { free(h); return NULL; }
+    lua_atpanic(L, qw_panic);
+    lua_setwarnf(L, qw_warn, NULL);
+    return L;
+}
+
+static qw_heap *heap_of(lua_State *L) {
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+size_t qw_mem_used(lua_State *L) { return heap_of(L)->used; }
+size_t qw_mem_limit(lua_State *L) { return heap_of(L)->limit; }
+void qw_mem_set_limit(lua_State *L, size_t limit) { heap_of(L)->limit = limit; }
+
+/* ---- Interruption ---------------------------------------------------------------------- */
+
+static lua_State *volatile qw_running_L;
+void qw_set_running(lua_State *L) { qw_running_L = L; }
+lua_State *qw_running(void) { return qw_running_L; }
+
+static volatile sig_atomic_t qw_lua_stop_reason;
+
+static void qw_stop_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    int reason = qw_lua_stop_reason;
+    if (!reason) return;
+    qw_lua_stop_reason = 0;
+    luaL_error(L, reason == 2 ? "time limit exceeded" : "interrupted");
+}
+
+/* Called from signal handlers: lua_sethook is async-signal-safe (lua.c does the same). */
+static void qw_lua_stop(int reason) {
+    lua_State *L = qw_running_L;
+    if (!L) return;
+    qw_lua_stop_reason = reason;
+    lua_sethook(L, qw_stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+void qw_lua_install_stop(void) { qw_set_interrupt_callback(qw_lua_stop); }
+
+/* ---- Errors ---------------------------------------------------------------------------- */
+
+/* Turn any error object into a message string without raising. */
+static const char *qw_message_of(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER)
+        return lua_pushstring(L, lua_tostring(L, idx));
+    if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+        lua_pushvalue(L, idx);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+}
+
+int qw_traceback_handler(lua_State *L) {
+    const char *msg = qw_message_of(L, 1);
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int qw_pcall_traceback(lua_State *L, int nargs, int nresults) {
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, qw_traceback_handler);
+    lua_rotate(L, base, 1);
+    int status = lua_pcall(L, nargs, nresults, base);
+    lua_rotate(L, base, -1);
+    lua_pop(L, 1);
+    return status;
+}
+
+void qw_push_error_message(lua_State *L, int idx) { qw_message_of(L, idx); }
+
+void qw_push_thread_traceback(lua_State *L, lua_State *co, int level) {
+    const char *msg = qw_message_of(co, -1);
+    lua_pop(co, 1);
+    luaL_traceback(L, co, msg, level);
+}

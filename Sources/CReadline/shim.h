@@ -1,0 +1,42 @@
+#ifndef QW_CREADLINE_SHIM_H
+#define QW_CREADLINE_SHIM_H
+#include <stdio.h>
+#include <stdlib.h>
+#include <readline/readline.h>
+#include <readline/history.h>
+
+/* readline keeps its configuration in globals; Swift 6 cannot touch mutable C globals
+   safely, so these accessors are the only way the REPL reaches them. */
+typedef char *(*qwrl_generator)(const char *text, int state);
+
+static qwrl_generator qwrl_current_generator;
+
+static inline char **qwrl_attempted(const char *text, int start, int end) {
+    (void)start; (void)end;
+    rl_attempted_completion_over = 1;
+    return rl_completion_matches(text, qwrl_current_generator);
+}
+static inline void qwrl_setup(const char *name, qwrl_generator gen) {
+    rl_readline_name = name;
+    rl_catch_signals = 0;
+    rl_catch_sigwinch = 1;
+    qwrl_current_generator = gen;
+    rl_attempted_completion_function = qwrl_attempted;
+    /* '.' and ':' belong to a Lua name path such as qw.json.encode or s:upper */
+    rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^#~[]";
+    rl_completion_append_character = '\0';
+}
+static inline const char *qwrl_line_buffer(void) { return rl_line_buffer; }
+static inline int qwrl_point(void) { return rl_point; }
+static inline void qwrl_cancel_line(void) {
+    rl_free_line_state();
+    rl_callback_sigcleanup();
+    rl_point = rl_end = 0;
+    rl_mark = 0;
+    rl_line_buffer[0] = '\0';
+    rl_crlf();
+    rl_on_new_line();
+    rl_redisplay();
+}
+static inline void qwrl_set_prompt_and_redisplay(const char *p) { rl_set_prompt(p); rl_redisplay(); }
+#endif

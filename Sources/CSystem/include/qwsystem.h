@@ -1,0 +1,48 @@
+#ifndef QW_SYSTEM_H
+#define QW_SYSTEM_H
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/epoll.h>
+
+enum { QW_EPOLLIN = EPOLLIN, QW_EPOLLOUT = EPOLLOUT, QW_EPOLLHUP = EPOLLHUP, QW_EPOLLERR = EPOLLERR };
+
+/** pipe2 with O_CLOEXEC; the read end (and write end) made non-blocking when asked. */
+int qw_pipe(int fds[2], int nonblock_read, int nonblock_write);
+
+/* Process spawning, child process groups, signals and the wake pipe: the operating-system
+   side of qw, in C because signal handlers and posix_spawn attributes are C's to use. */
+
+/* ---- Interruption ---------------------------------------------------------------------- */
+/** Install handlers: SIGINT (interrupt), SIGALRM (time limit), SIGTERM/SIGHUP/SIGQUIT
+    (kill every child group, then die of the signal), SIGPIPE ignored. */
+void qw_install_signal_handlers(void);
+/** The read end of the pipe the handlers write to, to wake an event loop. */
+int qw_wake_fd(void);
+/** Drain the wake pipe. */
+void qw_drain_wake(void);
+/** 0: nothing; 1: interrupted (SIGINT); 2: time limit reached. Reading clears it. */
+int qw_take_interrupt(void);
+int qw_peek_interrupt(void);
+/** Called (from a signal handler) when an interrupt or time limit arrives. */
+typedef void (*qw_interrupt_fn)(int reason);
+void qw_set_interrupt_callback(qw_interrupt_fn fn);
+/** Record an interrupt as a signal handler does: flag, callback, wake the loop. */
+void qw_request_stop(int reason);
+/** Arm a wall-clock time limit in seconds (0 disarms). */
+void qw_set_time_limit(double seconds);
+
+/* ---- Processes ------------------------------------------------------------------------- */
+/** posix_spawn in a new process group with default signal dispositions and an empty mask.
+    fds < 0 mean /dev/null. Returns 0 or an errno. */
+int qw_spawn(const char *file, char *const argv[], char *const envp[], const char *cwd,
+             int in_fd, int out_fd, int err_fd, pid_t *pid_out);
+int qw_pidfd_open(pid_t pid);
+/** Remember a child's process group so every exit path can terminate it. */
+void qw_track_group(pid_t pgid);
+void qw_untrack_group(pid_t pgid);
+/** Terminate every tracked group: SIGTERM, up to `grace_ms` for them to go, then SIGKILL. */
+void qw_kill_all_groups(int grace_ms);
+char **qw_environ(void);
+
+
+#endif

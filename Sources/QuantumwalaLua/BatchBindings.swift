@@ -1,0 +1,249 @@
+import CLua
+import LuaHost
+import QuantumwalaCore
+
+/// The Swift side of `qw.batch`: launches items up to `max_concurrent` at a time and hands
+/// back each finished item, in finishing order, to the Lua loop in stdlib that calls
+/// `on_done` and fills the results in item order.
+final class Batch {
+    enum Item {
+        case command(CommandSpec, check: Bool)
+        /// A Lua function, anchored in the registry.
+        case function(ref: Int32)
+    }
+
+    enum Outcome {
+        case process(ProcessResult, name: String)
+        /// A function's first return value, anchored in the registry (or nil: LUA_NOREF).
+        case value(ref: Int32)
+        case failed(message: String, traceback: String?)
+    }
+
+    let items: [Item]
+    let maxConcurrent: Int
+    unowned let runtime: Runtime
+    private var nextIndex = 0
+    private var running = 0
+    private var children: [Int: ChildProcess] = [:]
+    private var tasks: [Int: Task] = [:]
+    private var done: [(Int, Outcome)] = []
+    private var doneHead = 0
+    private var waiter: Waiter?
+    private var drainWaiters: [Waiter] = []
+    private(set) var cancelled: String?
+
+    init(items: [Item], maxConcurrent: Int, runtime: Runtime) {
+        self.items = items
+        self.maxConcurrent = max(1, maxConcurrent)
+        self.runtime = runtime
+    }
+
+    /// Launches items while slots remain.
+    func pump() {
+        while running < maxConcurrent && nextIndex < items.count && cancelled == nil {
+            let i = nextIndex
+            nextIndex += 1
+            running += 1
+            launch(i)
+        }
+    }
+
+    private func launch(_ i: Int) {
+        let scheduler = runtime.scheduler
+        switch items[i] {
+        case .command(let spec, let check):
+            let child = scheduler.startProcess(spec) { [unowned self] r in
+                children[i] = nil
+                if check && !r.ok {
+                    finished(i, .failed(message: checkFailureMessage(r, label: spec.label), traceback: nil))
+                } else {
+                    finished(i, .process(r, name: spec.label))
+                }
+            }
+            if let child, child.running { children[i] = child }
+        case .function(let ref):
+            runtime.lua.pushRef(ref)
+            runtime.lua.release(ref)
+            let task = scheduler.start { [unowned self] task, end in
+                tasks[i] = nil
+                switch end {
+                case .returned(let count):
+                    let s = task.stack
+                    if count == 0 {
+                        finished(i, .value(ref: LUA_NOREF))
+                    } else {
+                        s.top = s.top - count + 1  // keep the first result
+                        lua_xmove(task.thread, runtime.lua.L, 1)
+                        finished(i, .value(ref: runtime.lua.ref()))
+                    }
+                case .failed(let message, let traceback):
+                    finished(i, .failed(message: message, traceback: traceback))
+                }
+            }
+            if !task.finished { tasks[i] = task }
+        }
+    }
+
+    private func finished(_ i: Int, _ outcome: Outcome) {
+        running -= 1
+        done.append((i, outcome))
+        deliver()
+        if running == 0 {
+            let ws = drainWaiters
+            drainWaiters = []
+            for w in ws { w.succeed { _ in 0 } }
+        }
+        pump()
+    }
+
+    private func deliver() {
+        guard let w = waiter, doneHead < done.count else { return }
+        waiter = nil
+        let (i, outcome) = done[doneHead]
+        doneHead += 1
+        w.succeed { [unowned self] s in push(i, outcome, on: s) }
+    }
+
+    /// Whether every launched item has been handed back and nothing more will launch.
+    private var exhausted: Bool {
+        doneHead == done.count && running == 0 && (nextIndex == items.count || cancelled != nil)
+    }
+
+    /// `b:next()`: the index and result of the next finished item, waiting when none has
+    /// finished yet; nothing when all are handed back.
+    func next(_ call: LuaCall) throws(LuaArgumentError) -> LuaReturn {
+        if doneHead < done.count {
+            let (i, outcome) = done[doneHead]
+            doneHead += 1
+            return .values(push(i, outcome, on: call.stack))
+        }
+        if exhausted { return .values(0) }
+        guard waiter == nil else { throw LuaArgumentError("batch:next() is already being waited on") }
+        let scheduler = runtime.scheduler
+        let w = scheduler.waiter()
+        waiter = w
+        w.onCancel = { [unowned self] reason in
+            cancel(reason)
+            if waiter === w {
+                waiter = nil
+                w.fail(reason)
+            }
+        }
+        return scheduler.wait(w, call)
+    }
+
+    /// Stops launching, terminates running processes and cancels running functions.
+    func cancel(_ reason: String) {
+        guard cancelled == nil else { return }
+        cancelled = reason
+        for c in children.values { c.terminate(reason: reason) }
+        for t in tasks.values { runtime.scheduler.cancel(t, reason: reason) }
+        for case .function(let ref) in items[nextIndex...] { runtime.lua.release(ref) }
+    }
+
+    /// `b:cancel()`: cancels and waits until every running item has ended.
+    func cancelAndDrain(_ call: LuaCall, reason: String) -> LuaReturn {
+        cancel(reason)
+        if running == 0 { return .values(0) }
+        let w = runtime.scheduler.waiter()
+        w.cleanup = true
+        drainWaiters.append(w)
+        return runtime.scheduler.wait(w, call)
+    }
+
+    private func push(_ i: Int, _ outcome: Outcome, on s: LuaStack) -> Int32 {
+        s.push(i + 1)
+        switch outcome {
+        case .process(let r, let name):
+            pushResult(s, r, name: name)
+        case .value(let ref):
+            if ref == LUA_NOREF {
+                s.pushNil()
+            } else {
+                runtime.lua.pushRef(ref, on: s)
+                runtime.lua.release(ref)
+            }
+        case .failed(let message, let traceback):
+            s.newTable(hash: 3)
+            s.push(false); s.setField(-2, "ok")
+            s.push(message); s.setField(-2, "error")
+            if let traceback { s.push(traceback); s.setField(-2, "traceback") }
+            runtime.lua.pushRef(runtime.itemErrorMetatableRef, on: s)
+            lua_setmetatable(s.L, -2)
+        }
+        return 2
+    }
+}
+
+extension Runtime {
+    static let batchMetatable = "qw.batch"
+
+    func registerBatch(in t: Int32) {
+        // qw._batch_start(items, max_concurrent) -> batch handle
+        lua.setFunction("_batch_start", in: t) { [unowned self] call in
+            let s = call.stack
+            guard s.type(at: 1) == .table else {
+                throw LuaArgumentError("qw.batch: items must be a table (got \(s.type(at: 1).name))")
+            }
+            try scheduler.checkCancelled()
+            let n = s.rawLength(1)
+            var items: [Batch.Item] = []
+            items.reserveCapacity(n)
+            var refs: [Int32] = []
+            do {
+                for i in 0..<n {
+                    s.getIndex(1, i + 1)
+                    switch s.type(at: -1) {
+                    case .function:
+                        lua_xmove(s.L, lua.L, 1)
+                        let ref = lua.ref()
+                        refs.append(ref)
+                        items.append(.function(ref: ref))
+                    case .string, .table:
+                        let o = try CommandSpecParser(function: "qw.batch: item \(i + 1)").parse(s, at: -1, options: nil)
+                        s.pop()
+                        items.append(.command(prepare(o), check: o.check))
+                    default:
+                        let t = s.type(at: -1).name
+                        s.pop()
+                        throw LuaArgumentError("qw.batch: item \(i + 1) must be a command (string or table) or a function (got \(t))")
+                    }
+                }
+            } catch {
+                for r in refs { lua.release(r) }
+                throw error
+            }
+            let maxConcurrent = s.type(at: 2) == .number ? Int(s.integer(at: 2) ?? Int64(n)) : max(n, 1)
+            let batch = Batch(items: items, maxConcurrent: maxConcurrent, runtime: self)
+            let id = store(batch)
+            let ud = s.newUserdata(size: MemoryLayout<Int>.size, metatable: Self.batchMetatable)
+            ud.storeBytes(of: id, as: Int.self)
+            batch.pump()
+            return .values(1)
+        }
+
+        luaL_newmetatable(lua.L, Self.batchMetatable)
+        lua.stack.newTable()
+        func batch(_ call: LuaCall) throws(LuaArgumentError) -> Batch {
+            guard let ud = call.stack.userdata(at: 1, Self.batchMetatable),
+                  let b = object(ud.load(as: Int.self)) as? Batch
+            else { throw LuaArgumentError("expected a batch handle (call its methods with ':')") }
+            return b
+        }
+        lua.setFunction("next", in: -1) { call in try batch(call).next(call) }
+        lua.setFunction("cancel", in: -1) { call in
+            let b = try batch(call)
+            return b.cancelAndDrain(call, reason: call.stack.string(at: 2) ?? "cancelled")
+        }
+        lua.stack.setField(-2, "__index")
+        lua.setFunction("__gc", in: -1) { [handles] call in
+            if let ud = call.stack.userdata(at: 1, Self.batchMetatable) {
+                let id = ud.load(as: Int.self)
+                if !handles.closing { (handles.object(id) as? Batch)?.cancel("cancelled") }
+                handles.drop(id)
+            }
+            return .values(0)
+        }
+        lua.stack.pop()
+    }
+}

@@ -1,0 +1,212 @@
+import CLua
+import Glibc
+import LuaHost
+import QuantumwalaCore
+
+/// Pushes a `qw.exec` result table for `r`.
+func pushResult(_ s: LuaStack, _ r: ProcessResult, name: String, attempts: Int = 1) {
+    s.newTable(hash: 14)
+    s.push(r.ok); s.setField(-2, "ok")
+    s.push(Int(r.code)); s.setField(-2, "code")
+    if let sig = r.signal { s.push(Int(sig)); s.setField(-2, "signal") }
+    s.push(r.timedOut); s.setField(-2, "timed_out")
+    s.push(bytes: r.stdout); s.setField(-2, "stdout")
+    s.push(bytes: r.stderr); s.setField(-2, "stderr")
+    s.push(r.duration); s.setField(-2, "duration")
+    s.push(attempts); s.setField(-2, "attempts")
+    if r.pid > 0 { s.push(Int(r.pid)); s.setField(-2, "pid") }
+    s.push(r.maxRSS); s.setField(-2, "max_rss")
+    s.push(r.cpuTime); s.setField(-2, "cpu_time")
+    if let e = r.error { s.push(e); s.setField(-2, "error") }
+    s.push(name); s.setField(-2, "name")
+}
+
+/// The message `check = true` raises for a failed command: what ran, why it failed, and the
+/// end of its standard error.
+func checkFailureMessage(_ r: ProcessResult, label: String) -> String {
+    var msg = "command failed: \(label): \(r.error ?? "exited with code \(r.code)")"
+    let tail = lastLines(r.stderr, count: 5)
+    if !tail.isEmpty { msg += "\n" + tail }
+    return msg
+}
+
+func lastLines(_ bytes: [UInt8], count: Int) -> String {
+    var end = bytes.endIndex
+    while end > bytes.startIndex && (bytes[end - 1] == 10 || bytes[end - 1] == 13) { end -= 1 }
+    var start = end
+    var lines = 0
+    while start > bytes.startIndex {
+        if bytes[start - 1] == 10 {
+            lines += 1
+            if lines == count { break }
+        }
+        start -= 1
+    }
+    return String(decoding: bytes[start..<end], as: UTF8.self)
+}
+
+/// A process started by `qw.spawn`, as its Lua handle sees it.
+final class SpawnedProcess {
+    var child: ChildProcess?
+    var result: ProcessResult?
+    var waiters: [Waiter] = []
+    let name: String
+    init(name: String) { self.name = name }
+}
+
+extension Runtime {
+    static let processMetatable = "qw.process"
+
+    /// Builds the CommandSpec for a parsed exec call, filling in the log file.
+    func prepare(_ o: ExecOptions) -> CommandSpec {
+        var spec = o.spec
+        if o.logToRunFolder { spec.logPath = newLogPath(for: spec.label) }
+        return spec
+    }
+
+    func registerExec(in t: Int32) {
+        // qw.exec(spec[, opts]) -> result
+        lua.setFunction("exec", in: t) { [unowned self] call in
+            let o = try CommandSpecParser(function: "qw.exec").parse(call.stack, at: 1, options: 2)
+            try scheduler.checkCancelled()
+            let spec = prepare(o)
+            let w = scheduler.waiter()
+            let child = scheduler.startProcess(spec) { r in
+                if o.check && !r.ok {
+                    w.fail(checkFailureMessage(r, label: spec.label))
+                } else {
+                    w.succeed { s in
+                        pushResult(s, r, name: spec.label)
+                        return 1
+                    }
+                }
+            }
+            if let child { w.onCancel = { reason in child.terminate(reason: reason) } }
+            return scheduler.wait(w, call)
+        }
+
+        // qw.spawn(spec[, opts]) -> handle
+        lua.setFunction("spawn", in: t) { [unowned self] call in
+            let o = try CommandSpecParser(function: "qw.spawn").parse(call.stack, at: 1, options: 2)
+            try scheduler.checkCancelled()
+            let spec = prepare(o)
+            let p = SpawnedProcess(name: spec.label)
+            p.child = scheduler.startProcess(spec) { r in
+                p.result = r
+                p.child = nil
+                let ws = p.waiters
+                p.waiters = []
+                for w in ws {
+                    w.succeed { s in
+                        pushResult(s, r, name: spec.label)
+                        return 1
+                    }
+                }
+            }
+            let id = store(p)
+            let ud = call.stack.newUserdata(size: MemoryLayout<Int>.size, metatable: Self.processMetatable)
+            ud.storeBytes(of: id, as: Int.self)
+            return .values(1)
+        }
+    }
+
+    /// Creates the metatable of spawn handles: `pid`, `wait`, `kill`, `running`.
+    func registerProcessHandle() {
+        let s = lua.stack
+        luaL_newmetatable(lua.L, Self.processMetatable)
+        s.newTable()
+        func process(_ call: LuaCall, _ method: String) throws(LuaArgumentError) -> SpawnedProcess {
+            guard let ud = call.stack.userdata(at: 1, Self.processMetatable),
+                  let p = object(ud.load(as: Int.self)) as? SpawnedProcess
+            else { throw LuaArgumentError("process:\(method)() needs a process handle (call it with ':')") }
+            return p
+        }
+        lua.setFunction("wait", in: -1) { [unowned self] call in
+            let p = try process(call, "wait")
+            if let r = p.result {
+                pushResult(call.stack, r, name: p.name)
+                return .values(1)
+            }
+            try scheduler.checkCancelled()
+            let w = scheduler.waiter()
+            p.waiters.append(w)
+            w.onCancel = { [weak p] reason in
+                // Cancelling a wait stops the wait, and the process with it (no orphans).
+                p?.child?.terminate(reason: reason)
+            }
+            return scheduler.wait(w, call)
+        }
+        lua.setFunction("kill", in: -1) { call in
+            let p = try process(call, "kill")
+            var sig = SIGTERM
+            if call.argCount >= 2 {
+                if let n = call.stack.integer(at: 2) {
+                    sig = Int32(truncatingIfNeeded: n)
+                } else if let name = call.stack.string(at: 2), let n = signalNumber(name) {
+                    sig = n
+                } else {
+                    throw LuaArgumentError("process:kill(): unknown signal '\(call.stack.string(at: 2) ?? "?")'")
+                }
+            }
+            if let c = p.child {
+                if sig == SIGTERM || sig == SIGKILL { c.terminate(reason: "killed by \(signalName(sig))") }
+                if sig != SIGTERM { c.send(sig) }
+                call.stack.push(true)
+            } else {
+                call.stack.push(false)
+            }
+            return .values(1)
+        }
+        lua.setFunction("running", in: -1) { call in
+            let p = try process(call, "running")
+            call.stack.push(p.result == nil)
+            return .values(1)
+        }
+        s.setField(-2, "__index")
+        lua.setFunction("__gc", in: -1) { [handles] call in
+            if let ud = call.stack.userdata(at: 1, Self.processMetatable) { handles.drop(ud.load(as: Int.self)) }
+            return .values(0)
+        }
+        lua.setFunction("__tostring", in: -1) { [unowned self] call in
+            if let ud = call.stack.userdata(at: 1, Self.processMetatable), let p = object(ud.load(as: Int.self)) as? SpawnedProcess {
+                let pid = p.child?.pid ?? p.result?.pid ?? 0
+                call.stack.push("qw.process(pid \(pid), \(p.result == nil ? "running" : "exited"))")
+            } else {
+                call.stack.push("qw.process")
+            }
+            return .values(1)
+        }
+        // handle.pid: __index falls back to the methods table, so pid is answered here.
+        s.getField(-1, "__index")
+        let methods = s.absolute(-1)
+        lua.pushFunction { [unowned self] call in
+            let st = call.stack
+            if st.type(at: 2) == .string, let key = st.string(at: 2) {
+                if key == "pid", let ud = st.userdata(at: 1, Self.processMetatable),
+                   let p = object(ud.load(as: Int.self)) as? SpawnedProcess {
+                    st.push(Int(p.child?.pid ?? p.result?.pid ?? 0))
+                    return .values(1)
+                }
+                lua.pushRef(processMethodsRef, on: st)
+                st.getField(-1, key)
+                return .values(1)
+            }
+            st.pushNil()
+            return .values(1)
+        }
+        s.pushValue(at: methods)
+        processMethodsRef = lua.ref()
+        s.setField(-3, "__index")
+        s.pop()  // methods
+        s.pop()  // metatable
+    }
+}
+
+/// SIGTERM / "TERM" / "term" -> 15.
+func signalNumber(_ name: String) -> Int32? {
+    let n = name.uppercased()
+    let base = n.hasPrefix("SIG") ? String(n.dropFirst(3)) : n
+    let table: [String: Int32] = ["HUP": 1, "INT": 2, "QUIT": 3, "KILL": 9, "USR1": 10, "USR2": 12, "TERM": 15,
+                                  "CONT": 18, "STOP": 19, "TSTP": 20, "ALRM": 14]
+    return table[base]
+}

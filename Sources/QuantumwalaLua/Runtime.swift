@@ -1,0 +1,225 @@
+import CLua
+import CLuaShims
+import CSystem
+import Glibc
+public import LuaHost
+import QuantumwalaCore
+
+/// How a ``Runtime`` is set up.
+public struct RuntimeOptions: Sendable {
+    /// Bytes the Lua heap may grow to (0: no limit). Guards against memory bombs.
+    public var memoryLimit: Int = 1 << 30
+    /// The stdlib folder (holding `qw/init.lua`); found next to the executable or the
+    /// checkout when nil, or taken from `QW_STDLIB`.
+    public var stdlibPath: String?
+    /// Print debug logs.
+    public var verbose = false
+    /// Wall seconds a run may take before it is stopped (nil: no limit).
+    public var timeLimit: Double?
+    public init() {}
+}
+
+/// What running a script or chunk came to.
+public enum RunOutcome: Sendable {
+    case ok
+    case failed(LuaError)
+}
+
+/// Objects that Lua handles (batches, processes) refer to by number.
+final class HandleTable {
+    private var objects: [Int: AnyObject] = [:]
+    private var nextID = 0
+    /// Set while the Lua state closes: finalizers then leave Swift objects alone.
+    var closing = false
+
+    func store(_ o: AnyObject) -> Int {
+        nextID += 1
+        objects[nextID] = o
+        return nextID
+    }
+    func object(_ id: Int) -> AnyObject? { objects[id] }
+    func drop(_ id: Int) { objects[id] = nil }
+}
+
+/// A Lua state with the `qw` library, its scheduler and event loop: what `qw run`, `qw -e`
+/// and the REPL drive.
+public final class Runtime {
+    public let lua: LuaState
+    let reactor: Reactor
+    let scheduler: Scheduler
+    let options: RuntimeOptions
+    let handles = HandleTable()
+    var processMethodsRef: Int32 = LUA_NOREF
+    var itemErrorMetatableRef: Int32 = LUA_NOREF
+    private var logDir: String?
+    private var logSeq = 0
+    /// The folder that `require` finds stdlib modules in.
+    public let stdlibPath: String?
+    /// The root task of the line or script running now.
+    private var activeRoot: Int?
+
+    /// Creates the state, registers the primitives and loads stdlib's `qw` module.
+    ///
+    /// - Throws: ``LuaError`` when stdlib cannot be found or fails to load.
+    public init(options: RuntimeOptions = RuntimeOptions()) throws(LuaError) {
+        self.options = options
+        qw_install_signal_handlers()
+        qw_lua_install_stop()
+        lua = LuaState(memoryLimit: options.memoryLimit)
+        reactor = Reactor()
+        scheduler = Scheduler(lua: lua, reactor: reactor)
+        stdlibPath = options.stdlibPath ?? Self.findStdlib()
+        scheduler.onInterrupt = { [unowned self] reason in self.interrupt(reason: reason == 2 ? "time limit exceeded" : "interrupted") }
+        try installLibrary()
+    }
+
+    deinit {
+        handles.closing = true
+    }
+
+    func store(_ o: AnyObject) -> Int { handles.store(o) }
+    func object(_ id: Int) -> AnyObject? { handles.object(id) }
+    func drop(_ id: Int) { handles.drop(id) }
+
+    /// Searches `QW_STDLIB`, then upwards from the executable (a checkout, or
+    /// `PREFIX/share/qw/stdlib` of an installed copy), then the checkout this was built from.
+    static func findStdlib() -> String? {
+        func ok(_ dir: String) -> Bool { access(dir + "/qw/init.lua", R_OK) == 0 }
+        if let env = getenv("QW_STDLIB").map({ String(cString: $0) }), ok(env) { return env }
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        if realpath("/proc/self/exe", &buf) != nil {
+            var dir = String(cString: buf)
+            while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
+                dir = String(dir[..<slash])
+                if ok(dir + "/stdlib") { return dir + "/stdlib" }
+                if ok(dir + "/share/qw/stdlib") { return dir + "/share/qw/stdlib" }
+            }
+        }
+        var source = #filePath
+        for _ in 0..<3 { if let s = source.lastIndex(of: "/") { source = String(source[..<s]) } }
+        if ok(source + "/stdlib") { return source + "/stdlib" }
+        return nil
+    }
+
+    private func installLibrary() throws(LuaError) {
+        guard let stdlib = stdlibPath else {
+            throw LuaError(.file, "cannot find the qw standard library (stdlib/qw/init.lua); set QW_STDLIB to its folder")
+        }
+        lua.addPackagePath(stdlib)
+        qw_set_stdlib_prefix(stdlib + "/")
+        let s = lua.stack
+        s.newTable()
+        let core = s.top
+        registerExec(in: core)
+        registerProcessHandle()
+        registerBatch(in: core)
+        registerHelpers(in: core)
+        // The metatable that marks a batch item's raised error, so qw.parallel can re-raise it.
+        s.newTable()
+        s.push("qw.item_error"); s.setField(-2, "__name")
+        itemErrorMetatableRef = lua.ref()
+        lua.pushRef(itemErrorMetatableRef)
+        s.setField(core, "_item_error")
+        try lua.loadFile(stdlib + "/qw/init.lua", displayPath: "stdlib/qw/init.lua")
+        s.pushValue(at: core)
+        try lua.call(nargs: 1, nresults: 1)
+        s.pushValue(at: -1)
+        lua_setglobal(lua.L, "qw")
+        lua_getglobal(lua.L, "package")
+        s.getField(-1, "loaded")
+        s.pushValue(at: -3)
+        s.setField(-2, "qw")
+        s.top = core - 1
+    }
+
+    /// Sets `qw.args` and the global `arg` table (`arg[0]` is the script, as in `lua`).
+    public func setArguments(script: String?, _ args: [String]) {
+        let s = lua.stack
+        s.newTable()
+        if let script { s.push(script); s.setIndex(-2, 0) }
+        for (i, a) in args.enumerated() { s.push(a); s.setIndex(-2, i + 1) }
+        s.pushValue(at: -1)
+        lua_setglobal(lua.L, "arg")
+        lua_getglobal(lua.L, "qw")
+        s.pushValue(at: -2)
+        s.setField(-2, "args")
+        s.pop(2)
+    }
+
+    /// Runs a script file as the main task; `args` become `...`, `arg` and `qw.args`.
+    public func runFile(_ path: String, args: [String] = []) -> RunOutcome {
+        setArguments(script: path, args)
+        do {
+            try lua.loadFile(path)
+        } catch {
+            return .failed(error)
+        }
+        return runFunctionOnTop(args: args)
+    }
+
+    /// Runs a chunk of code as the main task.
+    public func runChunk(_ code: String, name: String = "=(command line)") -> RunOutcome {
+        do {
+            try lua.load(Array(code.utf8), name: name)
+        } catch {
+            return .failed(error)
+        }
+        return runFunctionOnTop()
+    }
+
+    /// Runs the function on top of the main stack as a root task (popping it) and drives the
+    /// scheduler until it ends.
+    public func runFunctionOnTop(args: [String] = []) -> RunOutcome {
+        if let t = options.timeLimit { qw_set_time_limit(t) }
+        defer { if options.timeLimit != nil { qw_set_time_limit(0) } }
+        var end: TaskEnd?
+        let task = scheduler.start(root: true, pushArgs: { s in
+            for a in args { s.push(a) }
+            return Int32(args.count)
+        }) { _, e in end = e }
+        let previous = activeRoot
+        activeRoot = task.id
+        defer { activeRoot = previous }
+        if !scheduler.run(until: { end != nil }) {
+            scheduler.cancelRoot(task.id, reason: "deadlock: every task is waiting and nothing can wake them")
+            scheduler.run(until: { end != nil })
+        }
+        switch end {
+        case .failed(let message, let traceback):
+            return .failed(LuaError(.runtime, message, traceback: traceback))
+        default:
+            return .ok
+        }
+    }
+
+    /// Cancels what is running now (Ctrl-C): its tasks' waits raise `reason` and its
+    /// processes are terminated.
+    public func interrupt(reason: String = "interrupted") {
+        if let root = activeRoot { scheduler.cancelRoot(root, reason: reason) }
+    }
+
+    /// Drives pending work (background tasks, processes) without blocking.
+    public func poll() {
+        reactor.runOnce(maxWait: 0)
+        scheduler.run(until: { true })
+    }
+
+    /// A new file in this run's log folder (`.qw/logs/DATE-TIME-PID/N-label.log`).
+    func newLogPath(for label: String) -> String {
+        if logDir == nil {
+            var t = time(nil)
+            var tmv = tm()
+            localtime_r(&t, &tmv)
+            var buf = [CChar](repeating: 0, count: 32)
+            strftime(&buf, buf.count, "%Y%m%d-%H%M%S", &tmv)
+            let dir = ".qw/logs/\(String(cString: buf))-\(getpid())"
+            mkdir(".qw", 0o755)
+            mkdir(".qw/logs", 0o755)
+            mkdir(dir, 0o755)
+            logDir = dir
+        }
+        logSeq += 1
+        let safe = String(label.prefix(40).map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." ? $0 : "_" })
+        return "\(logDir!)/\(logSeq)-\(safe).log"
+    }
+}

@@ -1,0 +1,6 @@
+import QuantumwalaLua
+
+struct ReplSession {
+    let runtime: Runtime
+    func run() throws {}
+}

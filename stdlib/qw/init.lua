@@ -1,0 +1,203 @@
+--- The `qw` library: the Swift primitives (handed in as `core`) and the policy built on
+--- them in Lua: batches, retries, logging, pretty printing. Loaded once by the host, which
+--- then sets the global `qw` to what this returns.
+local core = ...
+
+local qw = {
+  version = core.version,
+  now = core.now,
+  sleep = core.sleep,
+  spawn = core.spawn,
+  json = core.json,
+  args = {},
+}
+
+local ITEM_ERROR = core._item_error
+
+---------------------------------------------------------------------------------------------
+-- Coroutines: a waiting primitive called inside a user's own coroutine yields a host tag;
+-- these wrappers pass that yield on to the scheduler and hand the answer back, so the user's
+-- coroutine never sees it (as OpenResty does).
+
+local HOST = core._host_tag
+local co_resume, co_yield, co_create = coroutine.resume, coroutine.yield, coroutine.create
+local co_running, co_isyieldable, co_close = coroutine.running, coroutine.isyieldable, coroutine.close
+local pack, unpack = table.pack, table.unpack
+
+local function pass_through(co, ok, first, ...)
+  if ok and first == HOST then
+    local answer
+    if co_isyieldable() then
+      answer = pack(co_yield(HOST))
+    else
+      answer = pack(core._wait_here()) -- e.g. resumed from a table.sort comparator
+    end
+    return pass_through(co, co_resume(co, unpack(answer, 1, answer.n)))
+  end
+  return ok, first, ...
+end
+
+function coroutine.resume(co, ...)
+  return pass_through(co, co_resume(co, ...))
+end
+
+function coroutine.wrap(f)
+  local co = co_create(f)
+  return function(...)
+    local r = pack(coroutine.resume(co, ...))
+    if r[1] then return unpack(r, 2, r.n) end
+    if co_close then co_close(co) end
+    error(r[2], type(r[2]) == "string" and 2 or 0)
+  end
+end
+
+-- The main chunk runs in a coroutine of the host; to the script it is the main thread.
+function coroutine.running()
+  local co = co_running()
+  if core._in_task_thread() then return co, core._is_root_task() end
+  return co, false
+end
+
+function coroutine.isyieldable()
+  if core._in_task_thread() then return false end
+  return co_isyieldable()
+end
+
+---------------------------------------------------------------------------------------------
+-- Logging
+
+local function log_at(level)
+  return function(...)
+    local parts = pack(...)
+    for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+    core._log(level, table.concat(parts, " ", 1, parts.n))
+  end
+end
+
+qw.log = { debug = log_at("debug"), info = log_at("info"), warn = log_at("warn"), error = log_at("error") }
+
+---------------------------------------------------------------------------------------------
+-- Execution
+
+qw.retry = require("qw.retry")
+local raw_exec = core.exec
+
+local function option(spec, opts, key)
+  if opts ~= nil and type(opts) == "table" and opts[key] ~= nil then return opts[key] end
+  if type(spec) == "table" then return spec[key] end
+  return nil
+end
+
+---Runs a command and waits for it; see lua-api.md for the spec, options and result.
+---@param spec string|table a shell string, or { argv..., option = value }
+---@param opts table? more options (they win over the spec's)
+---@return table result { ok, code, signal, timed_out, stdout, stderr, duration, attempts, ... }
+function qw.exec(spec, opts)
+  local policy = option(spec, opts, "retry")
+  if policy == nil then return raw_exec(spec, opts) end
+  if not qw.retry.is_policy(policy) then
+    error("qw.exec: option 'retry' must be a retry policy (a function or callable table)", 2)
+  end
+  local check = option(spec, opts, "check")
+  local once = {}
+  if type(opts) == "table" then for k, v in pairs(opts) do once[k] = v end end
+  once.check = false
+  return qw.retry.run(policy, function() return raw_exec(spec, once) end, function(r)
+    if check and not r.ok then error(core._where() .. core._failure_message(r), 0) end
+    return r
+  end)
+end
+
+---------------------------------------------------------------------------------------------
+-- Batches
+
+local function failed(r)
+  return type(r) == "table" and r.ok == false
+end
+
+local function progress_line(done, total, failures)
+  local width = 30
+  local filled = total > 0 and math.floor(width * done / total) or width
+  local line = ("\r\27[K[%s%s] %d/%d"):format(("#"):rep(filled), ("."):rep(width - filled), done, total)
+  if failures > 0 then line = line .. (" (%d failed)"):format(failures) end
+  io.stderr:write(line)
+end
+
+local CANCELLED = setmetatable({}, { __index = { ok = false, error = "cancelled", cancelled = true } })
+
+---Runs commands and functions concurrently; results come back in item order.
+---@param items table commands (string or table specs) and functions
+---@param opts table? { max_concurrent = n, fail_fast = bool, on_done = function(i, r), progress = bool }
+---@return table results
+function qw.batch(items, opts)
+  if type(items) ~= "table" then
+    error(("qw.batch: items must be a table (got %s)"):format(type(items)), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("qw.batch: options must be a table (got %s)"):format(type(opts)), 2)
+  end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "max_concurrent" and k ~= "fail_fast" and k ~= "on_done" and k ~= "progress" then
+      error(("qw.batch: unknown option '%s'"):format(tostring(k)), 2)
+    end
+  end
+  local n = #items
+  local max = opts.max_concurrent
+  if max ~= nil and (math.type(max) ~= "integer" or max < 1) then
+    error(("qw.batch: max_concurrent must be a positive integer (got %s)"):format(tostring(max)), 2)
+  end
+  local on_done, fail_fast = opts.on_done, opts.fail_fast
+  if on_done ~= nil and type(on_done) ~= "function" then
+    error("qw.batch: on_done must be a function", 2)
+  end
+  local progress = opts.progress and core._isatty(2)
+
+  local b = core._batch_start(items, max or math.max(n, 1))
+  -- if on_done raises or the batch is interrupted, end what is still running before leaving
+  local guard <close> = setmetatable({}, { __close = function(_, err) if err then b:cancel() end end })
+  local results, done, count, failures, cancelled = {}, {}, 0, 0, false
+  if progress then progress_line(0, n, 0) end
+  while true do
+    local i, r = b:next()
+    if i == nil then break end
+    results[i], done[i], count = r, true, count + 1
+    if failed(r) then failures = failures + 1 end
+    if progress then progress_line(count, n, failures) end
+    if on_done then on_done(i, r) end
+    if fail_fast and not cancelled and failed(r) then
+      cancelled = true
+      b:cancel()
+    end
+  end
+  if progress then io.stderr:write("\r\27[K") end
+  if cancelled then
+    for i = 1, n do
+      if not done[i] then results[i] = setmetatable({}, getmetatable(CANCELLED)) end
+    end
+  end
+  return results
+end
+
+---Runs functions concurrently and returns their first results, in order; raises the first
+---error (after all have finished) if any raised.
+function qw.parallel(...)
+  local fns = pack(...)
+  for i = 1, fns.n do
+    if type(fns[i]) ~= "function" then
+      error(("qw.parallel: argument %d must be a function (got %s)"):format(i, type(fns[i])), 2)
+    end
+  end
+  local rs = qw.batch({ unpack(fns, 1, fns.n) })
+  for i = 1, fns.n do
+    if getmetatable(rs[i]) == ITEM_ERROR then error(rs[i].error, 0) end
+  end
+  return unpack(rs, 1, fns.n)
+end
+
+---------------------------------------------------------------------------------------------
+-- Pretty printing
+
+qw.inspect = require("qw.inspect")
+
+return qw
