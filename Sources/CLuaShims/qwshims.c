@@ -169,7 +169,10 @@ static void qw_stop_hook(lua_State *L, lua_Debug *ar) {
     int reason = qw_lua_stop_reason;
     if (!reason) return;
     qw_lua_stop_reason = 0;
-    luaL_error(L, reason == 2 ? "time limit exceeded" : "interrupted");
+    luaL_where(L, 0); /* the function that was running, not its caller */
+    lua_pushstring(L, reason == 2 ? "time limit exceeded" : "interrupted");
+    lua_concat(L, 2);
+    lua_error(L);
 }
 
 /* Called from signal handlers: lua_sethook is async-signal-safe (lua.c does the same). */

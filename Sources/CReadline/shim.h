@@ -9,23 +9,18 @@
    safely, so these accessors are the only way the REPL reaches them. */
 typedef char *(*qwrl_generator)(const char *text, int state);
 
-static qwrl_generator qwrl_current_generator;
-
-static inline char **qwrl_attempted(const char *text, int start, int end) {
-    (void)start; (void)end;
-    rl_attempted_completion_over = 1;
-    return rl_completion_matches(text, qwrl_current_generator);
-}
 static inline void qwrl_setup(const char *name, qwrl_generator gen) {
     rl_readline_name = name;
     rl_catch_signals = 0;
     rl_catch_sigwinch = 1;
-    qwrl_current_generator = gen;
-    rl_attempted_completion_function = qwrl_attempted;
+    rl_completion_entry_function = gen;  /* used instead of file name completion */
     /* '.' and ':' belong to a Lua name path such as qw.json.encode or s:upper */
     rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^#~[]";
     rl_completion_append_character = '\0';
 }
+/* readline sets a space to follow each completion before every attempt: undo that, so
+   `qw.js<Tab>` can go on with `.encode`. */
+static inline void qwrl_no_append(void) { rl_completion_append_character = '\0'; }
 static inline const char *qwrl_line_buffer(void) { return rl_line_buffer; }
 static inline int qwrl_point(void) { return rl_point; }
 static inline void qwrl_cancel_line(void) {

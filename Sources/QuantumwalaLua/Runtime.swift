@@ -57,6 +57,10 @@ public final class Runtime {
     public let stdlibPath: String?
     /// The root task of the line or script running now.
     private var activeRoot: Int?
+    /// The library table of Swift primitives, kept for `reload()`.
+    private var coreRef: Int32 = LUA_NOREF
+    /// Called on Ctrl-C when nothing is running (the REPL clears its input line).
+    public var idleInterrupt: (() -> Void)?
 
     /// Creates the state, registers the primitives and loads stdlib's `qw` module.
     ///
@@ -120,8 +124,20 @@ public final class Runtime {
         itemErrorMetatableRef = lua.ref()
         lua.pushRef(itemErrorMetatableRef)
         s.setField(core, "_item_error")
-        try lua.loadFile(stdlib + "/qw/init.lua", displayPath: "stdlib/qw/init.lua")
         s.pushValue(at: core)
+        coreRef = lua.ref()
+        s.top = core - 1
+        try loadQwModule()
+    }
+
+    /// Runs stdlib's `qw/init.lua` with the primitives and publishes its table as the
+    /// global `qw` and `package.loaded.qw`.
+    private func loadQwModule() throws(LuaError) {
+        let s = lua.stack
+        let base = s.top
+        defer { s.top = base }
+        try lua.loadFile(stdlibPath! + "/qw/init.lua", displayPath: "stdlib/qw/init.lua")
+        lua.pushRef(coreRef)
         try lua.call(nargs: 1, nresults: 1)
         s.pushValue(at: -1)
         lua_setglobal(lua.L, "qw")
@@ -129,7 +145,70 @@ public final class Runtime {
         s.getField(-1, "loaded")
         s.pushValue(at: -3)
         s.setField(-2, "qw")
-        s.top = core - 1
+    }
+
+    /// Forgets loaded modules (stdlib's and the project's; Lua's own libraries stay) and
+    /// loads `qw` again, so edited policy takes effect without a restart.
+    public func reload() -> RunOutcome {
+        let keep: Set<String> = ["_G", "string", "table", "coroutine", "math", "io", "os", "utf8", "debug", "package"]
+        let s = lua.stack
+        lua_getglobal(lua.L, "package")
+        s.getField(-1, "loaded")
+        var names: [String] = []
+        s.pushNil()
+        while s.next(-2) {
+            if let k = s.type(at: -2) == .string ? s.string(at: -2) : nil, !keep.contains(k) { names.append(k) }
+            s.pop()
+        }
+        for n in names {
+            s.pushNil()
+            s.setField(-2, n)
+        }
+        s.pop(2)
+        do {
+            try loadQwModule()
+        } catch {
+            return .failed(error)
+        }
+        return .ok
+    }
+
+    /// Runs a file in the REPL's state (its globals stay), as `:load` does.
+    public func loadAndRun(_ path: String) -> RunOutcome {
+        do {
+            try lua.loadFile(path)
+        } catch {
+            return .failed(error)
+        }
+        return runFunctionOnTop()
+    }
+
+    /// Runs the chunk on top of the main stack through `qw.repl.run`, which prints what it
+    /// returns.
+    public func runPrinting() -> RunOutcome {
+        let chunk = lua.ref()
+        defer { lua.release(chunk) }
+        do {
+            try lua.load(Array("return require('qw.repl').run".utf8), name: "=repl")
+            try lua.call(nargs: 0, nresults: 1)
+        } catch {
+            return .failed(error)
+        }
+        return runFunctionOnTop(pushArgs: { [lua] s in
+            lua.pushRef(chunk, on: s)
+            return 1
+        })
+    }
+
+    /// Keeps the event loop (background processes, tasks) going until `done()`, calling
+    /// `onReadable` whenever `fd` has input.
+    public func waitForInput(fd: Int32, until done: () -> Bool, onReadable: @escaping () -> Void) {
+        reactor.watch(fd, events: UInt32(QW_EPOLLIN)) { _ in onReadable() }
+        defer { reactor.unwatch(fd) }
+        while !done() {
+            reactor.runOnce()
+            scheduler.runReady()
+        }
     }
 
     /// Sets `qw.args` and the global `arg` table (`arg[0]` is the script, as in `lua`).
@@ -170,13 +249,17 @@ public final class Runtime {
     /// Runs the function on top of the main stack as a root task (popping it) and drives the
     /// scheduler until it ends.
     public func runFunctionOnTop(args: [String] = []) -> RunOutcome {
+        runFunctionOnTop(pushArgs: { s in
+            for a in args { s.push(a) }
+            return Int32(args.count)
+        })
+    }
+
+    func runFunctionOnTop(pushArgs: @escaping (LuaStack) -> Int32) -> RunOutcome {
         if let t = options.timeLimit { qw_set_time_limit(t) }
         defer { if options.timeLimit != nil { qw_set_time_limit(0) } }
         var end: TaskEnd?
-        let task = scheduler.start(root: true, pushArgs: { s in
-            for a in args { s.push(a) }
-            return Int32(args.count)
-        }) { _, e in end = e }
+        let task = scheduler.start(root: true, pushArgs: pushArgs) { _, e in end = e }
         let previous = activeRoot
         activeRoot = task.id
         defer { activeRoot = previous }
@@ -195,7 +278,11 @@ public final class Runtime {
     /// Cancels what is running now (Ctrl-C): its tasks' waits raise `reason` and its
     /// processes are terminated.
     public func interrupt(reason: String = "interrupted") {
-        if let root = activeRoot { scheduler.cancelRoot(root, reason: reason) }
+        if let root = activeRoot {
+            scheduler.cancelRoot(root, reason: reason)
+        } else {
+            idleInterrupt?()
+        }
     }
 
     /// Drives pending work (background tasks, processes) without blocking.

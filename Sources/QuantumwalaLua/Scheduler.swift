@@ -159,22 +159,30 @@ final class Scheduler {
     @discardableResult
     func run(until done: () -> Bool) -> Bool {
         while !done() {
-            if readyHead < ready.count {
-                let t = ready[readyHead]
-                readyHead += 1
-                if readyHead > 1024 && readyHead * 2 > ready.count {
-                    ready.removeFirst(readyHead)
-                    readyHead = 0
-                }
-                step(t)
-                continue
-            }
+            if stepOne() { continue }
             if !reactor.hasWork {
                 if done() { return true }
                 return false
             }
             reactor.runOnce()
         }
+        return true
+    }
+
+    /// Resumes every task that is ready, and those they make ready.
+    func runReady() {
+        while stepOne() {}
+    }
+
+    private func stepOne() -> Bool {
+        guard readyHead < ready.count else { return false }
+        let t = ready[readyHead]
+        readyHead += 1
+        if readyHead > 1024 && readyHead * 2 > ready.count {
+            ready.removeFirst(readyHead)
+            readyHead = 0
+        }
+        step(t)
         return true
     }
 
