@@ -79,7 +79,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: [],
+            dependencies: ["qw", "CSystem", "QuantumwalaCore"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -22,7 +22,8 @@
 
 static qw_dispatch_fn qw_dispatch;
 static char qw_yield_tag_storage;
-static int qw_strict;
+/* per thread: tests run several states on several threads at once */
+static _Thread_local int qw_strict;
 
 void qw_set_dispatch(qw_dispatch_fn fn) { qw_dispatch = fn; }
 void *qw_host_yield_tag(void) { return &qw_yield_tag_storage; }

@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 
 extern char **environ;
 
@@ -184,5 +186,42 @@ int qw_pipe(int fds[2], int nonblock_read, int nonblock_write) {
     if (pipe2(fds, O_CLOEXEC) != 0) return -1;
     if (nonblock_read) fcntl(fds[0], F_SETFL, O_NONBLOCK);
     if (nonblock_write) fcntl(fds[1], F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+#include <stdlib.h>
+int qw_spawn_pty(const char *file, char *const argv[], char *const envp[], const char *cwd,
+                 unsigned short rows, unsigned short cols, int *master_out, pid_t *pid_out) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) return errno;
+    if (grantpt(master) != 0 || unlockpt(master) != 0) { int e = errno; close(master); return e; }
+    char name[128];
+    if (ptsname_r(master, name, sizeof name) != 0) { int e = errno; close(master); return e; }
+    struct winsize ws = {rows, cols, 0, 0};
+    ioctl(master, TIOCSWINSZ, &ws);
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    /* a new session, then opening the terminal makes it the controlling one */
+    posix_spawn_file_actions_addopen(&fa, 0, name, O_RDWR, 0);
+    posix_spawn_file_actions_adddup2(&fa, 0, 1);
+    posix_spawn_file_actions_adddup2(&fa, 0, 2);
+    if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    sigset_t mask, defaults;
+    sigemptyset(&mask);
+    sigfillset(&defaults);
+    sigdelset(&defaults, SIGKILL);
+    sigdelset(&defaults, SIGSTOP);
+    posix_spawnattr_setsigmask(&attr, &mask);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = 0;
+    int rc = posix_spawnp(&pid, file, &fa, &attr, argv, envp ? envp : environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) { close(master); return rc; }
+    *master_out = master;
+    *pid_out = pid;
     return 0;
 }

@@ -267,6 +267,9 @@ public final class Runtime {
             scheduler.cancelRoot(task.id, reason: "deadlock: every task is waiting and nothing can wake them")
             scheduler.run(until: { end != nil })
         }
+        // An interrupt that the stop hook already acted on must not reach the next line.
+        _ = qw_take_interrupt()
+        qw_drain_wake()
         switch end {
         case .failed(let message, let traceback):
             return .failed(LuaError(.runtime, message, traceback: traceback))

@@ -43,6 +43,10 @@ void qw_untrack_group(pid_t pgid);
 /** Terminate every tracked group: SIGTERM, up to `grace_ms` for them to go, then SIGKILL. */
 void qw_kill_all_groups(int grace_ms);
 char **qw_environ(void);
+/** Starts a program in a new session on a new pseudo-terminal (rows x cols); returns the
+    master side. For driving interactive programs (the REPL) in tests. */
+int qw_spawn_pty(const char *file, char *const argv[], char *const envp[], const char *cwd,
+                 unsigned short rows, unsigned short cols, int *master_out, pid_t *pid_out);
 
 
 #endif

@@ -100,27 +100,30 @@ public final class ChildProcess {
         result.pid = pid
     }
 
+    // The reactor's handlers hold the process strongly: a running process stays alive
+    // until it has been reaped and its pipes are closed, whoever else keeps it.
     private func arm() {
         let IN = UInt32(QW_EPOLLIN), HUP = UInt32(QW_EPOLLHUP)
-        reactor.watch(outFd, events: IN | HUP) { [unowned self] _ in self.drain(stdout: true) }
-        reactor.watch(errFd, events: IN | HUP) { [unowned self] _ in self.drain(stdout: false) }
+        reactor.watch(outFd, events: IN | HUP) { _ in self.drain(stdout: true) }
+        reactor.watch(errFd, events: IN | HUP) { _ in self.drain(stdout: false) }
         if inFd >= 0 {
             stdinData = spec.stdin ?? []
             if stdinData.isEmpty {
                 close(inFd)
                 inFd = -1
             } else {
-                reactor.watch(inFd, events: UInt32(QW_EPOLLOUT)) { [unowned self] _ in self.feed() }
+                reactor.watch(inFd, events: UInt32(QW_EPOLLOUT)) { _ in self.feed() }
             }
         }
         if pidfd >= 0 {
-            reactor.watch(pidfd, events: IN) { [unowned self] _ in self.reap() }
+            reactor.watch(pidfd, events: IN) { _ in self.reap() }
         } else {
             // pidfd_open is unavailable (Linux before 5.3): poll for the exit instead.
             pollExit()
         }
         if let t = spec.timeout {
-            timeoutTimer = reactor.after(t) { [unowned self] in
+            timeoutTimer = reactor.after(t) { [weak self] in
+                guard let self else { return }
                 self.timeoutTimer = nil
                 if !self.exited {
                     self.result.timedOut = true

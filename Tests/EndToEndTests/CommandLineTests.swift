@@ -1,0 +1,142 @@
+import Glibc
+import QuantumwalaCore
+import Testing
+
+/// `qw run`, `qw -e`, scripts on stdin: exit codes, messages, signals, limits.
+@Suite(.serialized)
+struct CommandLineTests {
+    @Test func chunkFromTheCommandLine() {
+        let r = qw(["-e", "print(1 + 1, qw.version)"])
+        #expect(r.code == 0)
+        #expect(r.stdout.hasPrefix("2\t"))
+    }
+
+    @Test func versionFlag() {
+        let r = qw(["--version"])
+        #expect(r.code == 0)
+        #expect(r.stdout.contains("0."))
+    }
+
+    @Test func runsAScriptWithArguments() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        writeFile(dir + "/args.lua", """
+            local a, b = ...
+            print(a, b, arg[0] ~= nil, #qw.args, qw.args[2])
+            """)
+        let r = qw(["run", dir + "/args.lua", "one", "--two"])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout == "one\t--two\ttrue\t2\t--two\n")
+    }
+
+    @Test func luaErrorNamesFileAndLineAndExitsOne() {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        writeFile(dir + "/bad.lua", "local x = 1\nerror('boom')\n")
+        let r = qw(["run", "bad.lua"], cwd: dir)
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("bad.lua:2: boom"))
+        #expect(r.stderr.contains("stack traceback:"))
+    }
+
+    @Test func syntaxErrorNamesFileAndLine() {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        writeFile(dir + "/syntax.lua", "print('ok')\nlocal = 3\n")
+        let r = qw(["run", "syntax.lua"], cwd: dir)
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("syntax.lua:2:"))
+        #expect(!r.stdout.contains("ok"), "nothing runs when the script does not parse")
+    }
+
+    @Test func missingScriptIsAClearError() {
+        let r = qw(["run", "/nonexistent/missing.lua"])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("cannot open /nonexistent/missing.lua"))
+    }
+
+    @Test(arguments: [("os.exit(3)", Int32(3)), ("os.exit(true)", 0), ("os.exit(false)", 1), ("print('x')", 0)])
+    func exitCodes(code: String, expected: Int32) {
+        #expect(qw(["-e", code]).code == expected)
+    }
+
+    @Test func scriptOnStandardInput() {
+        let r = qw([], stdin: "local r = qw.exec{'echo', 'piped'}\nio.write(r.stdout)\n")
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout == "piped\n")
+    }
+
+    @Test func runawayLoopStoppedByTimeLimit() {
+        let r = qw(["--time-limit", "0.5", "-e", "while true do end"])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("time limit exceeded"))
+    }
+
+    @Test func timeLimitEndsWaitingCommandsToo() {
+        let r = qw(["--time-limit", "0.5", "-e", "qw.exec{'sleep', '1001' .. '.5'}"])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("time limit exceeded"))
+        #expect(noneLeft(matching: "1001.5"))
+    }
+
+    @Test func memoryBombStopped() {
+        let r = qw(["--lua-memory", "64M", "-e", "local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(4096) .. i end"])
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("not enough memory"))
+    }
+
+    @Test func badOptionValueIsAClearError() {
+        let r = qw(["--lua-memory", "lots", "-e", "print(1)"])
+        #expect(r.code != 0)
+        #expect(r.stderr.contains("--lua-memory"))
+    }
+
+    @Test func interruptEndsChildProcesses() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        writeFile(dir + "/batch.lua", """
+            io.write("started\\n"); io.flush()
+            qw.batch({ {"sleep", "1002.5"}, {"sleep", "1002.5"}, function() return qw.exec{"sleep", "1002.5"} end })
+            """)
+        var spec = CommandSpec(argv: [qwBinary, "run", dir + "/batch.lua"])
+        spec.env = [("NO_COLOR", "1")]
+        let reactor = Reactor()
+        var result: ProcessResult?
+        let child = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })
+        // wait until the three sleeps run, then Ctrl-C (SIGINT) qw alone, not its group
+        let deadline = monotonicSeconds() + 10
+        while livePids(matching: "1002.5").count < 3 && monotonicSeconds() < deadline { reactor.runOnce(maxWait: 0.02) }
+        #expect(livePids(matching: "1002.5").count == 3)
+        kill(child.pid, SIGINT)
+        while result == nil { reactor.runOnce() }
+        #expect(result?.code == 1)
+        #expect(String(decoding: result!.stderr, as: UTF8.self).contains("interrupted"))
+        #expect(noneLeft(matching: "1002.5"))
+    }
+
+    @Test func terminationEndsChildProcesses() throws {
+        var spec = CommandSpec(argv: [qwBinary, "-e", "local t = '1003' .. '.5'; local h = qw.spawn{'sleep', t}; qw.exec{'sleep', t}"])
+        spec.env = [("NO_COLOR", "1")]
+        let reactor = Reactor()
+        var result: ProcessResult?
+        let child = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })
+        let deadline = monotonicSeconds() + 10
+        while livePids(matching: "1003.5").count < 2 && monotonicSeconds() < deadline { reactor.runOnce(maxWait: 0.02) }
+        #expect(livePids(matching: "1003.5").count == 2)
+        kill(child.pid, SIGTERM)
+        while result == nil { reactor.runOnce() }
+        #expect(result?.signal == SIGTERM)
+        #expect(noneLeft(matching: "1003.5"))
+    }
+
+    @Test func helloExampleRuns() {
+        let r = qw(["run", repoRoot + "/examples/hello.lua"])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("hello from a child process"))
+    }
+
+    @Test func parallelBuildExampleRuns() {
+        let r = qw(["run", repoRoot + "/examples/parallel-build.lua"], timeout: 120)
+        #expect(r.code == 0, "stdout:\n\(r.stdout)\nstderr:\n\(r.stderr)")
+    }
+}
