@@ -21,6 +21,8 @@ final class Batch {
 
     let items: [Item]
     let maxConcurrent: Int
+    /// Cancel the rest as soon as an item fails (before another one is launched).
+    let failFast: Bool
     unowned let runtime: Runtime
     private var nextIndex = 0
     private var running = 0
@@ -32,9 +34,10 @@ final class Batch {
     private var drainWaiters: [Waiter] = []
     private(set) var cancelled: String?
 
-    init(items: [Item], maxConcurrent: Int, runtime: Runtime) {
+    init(items: [Item], maxConcurrent: Int, failFast: Bool, runtime: Runtime) {
         self.items = items
         self.maxConcurrent = max(1, maxConcurrent)
+        self.failFast = failFast
         self.runtime = runtime
     }
 
@@ -55,9 +58,9 @@ final class Batch {
             let child = scheduler.startProcess(spec) { [unowned self] r in
                 children[i] = nil
                 if check && !r.ok {
-                    finished(i, .failed(message: checkFailureMessage(r, label: spec.label), traceback: nil))
+                    finished(i, .failed(message: checkFailureMessage(r, label: spec.label), traceback: nil), failed: true)
                 } else {
-                    finished(i, .process(r, name: spec.label))
+                    finished(i, .process(r, name: spec.label), failed: !r.ok)
                 }
             }
             if let child, child.running { children[i] = child }
@@ -73,19 +76,27 @@ final class Batch {
                         finished(i, .value(ref: LUA_NOREF))
                     } else {
                         s.top = s.top - count + 1  // keep the first result
+                        // a returned result table with ok == false counts as a failure
+                        var failed = false
+                        if s.type(at: -1) == .table {
+                            s.getField(-1, "ok")
+                            failed = s.type(at: -1) == .boolean && !s.bool(at: -1)
+                            s.pop()
+                        }
                         lua_xmove(task.thread, runtime.lua.L, 1)
-                        finished(i, .value(ref: runtime.lua.ref()))
+                        finished(i, .value(ref: runtime.lua.ref()), failed: failed)
                     }
                 case .failed(let message, let traceback):
-                    finished(i, .failed(message: message, traceback: traceback))
+                    finished(i, .failed(message: message, traceback: traceback), failed: true)
                 }
             }
             if !task.finished { tasks[i] = task }
         }
     }
 
-    private func finished(_ i: Int, _ outcome: Outcome) {
+    private func finished(_ i: Int, _ outcome: Outcome, failed: Bool = false) {
         running -= 1
+        if failed && failFast { cancel("cancelled") }
         done.append((i, outcome))
         deliver()
         if running == 0 {
@@ -214,7 +225,7 @@ extension Runtime {
                 throw error
             }
             let maxConcurrent = s.type(at: 2) == .number ? Int(s.integer(at: 2) ?? Int64(n)) : max(n, 1)
-            let batch = Batch(items: items, maxConcurrent: maxConcurrent, runtime: self)
+            let batch = Batch(items: items, maxConcurrent: maxConcurrent, failFast: s.bool(at: 3), runtime: self)
             let id = store(batch)
             let ud = s.newUserdata(size: MemoryLayout<Int>.size, metatable: Self.batchMetatable)
             ud.storeBytes(of: id, as: Int.self)

@@ -153,7 +153,7 @@ function qw.batch(items, opts)
   end
   local progress = opts.progress and core._isatty(2)
 
-  local b = core._batch_start(items, max or math.max(n, 1))
+  local b = core._batch_start(items, max or math.max(n, 1), fail_fast and true or false)
   -- if on_done raises or the batch is interrupted, end what is still running before leaving
   local guard <close> = setmetatable({}, { __close = function(_, err) if err then b:cancel() end end })
   local results, done, count, failures, cancelled = {}, {}, 0, 0, false
@@ -167,7 +167,7 @@ function qw.batch(items, opts)
     if on_done then on_done(i, r) end
     if fail_fast and not cancelled and failed(r) then
       cancelled = true
-      b:cancel()
+      b:cancel() -- the host stopped launching already; this waits for the running ones to end
     end
   end
   if progress then io.stderr:write("\r\27[K") end
