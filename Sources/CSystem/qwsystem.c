@@ -94,37 +94,45 @@ void qw_set_time_limit(double seconds) {
 /* ---- Processes ------------------------------------------------------------------------- */
 
 #define QW_MAXGROUPS 16384
-static volatile pid_t qw_groups[QW_MAXGROUPS];
+/* Slots are claimed and released with atomics: spawner threads track the groups they start
+   and signal handlers read the table at any moment. */
+static pid_t qw_groups[QW_MAXGROUPS];
 static int qw_groups_hint;
 
 void qw_track_group(pid_t pgid) {
+    int hint = __atomic_load_n(&qw_groups_hint, __ATOMIC_RELAXED);
     for (int n = 0; n < QW_MAXGROUPS; n++) {
-        int i = (qw_groups_hint + n) % QW_MAXGROUPS;
-        if (qw_groups[i] == 0) {
-            qw_groups[i] = pgid;
-            qw_groups_hint = i + 1;
+        int i = (hint + n) % QW_MAXGROUPS;
+        pid_t empty = 0;
+        if (__atomic_compare_exchange_n(&qw_groups[i], &empty, pgid, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&qw_groups_hint, i + 1, __ATOMIC_RELAXED);
             return;
         }
     }
 }
 
 void qw_untrack_group(pid_t pgid) {
-    for (int i = 0; i < QW_MAXGROUPS; i++)
-        if (qw_groups[i] == pgid) { qw_groups[i] = 0; qw_groups_hint = i; return; }
+    for (int i = 0; i < QW_MAXGROUPS; i++) {
+        pid_t expected = pgid;
+        if (__atomic_compare_exchange_n(&qw_groups[i], &expected, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&qw_groups_hint, i, __ATOMIC_RELAXED);
+            return;
+        }
+    }
 }
 
 /* Async-signal-safe: only kill, nanosleep and plain memory access. */
 void qw_kill_all_groups(int grace_ms) {
     int any = 0;
     for (int i = 0; i < QW_MAXGROUPS; i++) {
-        pid_t g = qw_groups[i];
+        pid_t g = __atomic_load_n(&qw_groups[i], __ATOMIC_SEQ_CST);
         if (g > 0 && kill(-g, SIGTERM) == 0) { kill(-g, SIGCONT); any = 1; }
     }
     if (!any) return;
     for (int waited = 0; waited < grace_ms; waited += 10) {
         int alive = 0;
         for (int i = 0; i < QW_MAXGROUPS && !alive; i++) {
-            pid_t g = qw_groups[i];
+            pid_t g = __atomic_load_n(&qw_groups[i], __ATOMIC_SEQ_CST);
             /* a group of zombies still answers kill(0); our own children stay zombies until
                reaped, so reap what can be reaped before asking */
             if (g > 0) {
@@ -137,8 +145,8 @@ void qw_kill_all_groups(int grace_ms) {
         nanosleep(&ts, NULL);
     }
     for (int i = 0; i < QW_MAXGROUPS; i++) {
-        pid_t g = qw_groups[i];
-        if (g > 0) { kill(-g, SIGKILL); qw_groups[i] = 0; }
+        pid_t g = __atomic_exchange_n(&qw_groups[i], 0, __ATOMIC_SEQ_CST);
+        if (g > 0) kill(-g, SIGKILL);
     }
 }
 
@@ -158,11 +166,12 @@ int qw_spawn(const char *file, char *const argv[], char *const envp[], const cha
     }
     if (!rc && cwd) rc = posix_spawn_file_actions_addchdir_np(&fa, cwd);
 
+    /* glibc resets every handled signal in the child by itself; only the ones qw ignores
+       (SIGPIPE) need naming, and naming all 64 would cost a sigaction call each. */
     sigset_t mask, defaults;
     sigemptyset(&mask);
-    sigfillset(&defaults);
-    sigdelset(&defaults, SIGKILL);
-    sigdelset(&defaults, SIGSTOP);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
     if (!rc) rc = posix_spawnattr_setsigmask(&attr, &mask);
     if (!rc) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
     if (!rc) rc = posix_spawnattr_setpgroup(&attr, 0);
@@ -224,4 +233,118 @@ int qw_spawn_pty(const char *file, char *const argv[], char *const envp[], const
     *master_out = master;
     *pid_out = pid;
     return 0;
+}
+
+/* ---- Spawner threads ----------------------------------------------------------------------
+   posix_spawn suspends the calling thread until the child has called execve, a few hundred
+   microseconds in which one thread can start nothing else. Worker threads take that wait off
+   the event loop and let two execs proceed at once on two cores. */
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+
+static pthread_mutex_t qw_sp_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t qw_sp_cond = PTHREAD_COND_INITIALIZER;
+static qw_spawn_req *qw_sp_queue_head, *qw_sp_queue_tail, *qw_sp_done;
+static int qw_sp_eventfd = -1;
+
+static void *qw_spawner_main(void *arg) {
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the event loop's thread */
+    for (;;) {
+        pthread_mutex_lock(&qw_sp_lock);
+        while (!qw_sp_queue_head) pthread_cond_wait(&qw_sp_cond, &qw_sp_lock);
+        qw_spawn_req *r = qw_sp_queue_head;
+        qw_sp_queue_head = r->next;
+        if (!qw_sp_queue_head) qw_sp_queue_tail = NULL;
+        pthread_mutex_unlock(&qw_sp_lock);
+
+        r->error = qw_spawn(r->file, r->argv, r->envp, r->cwd, r->in_fd, r->out_fd, r->err_fd, &r->pid);
+        if (!r->error) qw_track_group(r->pid);
+
+        pthread_mutex_lock(&qw_sp_lock);
+        r->next = qw_sp_done;
+        qw_sp_done = r;
+        pthread_mutex_unlock(&qw_sp_lock);
+        uint64_t one = 1;
+        ssize_t w = write(qw_sp_eventfd, &one, sizeof one);
+        (void)w;
+    }
+    return NULL;
+}
+
+int qw_spawner_start(int threads) {
+    pthread_mutex_lock(&qw_sp_lock);
+    if (qw_sp_eventfd < 0) {
+        qw_sp_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        for (int i = 0; i < threads && qw_sp_eventfd >= 0; i++) {
+            pthread_t t;
+            pthread_attr_t a;
+            pthread_attr_init(&a);
+            pthread_attr_setstacksize(&a, 64 * 1024);
+            if (pthread_create(&t, &a, qw_spawner_main, NULL) == 0) pthread_detach(t);
+            pthread_attr_destroy(&a);
+        }
+    }
+    pthread_mutex_unlock(&qw_sp_lock);
+    return qw_sp_eventfd;
+}
+
+void qw_spawner_submit(qw_spawn_req *r) {
+    r->next = NULL;
+    pthread_mutex_lock(&qw_sp_lock);
+    if (qw_sp_queue_tail) qw_sp_queue_tail->next = r; else qw_sp_queue_head = r;
+    qw_sp_queue_tail = r;
+    pthread_cond_signal(&qw_sp_cond);
+    pthread_mutex_unlock(&qw_sp_lock);
+}
+
+qw_spawn_req *qw_spawner_take_done(void) {
+    uint64_t n;
+    ssize_t rd = read(qw_sp_eventfd, &n, sizeof n);
+    (void)rd;
+    pthread_mutex_lock(&qw_sp_lock);
+    qw_spawn_req *list = qw_sp_done;
+    qw_sp_done = NULL;
+    pthread_mutex_unlock(&qw_sp_lock);
+    return list;
+}
+
+static char **qw_copy_strings(char *const src[]) {
+    if (!src) return NULL;
+    size_t n = 0;
+    while (src[n]) n++;
+    char **out = calloc(n + 1, sizeof *out);
+    for (size_t i = 0; i < n; i++) out[i] = strdup(src[i]);
+    return out;
+}
+
+qw_spawn_req *qw_spawn_req_new(const char *file, char *const argv[], char *const envp[], const char *cwd,
+                               int in_fd, int out_fd, int err_fd, uint64_t token) {
+    qw_spawn_req *r = calloc(1, sizeof *r);
+    r->file = strdup(file);
+    r->argv = qw_copy_strings(argv);
+    r->envp = qw_copy_strings(envp);
+    r->cwd = cwd ? strdup(cwd) : NULL;
+    r->in_fd = in_fd;
+    r->out_fd = out_fd;
+    r->err_fd = err_fd;
+    r->token = token;
+    return r;
+}
+
+static void qw_free_strings(char **v) {
+    if (!v) return;
+    for (char **p = v; *p; p++) free(*p);
+    free(v);
+}
+
+void qw_spawn_req_free(qw_spawn_req *r) {
+    free(r->file);
+    qw_free_strings(r->argv);
+    qw_free_strings(r->envp);
+    free(r->cwd);
+    free(r);
 }

@@ -136,6 +136,9 @@ public struct LuaStack {
         case .table(let t):
             newTable(hash: Int32(t.count))
             for (k, v) in t {
+                // nil and NaN cannot be keys (lua_rawset would raise outside any protection)
+                if case .nil = k { continue }
+                if case .number(let d) = k, d.isNaN { continue }
                 push(k)
                 push(v)
                 lua_rawset(L, -3)
@@ -173,7 +176,7 @@ public struct LuaStack {
             var t: [LuaValue: LuaValue] = [:]
             lua_pushnil(L)
             while lua_next(L, i) != 0 {
-                let k = try value(at: -2, seen: &seen, path: path)
+                let k = try value(at: absolute(-2), seen: &seen, path: path)
                 let keyName: String
                 switch k {
                 case .string(let b): keyName = path + "." + String(decoding: b, as: UTF8.self)

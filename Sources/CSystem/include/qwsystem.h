@@ -2,6 +2,7 @@
 #define QW_SYSTEM_H
 #include <stddef.h>
 #include <sys/types.h>
+#include <stdint.h>
 #include <sys/epoll.h>
 
 enum { QW_EPOLLIN = EPOLLIN, QW_EPOLLOUT = EPOLLOUT, QW_EPOLLHUP = EPOLLHUP, QW_EPOLLERR = EPOLLERR };
@@ -43,6 +44,28 @@ void qw_untrack_group(pid_t pgid);
 /** Terminate every tracked group: SIGTERM, up to `grace_ms` for them to go, then SIGKILL. */
 void qw_kill_all_groups(int grace_ms);
 char **qw_environ(void);
+
+/* ---- Spawner threads ------------------------------------------------------------------- */
+/** A spawn handed to a worker thread. The request owns copies of its strings. */
+typedef struct qw_spawn_req {
+    char *file;
+    char **argv;
+    char **envp; /* NULL: inherit */
+    char *cwd;
+    int in_fd, out_fd, err_fd;
+    uint64_t token;
+    pid_t pid;   /* out */
+    int error;   /* out: 0 or an errno */
+    struct qw_spawn_req *next;
+} qw_spawn_req;
+/** Starts the worker threads once; returns an eventfd that is readable when spawns are done. */
+int qw_spawner_start(int threads);
+void qw_spawner_submit(qw_spawn_req *r);
+/** Takes every finished request (a list through `next`) and clears the eventfd. */
+qw_spawn_req *qw_spawner_take_done(void);
+qw_spawn_req *qw_spawn_req_new(const char *file, char *const argv[], char *const envp[], const char *cwd,
+                               int in_fd, int out_fd, int err_fd, uint64_t token);
+void qw_spawn_req_free(qw_spawn_req *r);
 /** Starts a program in a new session on a new pseudo-terminal (rows x cols); returns the
     master side. For driving interactive programs (the REPL) in tests. */
 int qw_spawn_pty(const char *file, char *const argv[], char *const envp[], const char *cwd,

@@ -7,7 +7,8 @@ import Glibc
 /// The result is reported once, after the process has exited and both pipes are closed (so
 /// output written by background members of the group is not lost).
 public final class ChildProcess {
-    public let pid: Int32
+    /// The process id (and process group id); 0 while a spawner thread is still starting it.
+    public private(set) var pid: Int32 = 0
     public let spec: CommandSpec
     /// Why the group was terminated on purpose, if it was.
     public private(set) var terminationReason: String?
@@ -18,8 +19,10 @@ public final class ChildProcess {
     private var onExit: ((ProcessResult) -> Void)?
     private var result = ProcessResult()
     private let start: Double
-    private var pidfd: Int32
-    private var outFd: Int32, errFd: Int32, inFd: Int32 = -1
+    private var pidfd: Int32 = -1
+    private var outFd: Int32, errFd: Int32, inFd: Int32
+    /// The child's ends of the pipes, open until the spawn is done.
+    private var childFds: [Int32]
     private var stdinData: [UInt8] = []
     private var stdinOffset = 0
     private var logFd: Int32 = -1
@@ -27,9 +30,14 @@ public final class ChildProcess {
     private var killTimer: Reactor.TimerID?
     private var finished = false
 
-    /// Starts `spec`. A command that cannot start is reported through `onExit` right away
-    /// (code 127) and `nil` is returned.
-    public static func start(_ spec: CommandSpec, reactor: Reactor, onExit: @escaping (ProcessResult) -> Void) -> ChildProcess? {
+    /// Starts `spec`. A command that cannot start is reported through `onExit` (code 127).
+    ///
+    /// - Parameter background: start it from a spawner thread, so the calling thread does
+    ///   not wait for the child's `execve` (for batches; `pid` is 0 until then).
+    /// - Returns: the process, or nil when it could not be started at all.
+    @discardableResult
+    public static func start(_ spec: CommandSpec, reactor: Reactor, background: Bool = false,
+                             onExit: @escaping (ProcessResult) -> Void) -> ChildProcess? {
         guard let first = spec.argv.first, !first.isEmpty else {
             onExit(.notStarted("empty command"))
             return nil
@@ -61,43 +69,71 @@ public final class ChildProcess {
                 return nil
             }
         }
-        let started = monotonicSeconds()
-        var pid: pid_t = 0
-        let rc = withCStrings(spec.argv) { argv in
-            withEnvironment(spec) { envp in
-                qw_spawn(first, argv, envp, spec.cwd, inp[0], out[1], err[1], &pid)
-            }
-        }
-        close(out[1]); close(err[1])
-        if inp[0] >= 0 { close(inp[0]) }
-        if rc != 0 {
-            close(out[0]); close(err[0])
-            if inp[1] >= 0 { close(inp[1]) }
-            if logFd >= 0 { close(logFd) }
-            onExit(.notStarted("cannot start \(first): \(errnoText(rc))"))
-            return nil
-        }
-        qw_track_group(pid)
-        let pidfd = qw_pidfd_open(pid)
-        let child = ChildProcess(pid: pid, spec: spec, reactor: reactor, start: started, pidfd: pidfd,
-                                 out: out[0], err: err[0], input: inp[1], log: logFd, onExit: onExit)
-        child.arm()
-        return child
+        let child = ChildProcess(spec: spec, reactor: reactor, out: out, err: err, input: inp, log: logFd, onExit: onExit)
+        let resolved = reactor.resolveProgram(first)
+        child.launch(resolved ?? first, fallback: resolved != nil && resolved != first ? first : nil, background: background)
+        return child.finished ? nil : child
     }
 
-    private init(pid: Int32, spec: CommandSpec, reactor: Reactor, start: Double, pidfd: Int32,
-                 out: Int32, err: Int32, input: Int32, log: Int32, onExit: @escaping (ProcessResult) -> Void) {
-        self.pid = pid
+    private init(spec: CommandSpec, reactor: Reactor, out: [Int32], err: [Int32], input: [Int32], log: Int32,
+                 onExit: @escaping (ProcessResult) -> Void) {
         self.spec = spec
         self.reactor = reactor
-        self.start = start
-        self.pidfd = pidfd
-        self.outFd = out
-        self.errFd = err
-        self.inFd = input
+        self.start = monotonicSeconds()
+        self.outFd = out[0]
+        self.errFd = err[0]
+        self.inFd = input[1]
+        self.childFds = [out[1], err[1], input[0]]
         self.logFd = log
         self.onExit = onExit
+    }
+
+    /// Spawns `file`; `fallback` is the name as given, tried when the remembered path failed.
+    private func launch(_ file: String, fallback: String?, background: Bool) {
+        let fds = childFds
+        let done: (Int32, Int32) -> Void = { [self] pid, rc in
+            if rc == ENOENT, let name = fallback {
+                reactor.forgetProgram(name)  // moved or removed since: look it up again
+                launch(name, fallback: nil, background: background)
+            } else {
+                spawned(pid: pid, error: rc)
+            }
+        }
+        withCStrings(spec.argv) { argv in
+            withEnvironment(spec) { envp in
+                if background {
+                    let req = qw_spawn_req_new(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], 0)!
+                    reactor.submitSpawn(req) { req in done(req.pointee.pid, req.pointee.error) }
+                } else {
+                    var pid: pid_t = 0
+                    let rc = qw_spawn(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], &pid)
+                    if rc == 0 { qw_track_group(pid) }
+                    done(pid, rc)
+                }
+            }
+        }
+    }
+
+    private func spawned(pid: Int32, error rc: Int32) {
+        for fd in childFds where fd >= 0 { close(fd) }
+        childFds = []
+        if rc != 0 {
+            for fd in [outFd, errFd, inFd, logFd] where fd >= 0 { close(fd) }
+            outFd = -1; errFd = -1; inFd = -1; logFd = -1
+            finished = true
+            let cb = onExit
+            onExit = nil
+            cb?(.notStarted("cannot start \(spec.argv[0]): \(errnoText(rc))"))
+            return
+        }
+        self.pid = pid
         result.pid = pid
+        pidfd = qw_pidfd_open(pid)
+        arm()
+        if let reason = terminationReason {
+            terminationReason = nil
+            terminate(reason: reason)
+        }
     }
 
     // The reactor's handlers hold the process strongly: a running process stays alive
@@ -122,10 +158,12 @@ public final class ChildProcess {
             pollExit()
         }
         if let t = spec.timeout {
+            // The timeout covers the whole group: members that outlive the leader and keep
+            // its output open are terminated too.
             timeoutTimer = reactor.after(t) { [weak self] in
                 guard let self else { return }
                 self.timeoutTimer = nil
-                if !self.exited {
+                if !self.finished {
                     self.result.timedOut = true
                     self.terminate(reason: "timed out after \(formatSeconds(t))")
                 }
@@ -199,8 +237,6 @@ public final class ChildProcess {
             result.signal = sig
             result.code = 128 + sig
         }
-        if result.timedOut { result.code = 124 }
-        if let timer = timeoutTimer { reactor.cancel(timer); timeoutTimer = nil }
         finishIfDone()
     }
 
@@ -210,6 +246,8 @@ public final class ChildProcess {
         if inFd >= 0 { reactor.unwatch(inFd); close(inFd); inFd = -1 }
         if logFd >= 0 { close(logFd); logFd = -1 }
         if let t = killTimer { reactor.cancel(t); killTimer = nil }
+        if let t = timeoutTimer { reactor.cancel(t); timeoutTimer = nil }
+        if result.timedOut { result.code = 124 }
         // Members of the group that outlived the leader stay tracked, so exit paths end them.
         if kill(-pid, 0) != 0 { qw_untrack_group(pid) }
         if result.error == nil {
@@ -232,6 +270,7 @@ public final class ChildProcess {
     public func terminate(reason: String) {
         guard !finished else { return }
         if terminationReason == nil { terminationReason = reason }
+        guard pid > 0 else { return }  // still being spawned: done once it has started
         kill(-pid, SIGTERM)
         kill(-pid, SIGCONT)
         if killTimer == nil {
@@ -245,7 +284,7 @@ public final class ChildProcess {
 
     /// Sends `signal` to the process group.
     public func send(_ signal: Int32) {
-        guard !finished else { return }
+        guard !finished, pid > 0 else { return }
         kill(-pid, signal)
     }
 }

@@ -1,4 +1,4 @@
-import CSystem
+public import CSystem
 import Glibc
 
 /// A single-threaded event loop over epoll: file descriptors and timers.
@@ -29,10 +29,69 @@ public final class Reactor {
     /// A 64 KiB buffer for reads done inside handlers (one thread, so one buffer serves all).
     public let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
 
+    /// Where programs named without a slash were found in PATH (see ``resolveProgram(_:)``).
+    private var programPaths: [String: String] = [:]
+    private var programPathsFor: String?
+
+    /// The path `execvp` would run for `name`, remembered per PATH value so that a child does
+    /// not try every PATH entry before the right one. nil: not found (let the spawn report it).
+    public func resolveProgram(_ name: String) -> String? {
+        if name.contains("/") { return name }
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin"
+        if path != programPathsFor {
+            programPaths = [:]
+            programPathsFor = path
+        }
+        if let p = programPaths[name] { return p }
+        for dir in path.split(separator: ":", omittingEmptySubsequences: false) {
+            let candidate = (dir.isEmpty ? "." : String(dir)) + "/" + name
+            var st = stat()
+            if stat(candidate, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+                programPaths[name] = candidate
+                return candidate
+            }
+        }
+        return nil
+    }
+
+    private var spawnFd: Int32 = -1
+    private var spawnCompletions: [UInt64: (UnsafeMutablePointer<qw_spawn_req>) -> Void] = [:]
+    private var nextSpawnToken: UInt64 = 0
+
+    /// Hands a spawn to the spawner threads; `completion` runs on this thread when it is done.
+    /// The request is freed after `completion` returns.
+    public func submitSpawn(_ req: UnsafeMutablePointer<qw_spawn_req>, _ completion: @escaping (UnsafeMutablePointer<qw_spawn_req>) -> Void) {
+        if spawnFd < 0 {
+            let cores = Int32(max(1, min(4, sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+            spawnFd = qw_spawner_start(cores)
+            watch(spawnFd, events: UInt32(QW_EPOLLIN)) { [unowned self] _ in
+                var r = qw_spawner_take_done()
+                while let req = r {
+                    r = req.pointee.next
+                    if let done = spawnCompletions.removeValue(forKey: req.pointee.token) { done(req) }
+                    qw_spawn_req_free(req)
+                }
+            }
+            externalWatches += 1
+        }
+        nextSpawnToken += 1
+        req.pointee.token = nextSpawnToken
+        spawnCompletions[nextSpawnToken] = completion
+        qw_spawner_submit(req)
+    }
+
+    /// Spawns handed to the spawner threads and not finished yet.
+    public var pendingSpawns: Int { spawnCompletions.count }
+
+    /// Forgets a remembered program path (it failed to start).
+    public func forgetProgram(_ name: String) { programPaths[name] = nil }
+
     /// Called when a signal handler wrote to the wake pipe.
     public var onWake: (() -> Void)?
 
     public init() {
+        // Writing to a child that closed its input must fail with EPIPE, not kill qw.
+        signal(SIGPIPE, SIG_IGN)
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
         precondition(epfd >= 0, "epoll_create1 failed: \(errnoText(errno))")
         let wake = qw_wake_fd()
@@ -50,7 +109,11 @@ public final class Reactor {
     }
 
     /// Whether anything besides the wake pipe is being waited for.
-    public var hasWork: Bool { watched > (qw_wake_fd() >= 0 ? 1 : 0) || !timerCallbacks.isEmpty }
+    public var hasWork: Bool {
+        watched > (qw_wake_fd() >= 0 ? 1 : 0) + externalWatches || !timerCallbacks.isEmpty || !spawnCompletions.isEmpty
+    }
+    /// Watches that stay for the reactor's life (the spawner's eventfd) and are not work.
+    private var externalWatches = 0
 
     /// Calls `handler` whenever `fd` is ready for `events` (EPOLLIN, EPOLLOUT...).
     public func watch(_ fd: Int32, events: UInt32, _ handler: @escaping Handler) {
