@@ -55,7 +55,7 @@ final class Batch {
         let scheduler = runtime.scheduler
         switch items[i] {
         case .command(let spec, let check):
-            let child = scheduler.startProcess(spec) { [unowned self] r in
+            let child = scheduler.startProcess(spec, background: true) { [unowned self] r in
                 children[i] = nil
                 if check && !r.ok {
                     finished(i, .failed(message: checkFailureMessage(r, label: spec.label), traceback: nil), failed: true)

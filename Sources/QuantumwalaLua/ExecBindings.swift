@@ -71,7 +71,7 @@ extension Runtime {
             try scheduler.checkCancelled()
             let spec = prepare(o)
             let w = scheduler.waiter()
-            let child = scheduler.startProcess(spec) { r in
+            let child = scheduler.startProcess(spec, background: true) { r in
                 if o.check && !r.ok {
                     w.fail(checkFailureMessage(r, label: spec.label))
                 } else {

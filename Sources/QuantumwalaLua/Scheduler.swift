@@ -337,10 +337,12 @@ final class Scheduler {
     // MARK: Processes
 
     /// Starts a process on behalf of the running task; `onExit` is called on the Lua thread.
-    func startProcess(_ spec: CommandSpec, onExit: @escaping (ProcessResult) -> Void) -> ChildProcess? {
+    ///
+    /// - Parameter background: start it from a spawner thread (the caller needs no pid now).
+    func startProcess(_ spec: CommandSpec, background: Bool = false, onExit: @escaping (ProcessResult) -> Void) -> ChildProcess? {
         let root = current?.rootID ?? 0
         var box: ObjectIdentifier?
-        let child = ChildProcess.start(spec, reactor: reactor) { [unowned self] result in
+        let child = ChildProcess.start(spec, reactor: reactor, background: background) { [unowned self] result in
             if let key = box {
                 self.processes[root]?[key] = nil
                 if self.processes[root]?.isEmpty == true { self.processes[root] = nil }

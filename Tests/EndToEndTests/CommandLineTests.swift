@@ -140,3 +140,24 @@ struct CommandLineTests {
         #expect(r.code == 0, "stdout:\n\(r.stdout)\nstderr:\n\(r.stderr)")
     }
 }
+
+/// An installed copy (PREFIX/bin/qw with PREFIX/share/qw/stdlib) uses its own stdlib.
+@Suite struct InstalledCopyTests {
+    @Test func installedCopyFindsItsStdlib() throws {
+        let prefix = makeTempDir()
+        defer { removeTree(prefix) }
+        qwShell("""
+            mkdir -p '\(prefix)/bin' '\(prefix)/share/qw' && cp '\(qwBinary)' '\(prefix)/bin/qw' \
+            && cp -R '\(repoRoot)/stdlib' '\(prefix)/share/qw/stdlib' \
+            && echo 'return "installed copy"' > '\(prefix)/share/qw/stdlib/qw/where.lua'
+            """)
+        var spec = CommandSpec(argv: [prefix + "/bin/qw", "-e", "print(require('qw.where'), qw.retry ~= nil)"])
+        spec.env = [("QW_STDLIB", "")]
+        let reactor = Reactor()
+        var result: ProcessResult?
+        ChildProcess.start(spec, reactor: reactor) { result = $0 }
+        while result == nil { reactor.runOnce() }
+        #expect(String(decoding: result!.stdout, as: UTF8.self) == "installed copy\ttrue\n",
+                "\(String(decoding: result!.stderr, as: UTF8.self))")
+    }
+}
