@@ -243,10 +243,19 @@ int qw_spawn_pty(const char *file, char *const argv[], char *const envp[], const
 #include <pthread.h>
 #include <sys/eventfd.h>
 
+/* One queue of requests served by the worker threads; each event loop (an "owner") has its
+   own list of finished requests and its own eventfd, so several loops in one process (tests)
+   never take each other's results. */
+struct qw_spawn_owner {
+    pthread_mutex_t lock;
+    qw_spawn_req *done;
+    int efd;
+};
+
 static pthread_mutex_t qw_sp_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t qw_sp_cond = PTHREAD_COND_INITIALIZER;
-static qw_spawn_req *qw_sp_queue_head, *qw_sp_queue_tail, *qw_sp_done;
-static int qw_sp_eventfd = -1;
+static qw_spawn_req *qw_sp_queue_head, *qw_sp_queue_tail;
+static int qw_sp_threads;
 
 static void *qw_spawner_main(void *arg) {
     (void)arg;
@@ -264,36 +273,51 @@ static void *qw_spawner_main(void *arg) {
         r->error = qw_spawn(r->file, r->argv, r->envp, r->cwd, r->in_fd, r->out_fd, r->err_fd, &r->pid);
         if (!r->error) qw_track_group(r->pid);
 
-        pthread_mutex_lock(&qw_sp_lock);
-        r->next = qw_sp_done;
-        qw_sp_done = r;
-        pthread_mutex_unlock(&qw_sp_lock);
+        qw_spawn_owner *o = r->owner;
+        pthread_mutex_lock(&o->lock);
+        r->next = o->done;
+        o->done = r;
+        pthread_mutex_unlock(&o->lock);
         uint64_t one = 1;
-        ssize_t w = write(qw_sp_eventfd, &one, sizeof one);
+        ssize_t w = write(o->efd, &one, sizeof one);
         (void)w;
     }
     return NULL;
 }
 
-int qw_spawner_start(int threads) {
+qw_spawn_owner *qw_spawner_owner_new(int threads) {
     pthread_mutex_lock(&qw_sp_lock);
-    if (qw_sp_eventfd < 0) {
-        qw_sp_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        for (int i = 0; i < threads && qw_sp_eventfd >= 0; i++) {
-            pthread_t t;
-            pthread_attr_t a;
-            pthread_attr_init(&a);
-            pthread_attr_setstacksize(&a, 64 * 1024);
-            if (pthread_create(&t, &a, qw_spawner_main, NULL) == 0) pthread_detach(t);
-            pthread_attr_destroy(&a);
-        }
+    for (; qw_sp_threads < threads; qw_sp_threads++) {
+        pthread_t t;
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, 64 * 1024);
+        int rc = pthread_create(&t, &a, qw_spawner_main, NULL);
+        pthread_attr_destroy(&a);
+        if (rc != 0) break;
+        pthread_detach(t);
     }
+    int ok = qw_sp_threads > 0;
     pthread_mutex_unlock(&qw_sp_lock);
-    return qw_sp_eventfd;
+    if (!ok) return NULL;
+    qw_spawn_owner *o = calloc(1, sizeof *o);
+    pthread_mutex_init(&o->lock, NULL);
+    o->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (o->efd < 0) { free(o); return NULL; }
+    return o;
 }
 
-void qw_spawner_submit(qw_spawn_req *r) {
+int qw_spawner_owner_fd(qw_spawn_owner *o) { return o->efd; }
+
+void qw_spawner_owner_free(qw_spawn_owner *o) {
+    close(o->efd);
+    pthread_mutex_destroy(&o->lock);
+    free(o);
+}
+
+void qw_spawner_submit(qw_spawn_owner *o, qw_spawn_req *r) {
     r->next = NULL;
+    r->owner = o;
     pthread_mutex_lock(&qw_sp_lock);
     if (qw_sp_queue_tail) qw_sp_queue_tail->next = r; else qw_sp_queue_head = r;
     qw_sp_queue_tail = r;
@@ -301,14 +325,14 @@ void qw_spawner_submit(qw_spawn_req *r) {
     pthread_mutex_unlock(&qw_sp_lock);
 }
 
-qw_spawn_req *qw_spawner_take_done(void) {
+qw_spawn_req *qw_spawner_take_done(qw_spawn_owner *o) {
     uint64_t n;
-    ssize_t rd = read(qw_sp_eventfd, &n, sizeof n);
+    ssize_t rd = read(o->efd, &n, sizeof n);
     (void)rd;
-    pthread_mutex_lock(&qw_sp_lock);
-    qw_spawn_req *list = qw_sp_done;
-    qw_sp_done = NULL;
-    pthread_mutex_unlock(&qw_sp_lock);
+    pthread_mutex_lock(&o->lock);
+    qw_spawn_req *list = o->done;
+    o->done = NULL;
+    pthread_mutex_unlock(&o->lock);
     return list;
 }
 

@@ -46,6 +46,9 @@ void qw_kill_all_groups(int grace_ms);
 char **qw_environ(void);
 
 /* ---- Spawner threads ------------------------------------------------------------------- */
+/** An event loop's end of the spawner: its finished requests and the eventfd that says so. */
+typedef struct qw_spawn_owner qw_spawn_owner;
+
 /** A spawn handed to a worker thread. The request owns copies of its strings. */
 typedef struct qw_spawn_req {
     char *file;
@@ -57,12 +60,18 @@ typedef struct qw_spawn_req {
     pid_t pid;   /* out */
     int error;   /* out: 0 or an errno */
     struct qw_spawn_req *next;
+    qw_spawn_owner *owner;
 } qw_spawn_req;
-/** Starts the worker threads once; returns an eventfd that is readable when spawns are done. */
-int qw_spawner_start(int threads);
-void qw_spawner_submit(qw_spawn_req *r);
-/** Takes every finished request (a list through `next`) and clears the eventfd. */
-qw_spawn_req *qw_spawner_take_done(void);
+/** Starts up to `threads` worker threads (shared by the process) and a new owner; NULL
+    when no thread can be started. */
+qw_spawn_owner *qw_spawner_owner_new(int threads);
+/** The eventfd that is readable when some of the owner's spawns are done. */
+int qw_spawner_owner_fd(qw_spawn_owner *o);
+/** Frees an owner with no spawn in flight. */
+void qw_spawner_owner_free(qw_spawn_owner *o);
+void qw_spawner_submit(qw_spawn_owner *o, qw_spawn_req *r);
+/** Takes every finished request of the owner (a list through `next`), clearing its eventfd. */
+qw_spawn_req *qw_spawner_take_done(qw_spawn_owner *o);
 qw_spawn_req *qw_spawn_req_new(const char *file, char *const argv[], char *const envp[], const char *cwd,
                                int in_fd, int out_fd, int err_fd, uint64_t token);
 void qw_spawn_req_free(qw_spawn_req *r);

@@ -101,10 +101,11 @@ public final class ChildProcess {
         }
         withCStrings(spec.argv) { argv in
             withEnvironment(spec) { envp in
-                if background {
-                    let req = qw_spawn_req_new(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], 0)!
-                    reactor.submitSpawn(req) { req in done(req.pointee.pid, req.pointee.error) }
+                let req = background ? qw_spawn_req_new(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], 0) : nil
+                if let req, reactor.submitSpawn(req, { req in done(req.pointee.pid, req.pointee.error) }) {
+                    return
                 } else {
+                    if let req { qw_spawn_req_free(req) }
                     var pid: pid_t = 0
                     let rc = qw_spawn(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], &pid)
                     if rc == 0 { qw_track_group(pid) }

@@ -54,18 +54,20 @@ public final class Reactor {
         return nil
     }
 
-    private var spawnFd: Int32 = -1
+    private var spawner: OpaquePointer?
     private var spawnCompletions: [UInt64: (UnsafeMutablePointer<qw_spawn_req>) -> Void] = [:]
     private var nextSpawnToken: UInt64 = 0
 
     /// Hands a spawn to the spawner threads; `completion` runs on this thread when it is done.
-    /// The request is freed after `completion` returns.
-    public func submitSpawn(_ req: UnsafeMutablePointer<qw_spawn_req>, _ completion: @escaping (UnsafeMutablePointer<qw_spawn_req>) -> Void) {
-        if spawnFd < 0 {
+    /// The request is freed after `completion` returns. Returns false (and does nothing) when
+    /// no spawner thread can be started: spawn in place then.
+    public func submitSpawn(_ req: UnsafeMutablePointer<qw_spawn_req>, _ completion: @escaping (UnsafeMutablePointer<qw_spawn_req>) -> Void) -> Bool {
+        if spawner == nil {
             let cores = Int32(max(1, min(4, sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
-            spawnFd = qw_spawner_start(cores)
-            watch(spawnFd, events: UInt32(QW_EPOLLIN)) { [unowned self] _ in
-                var r = qw_spawner_take_done()
+            guard let owner = qw_spawner_owner_new(cores) else { return false }
+            spawner = owner
+            watch(qw_spawner_owner_fd(owner), events: UInt32(QW_EPOLLIN)) { [unowned self] _ in
+                var r = qw_spawner_take_done(owner)
                 while let req = r {
                     r = req.pointee.next
                     if let done = spawnCompletions.removeValue(forKey: req.pointee.token) { done(req) }
@@ -77,7 +79,8 @@ public final class Reactor {
         nextSpawnToken += 1
         req.pointee.token = nextSpawnToken
         spawnCompletions[nextSpawnToken] = completion
-        qw_spawner_submit(req)
+        qw_spawner_submit(spawner, req)
+        return true
     }
 
     /// Spawns handed to the spawner threads and not finished yet.
@@ -104,6 +107,8 @@ public final class Reactor {
     }
 
     deinit {
+        // an owner with spawns in flight is left to the worker threads (never freed under them)
+        if let spawner, spawnCompletions.isEmpty { qw_spawner_owner_free(spawner) }
         close(epfd)
         scratch.deallocate()
     }
