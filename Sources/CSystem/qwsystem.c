@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 
@@ -150,41 +151,75 @@ void qw_kill_all_groups(int grace_ms) {
     }
 }
 
+/* The signals qw handles or ignores; a child gets them back at their defaults. */
+static const int qw_own_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGPIPE};
+
+static int qw_devnull(void) {
+    static int fd = -1;
+    int cur = __atomic_load_n(&fd, __ATOMIC_ACQUIRE);
+    if (cur >= 0) return cur;
+    int nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int expected = -1;
+    if (!__atomic_compare_exchange_n(&fd, &expected, nfd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        close(nfd);
+        return expected;
+    }
+    return nfd;
+}
+
+/* vfork + execve rather than posix_spawn: glibc's child asks about and resets all 64 signal
+   dispositions (over a hundred system calls) while the parent waits; this child knows the
+   few that qw changed. The calling thread blocks every signal around vfork, so no handler
+   can run in the child on the shared memory before the dispositions are reset. */
 int qw_spawn(const char *file, char *const argv[], char *const envp[], const char *cwd,
              int in_fd, int out_fd, int err_fd, pid_t *pid_out) {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    int rc = posix_spawn_file_actions_init(&fa);
-    if (rc) return rc;
-    rc = posix_spawnattr_init(&attr);
-    if (rc) { posix_spawn_file_actions_destroy(&fa); return rc; }
-
-    int fds[3] = {in_fd, out_fd, err_fd};
-    for (int i = 0; i < 3 && !rc; i++) {
-        if (fds[i] >= 0) rc = posix_spawn_file_actions_adddup2(&fa, fds[i], i);
-        else rc = posix_spawn_file_actions_addopen(&fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
+    int devnull = qw_devnull();
+    if (devnull < 0) return errno;
+    int fds[3] = {in_fd >= 0 ? in_fd : devnull, out_fd >= 0 ? out_fd : devnull, err_fd >= 0 ? err_fd : devnull};
+    char *const *env = envp ? envp : environ;
+    int search = strchr(file, '/') == NULL;
+    volatile int child_errno = 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = vfork();
+    if (pid == 0) {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (size_t i = 0; i < sizeof qw_own_signals / sizeof qw_own_signals[0]; i++)
+            sigaction(qw_own_signals[i], &dfl, NULL);
+        setpgid(0, 0);
+        for (int i = 0; i < 3; i++) {
+            /* a source fd below 3 could be overwritten by an earlier dup2: move it up */
+            if (fds[i] < 3 && fds[i] != i) {
+                int moved = fcntl(fds[i], F_DUPFD, 3);
+                if (moved < 0) { child_errno = errno; _exit(127); }
+                for (int j = i; j < 3; j++) if (fds[j] == fds[i]) fds[j] = moved;
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            if (dup2(fds[i], i) < 0) { child_errno = errno; _exit(127); }
+            if (fds[i] == i) fcntl(i, F_SETFD, 0);
+        }
+        if (cwd && chdir(cwd) != 0) { child_errno = errno; _exit(127); }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (search) execvpe(file, argv, env);
+        else execve(file, argv, env);
+        child_errno = errno;
+        _exit(127);
     }
-    if (!rc && cwd) rc = posix_spawn_file_actions_addchdir_np(&fa, cwd);
-
-    /* glibc resets every handled signal in the child by itself; only the ones qw ignores
-       (SIGPIPE) need naming, and naming all 64 would cost a sigaction call each. */
-    sigset_t mask, defaults;
-    sigemptyset(&mask);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGPIPE);
-    if (!rc) rc = posix_spawnattr_setsigmask(&attr, &mask);
-    if (!rc) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
-    if (!rc) rc = posix_spawnattr_setpgroup(&attr, 0);
-    if (!rc) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                                      POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_USEVFORK);
-    if (!rc) {
-        pid_t pid = 0;
-        rc = posix_spawnp(&pid, file, &fa, &attr, argv, envp ? envp : environ);
-        if (!rc) *pid_out = pid;
+    int vfork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) return vfork_errno;
+    if (child_errno) {
+        waitpid(pid, NULL, 0);
+        return child_errno;
     }
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    return rc;
+    *pid_out = pid;
+    return 0;
 }
 
 int qw_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }

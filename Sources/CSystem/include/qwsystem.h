@@ -33,8 +33,9 @@ void qw_request_stop(int reason);
 void qw_set_time_limit(double seconds);
 
 /* ---- Processes ------------------------------------------------------------------------- */
-/** posix_spawn in a new process group with default signal dispositions and an empty mask.
-    fds < 0 mean /dev/null. Returns 0 or an errno. */
+/** Starts a program (looked up in PATH when `file` has no slash) in a new process group,
+    with qw's signal dispositions reset and an empty signal mask; fds < 0 mean /dev/null.
+    Returns 0 or an errno (from the exec when the program could not start). */
 int qw_spawn(const char *file, char *const argv[], char *const envp[], const char *cwd,
              int in_fd, int out_fd, int err_fd, pid_t *pid_out);
 int qw_pidfd_open(pid_t pid);

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Shared helpers for the scripts in scripts/. Source it, do not run it:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+#
+# After sourcing, QW_ROOT is the repository root, the current directory is QW_ROOT, and
+# QW_CALLER_PWD is the directory the script was started from.
+
+# Errors inside $(...) stop the substitution too (bash >= 4.4).
+shopt -s inherit_errexit 2>/dev/null || true
+
+QW_CALLER_PWD="$PWD"
+QW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export QW_ROOT
+cd "$QW_ROOT"
+
+# Messages go to stderr so that functions can print results on stdout.
+qw_say() { printf '==> %s\n' "$*" >&2; }
+qw_warn() { printf 'warning: %s\n' "$*" >&2; }
+qw_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, through sudo when it exists.
+qw_as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        qw_die "need root to run '$*' (not root and no sudo); install it by hand"
+    fi
+}
+
+QW_APT_UPDATED=0
+
+# ensure_packages PKG... : installs the Debian packages that are not installed yet.
+ensure_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 \
+        || qw_die "missing packages (${missing[*]}) and no apt-get on this machine; install them by hand"
+    qw_say "installing missing packages: ${missing[*]}"
+    if [ "$QW_APT_UPDATED" -eq 0 ]; then
+        qw_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+        QW_APT_UPDATED=1
+    fi
+    qw_as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+}
+
+# ensure_system_deps : what the Swift build needs from the system (Lua 5.4 headers and
+# library, readline, pkg-config to find Lua). Also checks that a Swift toolchain is on PATH.
+ensure_system_deps() {
+    ensure_packages liblua5.4-dev libreadline-dev pkg-config
+    command -v swift >/dev/null 2>&1 \
+        || qw_die "no 'swift' on PATH: install a Swift 6 toolchain (https://www.swift.org/install/linux/) and retry"
+}
+
+# qw_build CONFIG [EXTRA_SWIFT_BUILD_FLAGS...] : builds qw in CONFIG (debug or release).
+# The build's own output goes to stderr; the last (only) line on stdout is the path of the
+# built qw binary, so that   QW="$(qw_build debug)"   works.
+qw_build() {
+    local config="${1:?qw_build: CONFIG (debug or release) is required}"
+    shift
+    case "$config" in
+        debug|release) ;;
+        *) qw_die "qw_build: CONFIG must be debug or release, not '$config'" ;;
+    esac
+    qw_say "building qw ($config${*:+ $*})"
+    swift build -c "$config" "$@" >&2 || qw_die "swift build -c $config${*:+ $*} failed"
+    local bin_dir
+    bin_dir="$(swift build -c "$config" "$@" --show-bin-path)" \
+        || qw_die "swift build -c $config --show-bin-path failed"
+    [ -x "$bin_dir/qw" ] || qw_die "build finished but $bin_dir/qw is missing"
+    printf '%s\n' "$bin_dir/qw"
+}
