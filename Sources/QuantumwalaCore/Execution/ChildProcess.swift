@@ -51,7 +51,9 @@ public final class ChildProcess {
         }
         var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1], inp: [Int32] = [-1, -1]
         func closeAll() { for fd in out + err + inp where fd >= 0 { close(fd) } }
-        guard qw_pipe(&out, 1, 0) == 0, qw_pipe(&err, 1, 0) == 0,
+        // The read ends stay blocking: each epoll report is answered by exactly one read,
+        // which saves a non-blocking switch and a final EAGAIN read per pipe.
+        guard qw_pipe(&out, 0, 0) == 0, qw_pipe(&err, 0, 0) == 0,
               spec.stdin == nil || qw_pipe(&inp, 0, 1) == 0
         else {
             let e = errno
@@ -198,18 +200,15 @@ public final class ChildProcess {
         let fd = isOut ? outFd : errFd
         guard fd >= 0 else { return }
         let buf = reactor.scratch
-        while true {
-            let n = read(fd, buf.baseAddress, buf.count)
-            if n > 0 {
-                let chunk = UnsafeRawBufferPointer(rebasing: buf[0..<n])
-                if isOut { result.stdout.append(contentsOf: chunk) } else { result.stderr.append(contentsOf: chunk) }
-                if logFd >= 0 { _ = write(logFd, chunk.baseAddress, n) }
-                continue
-            }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && errno == EAGAIN { return }
-            break  // EOF or error
+        var n: Int
+        repeat { n = read(fd, buf.baseAddress, buf.count) } while n < 0 && errno == EINTR
+        if n > 0 {
+            let chunk = UnsafeRawBufferPointer(rebasing: buf[0..<n])
+            if isOut { result.stdout.append(contentsOf: chunk) } else { result.stderr.append(contentsOf: chunk) }
+            if logFd >= 0 { _ = write(logFd, chunk.baseAddress, n) }
+            return  // level-triggered: epoll reports again while more is waiting
         }
+        // EOF or an error: this stream is done
         reactor.unwatch(fd)
         close(fd)
         if isOut { outFd = -1 } else { errFd = -1 }
