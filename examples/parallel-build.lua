@@ -153,12 +153,11 @@ end
 ---------------------------------------------------------------------------------------
 -- 4. Summary: one row per program, and the exit status.
 ---------------------------------------------------------------------------------------
-local function kb(bytes) return bytes and ("%d KB"):format(bytes // 1024) or "-" end
 local function secs(s) return s and ("%.2f s"):format(s) or "-" end
 
 print("\nSummary:")
 local header = ("  %-10s  %-7s  %-14s  %8s  %8s  %10s  %s"):format(
-    "program", "compile", "test", "compile", "test", "max RSS", "verdict")
+    "program", "compile", "test", "compile", "test", "test CPU", "verdict")
 print(header)
 print("  " .. ("-"):rep(#header - 2))
 
@@ -181,7 +180,7 @@ for i, name in ipairs(names) do
     if outcome == "timeout" then test_col = "timeout (124)" end
     print(("  %-10s  %-7s  %-14s  %8s  %8s  %10s  %s"):format(
         name, c.ok and "ok" or "error", test_col, secs(c.duration),
-        t and secs(t.result.duration) or "-", t and kb(t.result.max_rss) or "-", verdict))
+        t and secs(t.result.duration) or "-", t and secs(t.result.cpu_time) or "-", verdict))
 end
 
 print(("\nCompile stage %.2f s, test stage %.2f s, whole job %.2f s (wall clock)."):format(

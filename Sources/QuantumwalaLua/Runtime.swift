@@ -92,7 +92,7 @@ public final class Runtime {
         if let env = getenv("QW_STDLIB").map({ String(cString: $0) }), ok(env) { return env }
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         if realpath("/proc/self/exe", &buf) != nil {
-            var dir = String(cString: buf)
+            var dir = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
                 dir = String(dir[..<slash])
                 if ok(dir + "/stdlib") { return dir + "/stdlib" }
@@ -302,7 +302,8 @@ public final class Runtime {
             localtime_r(&t, &tmv)
             var buf = [CChar](repeating: 0, count: 32)
             strftime(&buf, buf.count, "%Y%m%d-%H%M%S", &tmv)
-            let dir = ".qw/logs/\(String(cString: buf))-\(getpid())"
+            let stamp = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            let dir = ".qw/logs/\(stamp)-\(getpid())"
             mkdir(".qw", 0o755)
             mkdir(".qw/logs", 0o755)
             mkdir(dir, 0o755)

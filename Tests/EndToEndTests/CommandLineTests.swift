@@ -98,35 +98,42 @@ struct CommandLineTests {
             io.write("started\\n"); io.flush()
             qw.batch({ {"sleep", "1002.5"}, {"sleep", "1002.5"}, function() return qw.exec{"sleep", "1002.5"} end })
             """)
-        var spec = CommandSpec(argv: [qwBinary, "run", dir + "/batch.lua"])
-        spec.env = [("NO_COLOR", "1")]
-        let reactor = Reactor()
-        var result: ProcessResult?
-        let child = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })
-        // wait until the three sleeps run, then Ctrl-C (SIGINT) qw alone, not its group
-        let deadline = monotonicSeconds() + 10
-        while livePids(matching: "1002.5").count < 3 && monotonicSeconds() < deadline { reactor.runOnce(maxWait: 0.02) }
-        #expect(livePids(matching: "1002.5").count == 3)
-        kill(child.pid, SIGINT)
-        while result == nil { reactor.runOnce() }
-        #expect(result?.code == 1)
-        #expect(String(decoding: result!.stderr, as: UTF8.self).contains("interrupted"))
+        // Ctrl-C (SIGINT) to qw alone, not its group, once the three sleeps run
+        let result = try signalWhenRunning([qwBinary, "run", dir + "/batch.lua"], marker: "1002.5", count: 3, signal: SIGINT)
+        #expect(result.code == 1)
+        #expect(String(decoding: result.stderr, as: UTF8.self).contains("interrupted"))
         #expect(noneLeft(matching: "1002.5"))
     }
 
     @Test func terminationEndsChildProcesses() throws {
-        var spec = CommandSpec(argv: [qwBinary, "-e", "local t = '1003' .. '.5'; local h = qw.spawn{'sleep', t}; qw.exec{'sleep', t}"])
+        let code = "local t = '1003' .. '.5'; local h = qw.spawn{'sleep', t}; qw.exec{'sleep', t}"
+        let result = try signalWhenRunning([qwBinary, "-e", code], marker: "1003.5", count: 2, signal: SIGTERM)
+        #expect(result.signal == SIGTERM)
+        #expect(noneLeft(matching: "1003.5"))
+    }
+
+    /// Starts `argv`, waits until `count` processes matching `marker` run, sends `signal` to
+    /// that process alone, and returns its result.
+    private func signalWhenRunning(_ argv: [String], marker: String, count: Int, signal: Int32) throws -> ProcessResult {
+        var spec = CommandSpec(argv: argv)
         spec.env = [("NO_COLOR", "1")]
         let reactor = Reactor()
         var result: ProcessResult?
         let child = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })
         let deadline = monotonicSeconds() + 10
-        while livePids(matching: "1003.5").count < 2 && monotonicSeconds() < deadline { reactor.runOnce(maxWait: 0.02) }
-        #expect(livePids(matching: "1003.5").count == 2)
-        kill(child.pid, SIGTERM)
+        while livePids(matching: marker).count < count && monotonicSeconds() < deadline { reactor.runOnce(maxWait: 0.02) }
+        #expect(livePids(matching: marker).count == count)
+        kill(child.pid, signal)
         while result == nil { reactor.runOnce() }
-        #expect(result?.signal == SIGTERM)
-        #expect(noneLeft(matching: "1003.5"))
+        return result!
+    }
+
+    @Test func logLevelsAndVerbose() {
+        let quiet = qw(["-e", "qw.log.info('starting', 3); qw.log.warn('careful'); qw.log.debug('details')"])
+        #expect(quiet.code == 0)
+        #expect(quiet.stderr == "info: starting 3\nwarn: careful\n")
+        let verbose = qw(["--verbose", "-e", "qw.log.debug('details')"])
+        #expect(verbose.stderr == "debug: details\n")
     }
 
     @Test func helloExampleRuns() {

@@ -144,6 +144,18 @@ struct ReplTests {
         #expect(t.waitExit() == 0)
     }
 
+    @Test func batchProgressLineOnATerminal() throws {
+        defer { removeTree(dir) }
+        let t = try Terminal([], env: ["QW_HISTORY=" + history])
+        t.expect("qw> ")
+        t.send("#qw.batch({ 'true', 'true', 'false' }, { progress = true })\r")
+        let out = t.expect("qw> ")
+        #expect(out.contains("] 3/3 (1 failed)"))
+        #expect(out.contains("3\r\n"))
+        t.send("\u{4}")
+        #expect(t.waitExit() == 0)
+    }
+
     @Test func errorsKeepTheReplAlive() throws {
         defer { removeTree(dir) }
         let t = try Terminal([], env: ["QW_HISTORY=" + history])

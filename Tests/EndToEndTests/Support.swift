@@ -7,7 +7,7 @@ import Testing
 let qwBinary: String = {
     var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     _ = realpath("/proc/self/exe", &buf)
-    var dir = String(cString: buf)
+    var dir = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     while let slash = dir.lastIndex(of: "/") {
         dir = String(dir[..<slash])
         if access(dir + "/qw", X_OK) == 0 { return dir + "/qw" }
