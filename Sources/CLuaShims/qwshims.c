@@ -160,7 +160,6 @@ void qw_mem_set_limit(lua_State *L, size_t limit) { heap_of(L)->limit = limit; }
 
 static lua_State *volatile qw_running_L;
 void qw_set_running(lua_State *L) { qw_running_L = L; }
-lua_State *qw_running(void) { return qw_running_L; }
 
 static volatile sig_atomic_t qw_lua_stop_reason;
 

@@ -21,8 +21,6 @@ static inline void qwrl_setup(const char *name, qwrl_generator gen) {
 /* readline sets a space to follow each completion before every attempt: undo that, so
    `qw.js<Tab>` can go on with `.encode`. */
 static inline void qwrl_no_append(void) { rl_completion_append_character = '\0'; }
-static inline const char *qwrl_line_buffer(void) { return rl_line_buffer; }
-static inline int qwrl_point(void) { return rl_point; }
 static inline void qwrl_cancel_line(void) {
     rl_free_line_state();
     rl_callback_sigcleanup();
@@ -33,5 +31,4 @@ static inline void qwrl_cancel_line(void) {
     rl_on_new_line();
     rl_redisplay();
 }
-static inline void qwrl_set_prompt_and_redisplay(const char *p) { rl_set_prompt(p); rl_redisplay(); }
 #endif

@@ -35,7 +35,6 @@ int qw_take_interrupt(void) {
     qw_interrupt_reason = 0;
     return r;
 }
-int qw_peek_interrupt(void) { return qw_interrupt_reason; }
 
 static qw_interrupt_fn qw_interrupt_callback;
 void qw_set_interrupt_callback(qw_interrupt_fn fn) { qw_interrupt_callback = fn; }

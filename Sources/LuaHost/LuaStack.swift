@@ -84,8 +84,6 @@ public struct LuaStack {
     }
     /// `lua_next`: pops a key, pushes the next key and value of the table at `t`; false at the end.
     public func next(_ t: Int32) -> Bool { lua_next(L, t) != 0 }
-    /// Whether the value at `i` is the light userdata `p`.
-    public func isLightUserdata(at i: Int32, _ p: UnsafeMutableRawPointer) -> Bool { lua_touserdata(L, i) == p }
     /// Full userdata at `i` with the metatable registered as `name`, or nil.
     public func userdata(at i: Int32, _ name: String) -> UnsafeMutableRawPointer? { luaL_testudata(L, i, name) }
     /// Pushes a new full userdata of `size` bytes with the registered metatable `name`.

@@ -288,12 +288,6 @@ public final class Runtime {
         }
     }
 
-    /// Drives pending work (background tasks, processes) without blocking.
-    public func poll() {
-        reactor.runOnce(maxWait: 0)
-        scheduler.run(until: { true })
-    }
-
     /// A new file in this run's log folder (`.qw/logs/DATE-TIME-PID/N-label.log`).
     func newLogPath(for label: String) -> String {
         if logDir == nil {

@@ -134,9 +134,6 @@ final class Scheduler {
         }
     }
 
-    /// Number of tasks not finished.
-    var liveTasks: Int { tasks.count }
-
     /// Starts the function on top of the main stack (popping it) as a new task, with `args`
     /// pushed by `pushArgs` onto its thread.
     @discardableResult
@@ -330,9 +327,6 @@ final class Scheduler {
             child.terminate(reason: reason)
         }
     }
-
-    /// Ids of the root tasks still running.
-    var roots: [Int] { Array(tasksByRoot.keys) }
 
     // MARK: Processes
 

@@ -46,7 +46,6 @@ int qw_mem_strict(void);
 /* ---- Interruption ---------------------------------------------------------------------- */
 /** The state (thread) that is running Lua now, for the stop hook set on an interrupt. */
 void qw_set_running(lua_State *L);
-lua_State *qw_running(void);
 /** Make interrupts (SIGINT, the time limit) stop running Lua code with an error. */
 void qw_lua_install_stop(void);
 

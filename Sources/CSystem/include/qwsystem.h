@@ -23,7 +23,6 @@ int qw_wake_fd(void);
 void qw_drain_wake(void);
 /** 0: nothing; 1: interrupted (SIGINT); 2: time limit reached. Reading clears it. */
 int qw_take_interrupt(void);
-int qw_peek_interrupt(void);
 /** Called (from a signal handler) when an interrupt or time limit arrives. */
 typedef void (*qw_interrupt_fn)(int reason);
 void qw_set_interrupt_callback(qw_interrupt_fn fn);

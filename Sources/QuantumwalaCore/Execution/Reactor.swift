@@ -87,9 +87,6 @@ public final class Reactor {
         return true
     }
 
-    /// Spawns handed to the spawner threads and not finished yet.
-    public var pendingSpawns: Int { spawnCompletions.count }
-
     /// Forgets a remembered program path (it failed to start).
     public func forgetProgram(_ name: String) { programPaths[name] = nil }
 
