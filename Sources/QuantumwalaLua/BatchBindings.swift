@@ -7,7 +7,7 @@ import QuantumwalaCore
 /// `on_done` and fills the results in item order.
 final class Batch {
     enum Item {
-        case command(CommandSpec, check: Bool)
+        case command(ExecOptions)
         /// A Lua function, anchored in the registry.
         case function(ref: Int32)
     }
@@ -26,7 +26,7 @@ final class Batch {
     unowned let runtime: Runtime
     private var nextIndex = 0
     private var running = 0
-    private var children: [Int: ChildProcess] = [:]
+    private var children: [Int: AdmittedProcess] = [:]
     private var tasks: [Int: Task] = [:]
     private var done: [(Int, Outcome)] = []
     private var doneHead = 0
@@ -54,8 +54,9 @@ final class Batch {
     private func launch(_ i: Int) {
         let scheduler = runtime.scheduler
         switch items[i] {
-        case .command(let spec, let check):
-            let child = scheduler.startProcess(spec, background: true) { [unowned self] r in
+        case .command(let o):
+            let spec = o.spec, check = o.check
+            let child = runtime.startProcess(o, background: true) { [unowned self] r in
                 children[i] = nil
                 if check && !r.ok {
                     finished(i, .failed(message: checkFailureMessage(r, label: spec.label), traceback: nil), failed: true)
@@ -213,7 +214,9 @@ extension Runtime {
                     case .string, .table:
                         let o = try CommandSpecParser(function: "qw.batch: item \(i + 1)").parse(s, at: -1, options: nil)
                         s.pop()
-                        items.append(.command(prepare(o), check: o.check))
+                        var prepared = o
+                        prepared.spec = prepare(o)
+                        items.append(.command(prepared))
                     default:
                         let t = s.type(at: -1).name
                         s.pop()

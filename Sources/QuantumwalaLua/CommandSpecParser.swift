@@ -7,6 +7,10 @@ struct ExecOptions {
     var check = false
     /// `log = true`: a file in the run's log folder.
     var logToRunFolder = false
+    /// The `resources` option; nil: the estimate for this command.
+    var request: ResourceRequest?
+    /// `resources.timeout`: how long to wait for admission.
+    var admissionTimeout: Double?
 }
 
 /// Reads a command spec (`"shell string"` or `{ argv..., opt = v }`) plus an optional
@@ -16,7 +20,7 @@ struct CommandSpecParser {
     let function: String
 
     static let knownOptions: Set<String> = [
-        "cwd", "env", "clear_env", "stdin", "timeout", "name", "retry", "check", "log", "kill_grace",
+        "cwd", "env", "clear_env", "stdin", "timeout", "name", "retry", "check", "log", "kill_grace", "resources",
     ]
 
     func parse(_ s: LuaStack, at index: Int32, options optIndex: Int32?) throws(LuaArgumentError) -> ExecOptions {
@@ -61,8 +65,7 @@ struct CommandSpecParser {
                 throw LuaArgumentError("\(function): options must be named (got a \(s.type(at: -2).name) key)")
             }
             guard Self.knownOptions.contains(key) else {
-                let hint = key == "resources" ? " (resource requests are not available yet)" : ""
-                throw LuaArgumentError("\(function): unknown option '\(key)'\(hint)")
+                throw LuaArgumentError("\(function): unknown option '\(key)'")
             }
             try set(key, s, to: &o)
         }
@@ -118,10 +121,57 @@ struct CommandSpecParser {
                 }
             }
             o.spec.env = pairs.sorted { $0.0 < $1.0 }
+        case "resources":
+            guard t == .table else { throw bad("a table such as { memory = \"1G\", cpu = 2 }") }
+            let (request, timeout) = try parseResourceRequest(s, at: -1, function: function)
+            o.request = request
+            o.admissionTimeout = timeout
         case "retry":
             break  // applied by stdlib's qw.exec around the primitive
         default:
             break
         }
     }
+}
+
+/// Reads a resource request table `{ slots = 1, cpu = 2, memory = "1G", timeout = 60 }`.
+///
+/// - Returns: the request and the admission timeout, if one was given.
+func parseResourceRequest(_ s: LuaStack, at index: Int32, function: String) throws(LuaArgumentError) -> (ResourceRequest, Double?) {
+    let t = s.absolute(index)
+    var r = ResourceRequest()
+    var timeout: Double?
+    s.pushNil()
+    while s.next(t) {
+        defer { s.pop() }
+        guard s.type(at: -2) == .string, let key = s.string(at: -2) else {
+            throw LuaArgumentError("\(function): resource requests take named fields (slots, cpu, memory, timeout)")
+        }
+        let vt = s.type(at: -1)
+        func bad(_ want: String) -> LuaArgumentError {
+            LuaArgumentError("\(function): resources.\(key) must be \(want) (got \(vt == .string ? "'\(s.string(at: -1) ?? "")'" : vt.name))")
+        }
+        switch key {
+        case "slots":
+            guard vt == .number, let n = s.integer(at: -1), n >= 0 else { throw bad("a whole number >= 0") }
+            r.slots = Int(n)
+        case "cpu":
+            guard vt == .number, let n = s.number(at: -1), n >= 0, n.isFinite else { throw bad("a number of cores >= 0") }
+            r.cpu = n
+        case "memory":
+            if vt == .number, let n = s.number(at: -1), n >= 0, n.isFinite {
+                r.memory = Int(n)
+            } else if vt == .string, let text = s.string(at: -1), let n = parseByteSize(text) {
+                r.memory = n
+            } else {
+                throw bad("bytes or a size such as \"512M\" or \"2G\"")
+            }
+        case "timeout":
+            guard vt == .number, let n = s.number(at: -1), n > 0, n.isFinite else { throw bad("a positive number of seconds") }
+            timeout = n
+        default:
+            throw LuaArgumentError("\(function): unknown resource '\(key)' (slots, cpu, memory, timeout)")
+        }
+    }
+    return (r, timeout)
 }

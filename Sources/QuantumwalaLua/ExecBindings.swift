@@ -47,7 +47,7 @@ func lastLines(_ bytes: [UInt8], count: Int) -> String {
 
 /// A process started by `qw.spawn`, as its Lua handle sees it.
 final class SpawnedProcess {
-    var child: ChildProcess?
+    var child: AdmittedProcess?
     var result: ProcessResult?
     var waiters: [Waiter] = []
     let name: String
@@ -56,6 +56,22 @@ final class SpawnedProcess {
 
 extension Runtime {
     static let processMetatable = "qw.process"
+
+    /// Starts a parsed command through admission, watching its memory when it asked for some.
+    func startProcess(_ o: ExecOptions, background: Bool, onExit: @escaping (ProcessResult) -> Void) -> AdmittedProcess? {
+        let request = o.request ?? estimate(for: o.spec)
+        let label = o.spec.label
+        let enforce = o.request.map { $0.memory > 0 } ?? false
+        return scheduler.startProcess(o.spec, request: request, admissionTimeout: o.admissionTimeout, background: background,
+                                      onStart: enforce ? { [unowned self] child in
+                                          memoryWatch.watch(child, limit: request.memory)
+                                      } : nil) { [unowned self] r in
+            var r = r
+            if enforce, let peak = memoryWatch.peak(of: r.pid) { r.maxRSS = max(r.maxRSS, peak) }
+            history.record(label, r)
+            onExit(r)
+        }
+    }
 
     /// Builds the CommandSpec for a parsed exec call, filling in the log file.
     func prepare(_ o: ExecOptions) -> CommandSpec {
@@ -71,7 +87,9 @@ extension Runtime {
             try scheduler.checkCancelled()
             let spec = prepare(o)
             let w = scheduler.waiter()
-            let child = scheduler.startProcess(spec, background: true) { r in
+            var prepared = o
+            prepared.spec = spec
+            let child = startProcess(prepared, background: true) { r in
                 if o.check && !r.ok {
                     w.fail(checkFailureMessage(r, label: spec.label))
                 } else {
@@ -91,7 +109,9 @@ extension Runtime {
             try scheduler.checkCancelled()
             let spec = prepare(o)
             let p = SpawnedProcess(name: spec.label)
-            p.child = scheduler.startProcess(spec) { r in
+            var prepared = o
+            prepared.spec = spec
+            p.child = startProcess(prepared, background: false) { r in
                 p.result = r
                 p.child = nil
                 let ws = p.waiters

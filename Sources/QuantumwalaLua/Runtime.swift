@@ -16,6 +16,8 @@ public struct RuntimeOptions: Sendable {
     public var verbose = false
     /// Wall seconds a run may take before it is stopped (nil: no limit).
     public var timeLimit: Double?
+    /// The global concurrency limit (`--max-concurrent`); nil: the default, 8.
+    public var maxConcurrent: Int?
     public init() {}
 }
 
@@ -47,6 +49,15 @@ public final class Runtime {
     public let lua: LuaState
     let reactor: Reactor
     let scheduler: Scheduler
+    /// Admission for every process and `qw.acquire`.
+    let resources: ResourceManager
+    /// Enforces the `memory` of processes that requested it.
+    let memoryWatch: MemoryWatch
+    /// Past runs' usage by command label, for estimates.
+    var history = UsageHistory()
+    private let cpuSampler = CPUSampler()
+    private let statusSampler = CPUSampler()
+    private var cpuPercent: Double?
     let options: RuntimeOptions
     let handles = HandleTable()
     var processMethodsRef: Int32 = LUA_NOREF
@@ -71,7 +82,24 @@ public final class Runtime {
         qw_lua_install_stop()
         lua = LuaState(memoryLimit: options.memoryLimit)
         reactor = Reactor()
-        scheduler = Scheduler(lua: lua, reactor: reactor)
+        let capacity = MachineCapacity.read()
+        var limits = ResourceLimits()
+        if let n = options.maxConcurrent { limits.maxConcurrent = n }
+        let sampler = cpuSampler
+        let own = OwnCPUMeter(cores: capacity.cores)
+        var othersCPU: Double?
+        weak var weakScheduler: Scheduler?
+        // The CPU reading that admission uses is other programs' load: the machine's busy
+        // share less qw's own (its children included), sampled over the same window.
+        resources = ResourceManager(reactor: reactor, cores: capacity.cores, memoryTotal: capacity.memoryTotal, limits: limits) {
+            let mine = own.sample(livePids: weakScheduler?.runningPids ?? [])
+            if let busy = sampler.sample(), let mine { othersCPU = max(0, busy - mine) }
+            return LoadReading(cpuBusyPercent: othersCPU, memoryUsedPercent: capacity.readMemory().usedPercent)
+        }
+        let manager = resources
+        memoryWatch = MemoryWatch(reactor: reactor) { manager.limits.memoryMargin }
+        scheduler = Scheduler(lua: lua, reactor: reactor, resources: resources)
+        weakScheduler = scheduler
         stdlibPath = options.stdlibPath ?? Self.findStdlib()
         scheduler.onInterrupt = { [unowned self] reason in self.interrupt(reason: reason == 2 ? "time limit exceeded" : "interrupted") }
         try installLibrary()
@@ -82,6 +110,12 @@ public final class Runtime {
     }
 
     func store(_ o: AnyObject) -> Int { handles.store(o) }
+
+    /// The CPU busy percentage, sampled since the previous call.
+    func lastCPUPercent() -> Double? {
+        if let c = statusSampler.sample() { cpuPercent = c }
+        return cpuPercent
+    }
     func object(_ id: Int) -> AnyObject? { handles.object(id) }
     func drop(_ id: Int) { handles.drop(id) }
 
@@ -118,6 +152,7 @@ public final class Runtime {
         registerProcessHandle()
         registerBatch(in: core)
         registerHelpers(in: core)
+        registerResources(in: core)
         // The metatable that marks a batch item's raised error, so qw.parallel can re-raise it.
         s.newTable()
         s.push("qw.item_error"); s.setField(-2, "__name")

@@ -83,6 +83,8 @@ final class Task {
     var waiter: Waiter?
     var cancelled: String?
     var finished = false
+    /// Leases taken with `qw.acquire`: returned when the task ends, however it ends.
+    var leases: [Lease] = []
     fileprivate var pending: Answer?
     fileprivate var started = false
     fileprivate let onFinish: (Task, TaskEnd) -> Void
@@ -119,15 +121,18 @@ final class Scheduler {
     private var nextID = 0
     private(set) var current: Task?
     /// Live child processes by the root task they work for, so a cancelled root ends them.
-    private var processes: [Int: [ObjectIdentifier: ChildProcess]] = [:]
+    private var processes: [Int: [ObjectIdentifier: AdmittedProcess]] = [:]
+    /// Admission for every process started from Lua.
+    let resources: ResourceManager
     private var tasksByRoot: [Int: Set<Int>] = [:]
     private var tasks: [Int: Task] = [:]
     /// Called with 1 (SIGINT) or 2 (time limit) when a signal arrives.
     var onInterrupt: ((Int32) -> Void)?
 
-    init(lua: LuaState, reactor: Reactor) {
+    init(lua: LuaState, reactor: Reactor, resources: ResourceManager) {
         self.lua = lua
         self.reactor = reactor
+        self.resources = resources
         reactor.onWake = { [unowned self] in
             let r = qw_take_interrupt()
             if r != 0 { self.onInterrupt?(r) }
@@ -246,6 +251,8 @@ final class Scheduler {
         tasks[task.id] = nil
         tasksByRoot[task.rootID]?.remove(task.id)
         if tasksByRoot[task.rootID]?.isEmpty == true { tasksByRoot[task.rootID] = nil }
+        for lease in task.leases { resources.release(lease) }
+        task.leases = []
         task.onFinish(task, end)
         lua_settop(task.thread, 0)
         lua.release(task.ref)
@@ -330,23 +337,35 @@ final class Scheduler {
 
     // MARK: Processes
 
-    /// Starts a process on behalf of the running task; `onExit` is called on the Lua thread.
+    /// Processes started from Lua and not ended (waiting for admission or running).
+    var runningProcesses: Int { processes.values.reduce(0) { $0 + $1.count } }
+
+    /// Process ids of the running processes started from Lua.
+    var runningPids: [Int32] { processes.values.flatMap { $0.values.map(\.pid) }.filter { $0 > 0 } }
+
+    /// Starts a process on behalf of the running task once `request` is admitted; `onExit` is
+    /// called on the Lua thread (also when it could not start).
     ///
-    /// - Parameter background: start it from a spawner thread (the caller needs no pid now).
-    func startProcess(_ spec: CommandSpec, background: Bool = false, onExit: @escaping (ProcessResult) -> Void) -> ChildProcess? {
+    /// - Parameters:
+    ///   - background: start it from a spawner thread (the caller needs no pid now).
+    ///   - onStart: called once the process runs (for memory watching).
+    /// - Returns: the process, or nil when it has already ended (could not start).
+    func startProcess(_ spec: CommandSpec, request: ResourceRequest = ResourceRequest(), admissionTimeout: Double? = nil,
+                      background: Bool = false, onStart: ((ChildProcess) -> Void)? = nil,
+                      onExit: @escaping (ProcessResult) -> Void) -> AdmittedProcess? {
         let root = current?.rootID ?? 0
-        var box: ObjectIdentifier?
-        let child = ChildProcess.start(spec, reactor: reactor, background: background) { [unowned self] result in
-            if let key = box {
-                self.processes[root]?[key] = nil
-                if self.processes[root]?.isEmpty == true { self.processes[root] = nil }
+        var key: ObjectIdentifier?
+        let p = AdmittedProcess(spec, request: request, admissionTimeout: admissionTimeout, manager: resources,
+                                reactor: reactor, background: background, onStart: onStart) { [unowned self] result in
+            if let key {
+                processes[root]?[key] = nil
+                if processes[root]?.isEmpty == true { processes[root] = nil }
             }
             onExit(result)
         }
-        if let child {
-            box = ObjectIdentifier(child)
-            processes[root, default: [:]][ObjectIdentifier(child)] = child
-        }
-        return child
+        guard !p.finished else { return nil }
+        key = ObjectIdentifier(p)
+        processes[root, default: [:]][key!] = p
+        return p
     }
 }

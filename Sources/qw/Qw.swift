@@ -23,7 +23,7 @@ struct GlobalOptions: ParsableArguments {
             guard t > 0 else { throw ValidationError("--time-limit must be a positive number of seconds") }
             o.timeLimit = t
         }
-        guard let bytes = parseSize(luaMemory) else {
+        guard let bytes = parseByteSize(luaMemory) else {
             throw ValidationError("--lua-memory: '\(luaMemory)' is not a size (try 512M or 2G)")
         }
         o.memoryLimit = bytes
@@ -99,15 +99,3 @@ func readAllStdin() -> String {
     return String(decoding: bytes, as: UTF8.self)
 }
 
-/// "512M" -> 536870912; plain numbers are bytes; K, M, G, T suffixes (powers of 1024).
-func parseSize(_ text: String) -> Int? {
-    var t = text.uppercased()
-    if t.hasSuffix("B") { t.removeLast() }
-    var mult = 1
-    if let last = t.last, let p = ["K": 1, "M": 2, "G": 3, "T": 4][String(last)] {
-        mult = 1 << (10 * p)
-        t.removeLast()
-    }
-    guard let v = Double(t), v >= 0 else { return nil }
-    return Int(v * Double(mult))
-}

@@ -9,10 +9,16 @@ local qw = {
   sleep = core.sleep,
   spawn = core.spawn,
   json = core.json,
+  acquire = core.acquire,
+  resources = core.resources,
   args = {},
 }
 
 local ITEM_ERROR = core._item_error
+
+-- The estimate policy set with qw.limits{ estimate = fn }, and the helper that applies it
+-- (both defined under "Resources" below, used by qw.exec and qw.batch).
+local estimate_policy, with_estimate
 
 ---------------------------------------------------------------------------------------------
 -- Coroutines: a waiting primitive called inside a user's own coroutine yields a host tag;
@@ -93,6 +99,7 @@ end
 ---@param opts table? more options (they win over the spec's)
 ---@return table result { ok, code, signal, timed_out, stdout, stderr, duration, attempts, ... }
 function qw.exec(spec, opts)
+  if estimate_policy then opts = with_estimate(spec, opts) end
   local policy = option(spec, opts, "retry")
   if policy == nil then return raw_exec(spec, opts) end
   if not qw.retry.is_policy(policy) then
@@ -106,6 +113,71 @@ function qw.exec(spec, opts)
     if check and not r.ok then error(core._where() .. core._failure_message(r), 0) end
     return r
   end)
+end
+
+---------------------------------------------------------------------------------------------
+-- Resources
+
+---Sets limits (any of max_concurrent, cpu_percent, memory_percent, memory_margin) and
+---`estimate`, a function(task) -> request used for commands that give no `resources`;
+---`task` is { name = label, argv = {...} or command = "shell string" }. Returns the limits.
+---@param limits table?
+---@return table limits
+function qw.limits(limits)
+  if limits ~= nil and type(limits) ~= "table" then
+    error(("qw.limits: expects a table of limits (got %s)"):format(type(limits)), 2)
+  end
+  if limits and limits.estimate ~= nil then
+    if limits.estimate ~= false and type(limits.estimate) ~= "function" then
+      error("qw.limits: estimate must be a function(task) -> request, or false to remove it", 2)
+    end
+    estimate_policy = limits.estimate or nil
+  end
+  local current = core.limits(limits)
+  current.estimate = estimate_policy
+  return current
+end
+
+---Runs fn(...) holding a lease for `request`; the lease is returned on every path.
+---@param request table { slots, cpu, memory, timeout }
+---@param fn function
+function qw.with_resources(request, fn, ...)
+  if type(fn) ~= "function" then
+    error(("qw.with_resources: the second argument must be a function (got %s)"):format(type(fn)), 2)
+  end
+  local lease <close> = core.acquire(request)
+  return fn(...)
+end
+
+-- The estimate policy's request for a command spec without `resources`, or nil.
+local function estimated(spec, opts)
+  if estimate_policy == nil then return nil end
+  if (type(spec) == "table" and spec.resources) or (type(opts) == "table" and opts.resources) then return nil end
+  local task
+  if type(spec) == "string" then
+    task = { name = (type(opts) == "table" and opts.name) or spec, command = spec }
+  elseif type(spec) == "table" then
+    local argv = {}
+    for i = 1, #spec do argv[i] = spec[i] end
+    task = { name = (type(opts) == "table" and opts.name) or spec.name or table.concat(argv, " "), argv = argv }
+  else
+    return nil
+  end
+  local r = estimate_policy(task)
+  if r ~= nil and type(r) ~= "table" then
+    error(("qw.limits estimate returned %s; expected a request table or nil"):format(type(r)), 0)
+  end
+  return r
+end
+
+-- Adds the estimate (if any) to a spec's options.
+function with_estimate(spec, opts)
+  local r = estimated(spec, opts)
+  if r == nil then return opts end
+  local o = {}
+  if type(opts) == "table" then for k, v in pairs(opts) do o[k] = v end end
+  o.resources = r
+  return o
 end
 
 ---------------------------------------------------------------------------------------------
@@ -153,6 +225,29 @@ function qw.batch(items, opts)
   end
   local progress = opts.progress and core._isatty(2)
 
+  if estimate_policy then
+    local copy = {}
+    for i = 1, n do
+      local item = items[i]
+      if type(item) == "string" then
+        local o = with_estimate(item, nil)
+        copy[i] = o and { "/bin/sh", "-c", item, name = item, resources = o.resources } or item
+      elseif type(item) == "table" then
+        local o = with_estimate(item, nil)
+        if o then
+          local c = {}
+          for k, v in pairs(item) do c[k] = v end
+          c.resources = o.resources
+          copy[i] = c
+        else
+          copy[i] = item
+        end
+      else
+        copy[i] = item
+      end
+    end
+    items = copy
+  end
   local b = core._batch_start(items, max or math.max(n, 1), fail_fast and true or false)
   -- if on_done raises or the batch is interrupted, end what is still running before leaving
   local guard <close> = setmetatable({}, { __close = function(_, err) if err then b:cancel() end end })

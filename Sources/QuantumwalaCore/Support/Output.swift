@@ -19,3 +19,18 @@ public func writeAll(_ fd: Int32, _ text: String) {
         }
     }
 }
+
+/// Parses a size: plain bytes (`1048576`), or a number with K, M, G or T (powers of 1024,
+/// an optional `B` or `iB` after it: `512M`, `1.5GiB`, `2gb`). Nil when it is not one.
+public func parseByteSize(_ text: String) -> Int? {
+    var t = Substring(text.uppercased()).drop { $0 == " " }
+    while t.last == " " { t.removeLast() }
+    if t.hasSuffix("IB") { t.removeLast(2) } else if t.hasSuffix("B") { t.removeLast() }
+    var multiplier = 1.0
+    if let last = t.last, let power = ["K": 1, "M": 2, "G": 3, "T": 4][String(last)] {
+        multiplier = Double(1 << (10 * power))
+        t.removeLast()
+    }
+    guard !t.isEmpty, let v = Double(t), v >= 0, v.isFinite else { return nil }
+    return Int(v * multiplier)
+}

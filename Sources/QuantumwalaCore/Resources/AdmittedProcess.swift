@@ -1,0 +1,68 @@
+/// A command that first waits for admission (a ``Lease`` from the ``ResourceManager``), then
+/// runs as a ``ChildProcess`` holding that lease until it exits.
+///
+/// Cancelling it works in either phase: a waiting request is withdrawn, a running process
+/// is terminated; either way `onExit` is called exactly once.
+public final class AdmittedProcess {
+    public let spec: CommandSpec
+    public let request: ResourceRequest
+    public private(set) var child: ChildProcess?
+    public private(set) var finished = false
+    /// The process id, 0 while it waits for admission or is being spawned.
+    public var pid: Int32 { child?.pid ?? 0 }
+    public var running: Bool { !finished }
+
+    private unowned let manager: ResourceManager
+    private var waiting: Int?
+    private var onExit: ((ProcessResult) -> Void)?
+    private var lease: Lease?
+
+    /// Asks for admission and starts the process once granted.
+    ///
+    /// - Parameters:
+    ///   - background: spawn from a spawner thread (see ``ChildProcess/start(_:reactor:background:onExit:)``).
+    ///   - onStart: called when the process has been started (before it exits).
+    public init(_ spec: CommandSpec, request: ResourceRequest, admissionTimeout: Double? = nil,
+                manager: ResourceManager, reactor: Reactor, background: Bool,
+                onStart: ((ChildProcess) -> Void)? = nil, onExit: @escaping (ProcessResult) -> Void) {
+        self.spec = spec
+        self.request = request
+        self.manager = manager
+        self.onExit = onExit
+        waiting = manager.acquire(request, timeout: admissionTimeout) { [self] result in
+            waiting = nil
+            switch result {
+            case .failure(let e):
+                finish(.notStarted(e.message), releasing: nil)
+            case .success(let lease):
+                self.lease = lease
+                let child = ChildProcess.start(spec, reactor: reactor, background: background) { [self] r in
+                    finish(r, releasing: lease)
+                }
+                self.child = child
+                if let child, !finished { onStart?(child) }
+            }
+        }
+    }
+
+    private func finish(_ r: ProcessResult, releasing lease: Lease?) {
+        guard !finished else { return }
+        finished = true
+        if let lease { manager.release(lease) }  // before onExit, so its slot can start the next
+        let cb = onExit
+        onExit = nil
+        cb?(r)
+    }
+
+    /// Terminates the process (or withdraws the waiting request); `reason` becomes the error.
+    public func terminate(reason: String) {
+        if let id = waiting {
+            manager.cancel(id, reason: reason)
+        } else {
+            child?.terminate(reason: reason)
+        }
+    }
+
+    /// Sends a signal to the running process group.
+    public func send(_ signal: Int32) { child?.send(signal) }
+}
