@@ -16,8 +16,6 @@ public struct RuntimeOptions: Sendable {
     public var verbose = false
     /// Wall seconds a run may take before it is stopped (nil: no limit).
     public var timeLimit: Double?
-    /// The global concurrency limit (`--max-concurrent`); nil: the default, 8.
-    public var maxConcurrent: Int?
     public init() {}
 }
 
@@ -70,6 +68,8 @@ public final class Runtime {
     private var activeRoot: Int?
     /// The library table of Swift primitives, kept for `reload()`.
     private var coreRef: Int32 = LUA_NOREF
+    /// The policy script that was run, for `reload()`.
+    private var policyPath: String?
     /// Called on Ctrl-C when nothing is running (the REPL clears its input line).
     public var idleInterrupt: (() -> Void)?
 
@@ -83,8 +83,7 @@ public final class Runtime {
         lua = LuaState(memoryLimit: options.memoryLimit)
         reactor = Reactor()
         let capacity = MachineCapacity.read()
-        var limits = ResourceLimits()
-        if let n = options.maxConcurrent { limits.maxConcurrent = n }
+        let limits = ResourceLimits()
         let sampler = cpuSampler
         let own = OwnCPUMeter(cores: capacity.cores)
         var othersCPU: Double?
@@ -205,6 +204,7 @@ public final class Runtime {
         } catch {
             return .failed(error)
         }
+        if let policyPath { return runPolicy(policyPath) }
         return .ok
     }
 
@@ -244,6 +244,27 @@ public final class Runtime {
             reactor.runOnce()
             scheduler.runReady()
         }
+    }
+
+    /// The project policy script run at start when it exists.
+    public static let defaultPolicyPath = ".qw/policy.lua"
+
+    /// Runs a policy script (limits, estimate policy, routing rules); `:reload` runs it again.
+    public func runPolicy(_ path: String) -> RunOutcome {
+        policyPath = path
+        do {
+            try lua.loadFile(path)
+        } catch {
+            return .failed(error)
+        }
+        return runFunctionOnTop()
+    }
+
+    /// Sets the global concurrency limit (as `--max-concurrent` does).
+    public func setMaxConcurrent(_ n: Int) {
+        var l = resources.limits
+        l.maxConcurrent = n
+        resources.limits = l
     }
 
     /// Sets `qw.args` and the global `arg` table (`arg[0]` is the script, as in `lua`).

@@ -15,6 +15,12 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("lua-memory"), help: "Most memory the Lua heap may use, e.g. 512M or 2G (0: no limit).")
     var luaMemory: String = "1G"
 
+    @Option(name: .customLong("max-concurrent"), help: "Most processes running at once (default 8; wins over .qw/policy.lua).")
+    var maxConcurrent: Int?
+
+    @Option(name: .customLong("policy"), help: "The policy script run at start (default: .qw/policy.lua when it exists).")
+    var policy: String?
+
     /// A runtime set up from these options, or a message naming what is wrong.
     func makeRuntime() throws -> Runtime {
         var o = RuntimeOptions()
@@ -27,12 +33,23 @@ struct GlobalOptions: ParsableArguments {
             throw ValidationError("--lua-memory: '\(luaMemory)' is not a size (try 512M or 2G)")
         }
         o.memoryLimit = bytes
+        if let n = maxConcurrent {
+            guard n >= 1 else { throw ValidationError("--max-concurrent must be at least 1") }
+        }
+        let runtime: Runtime
         do {
-            return try Runtime(options: o)
+            runtime = try Runtime(options: o)
         } catch {
             writeAll(2, "qw: \(error)\n")
             throw ExitCode(1)
         }
+        // The project's policy first, then the command line, which is more specific.
+        let policyFile = policy ?? (access(Runtime.defaultPolicyPath, R_OK) == 0 ? Runtime.defaultPolicyPath : nil)
+        if let policyFile {
+            try finish(runtime.runPolicy(policyFile))
+        }
+        if let n = maxConcurrent { runtime.setMaxConcurrent(n) }
+        return runtime
     }
 }
 
@@ -59,7 +76,7 @@ struct Qw: ParsableCommand {
             standard input otherwise. `qw run FILE` runs a script; `qw -e CODE` runs a chunk.
             """,
         version: quantumwalaVersion,
-        subcommands: [Run.self, Repl.self]
+        subcommands: [Run.self, Repl.self, Resources.self]
     )
 
     @OptionGroup var global: GlobalOptions

@@ -136,10 +136,39 @@ struct CommandLineTests {
         #expect(verbose.stderr == "debug: details\n")
     }
 
+    @Test func resourcesCommandAndPolicyFile() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        qwShell("mkdir -p '\(dir)/.qw'")
+        writeFile(dir + "/.qw/policy.lua", "qw.limits{ max_concurrent = 5, memory_percent = 50 }\n")
+        let table = qw(["resources"], cwd: dir)
+        #expect(table.code == 0, "\(table.stderr)")
+        #expect(table.stdout.contains("max_concurrent    5"))
+        #expect(table.stdout.contains("memory_percent    50 %"))
+        #expect(table.stdout.contains("cpu busy now"))
+        let json = qw(["resources", "--json", "--max-concurrent", "3"], cwd: dir)
+        #expect(json.code == 0)
+        #expect(json.stdout.contains("\"max_concurrent\": 3"), "the command line wins over the policy file")
+        #expect(json.stdout.contains("\"memory_percent\": 50.0"))
+        writeFile(dir + "/.qw/policy.lua", "qw.limits{ max_concurent = 5 }\n")
+        let bad = qw(["-e", "print('never')"], cwd: dir)
+        #expect(bad.code == 1)
+        #expect(bad.stderr.contains(".qw/policy.lua:1: qw.limits: unknown limit 'max_concurent'"))
+        #expect(!bad.stdout.contains("never"))
+    }
+
     @Test func helloExampleRuns() {
         let r = qw(["run", repoRoot + "/examples/hello.lua"])
         #expect(r.code == 0, "\(r.stderr)")
         #expect(r.stdout.contains("hello from a child process"))
+    }
+
+    @Test func resourcesExampleRuns() {
+        let r = qw(["run", repoRoot + "/examples/resources.lua"])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("4. hog: ok = false, memory limit exceeded: used"))
+        #expect(r.stdout.contains("neighbour: ok = true, neighbour done"))
+        #expect(r.stdout.contains("6. after all that: 0 slots in use, 0 MiB granted"))
     }
 
     @Test func parallelBuildExampleRuns() {

@@ -70,6 +70,22 @@ struct ReplTests {
         #expect(t.waitExit() == 0)
     }
 
+    @Test func ctrlCReturnsLeasesAndSlots() throws {
+        defer { removeTree(dir) }
+        let t = try Terminal([], env: ["QW_HISTORY=" + history])
+        t.expect("qw> ")
+        t.send("qw.batch({ function() qw.acquire{ slots = 2 }; qw.exec{ 'sleep', '1007.5' } end, { 'sleep', '1007.5' } })\r")
+        let deadline = monotonicSeconds() + 10
+        while livePids(matching: "1007.5").count < 2 && monotonicSeconds() < deadline { usleep(10_000) }
+        t.send("\u{3}")
+        #expect(t.expect("qw> ").contains("interrupted"))
+        #expect(noneLeft(matching: "1007.5"))
+        t.send("qw.resources().slots_used, qw.resources().running\r")
+        #expect(t.expect("qw> ").contains("0\t0"))
+        t.send("\u{4}")
+        #expect(t.waitExit() == 0)
+    }
+
     @Test func ctrlCStopsARunawayLoop() throws {
         defer { removeTree(dir) }
         let t = try Terminal([], env: ["QW_HISTORY=" + history])
