@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -171,7 +172,7 @@ static int qw_devnull(void) {
    few that qw changed. The calling thread blocks every signal around vfork, so no handler
    can run in the child on the shared memory before the dispositions are reset. */
 int qw_spawn(const char *file, char *const argv[], char *const envp[], const char *cwd,
-             int in_fd, int out_fd, int err_fd, pid_t *pid_out) {
+             int in_fd, int out_fd, int err_fd, long cpu_seconds, pid_t *pid_out) {
     int devnull = qw_devnull();
     if (devnull < 0) return errno;
     int fds[3] = {in_fd >= 0 ? in_fd : devnull, out_fd >= 0 ? out_fd : devnull, err_fd >= 0 ? err_fd : devnull};
@@ -202,6 +203,10 @@ int qw_spawn(const char *file, char *const argv[], char *const envp[], const cha
             if (fds[i] == i) fcntl(i, F_SETFD, 0);
         }
         if (cwd && chdir(cwd) != 0) { child_errno = errno; _exit(127); }
+        if (cpu_seconds > 0) { /* SIGXCPU at the limit, SIGKILL a second later */
+            struct rlimit rl = {(rlim_t)cpu_seconds, (rlim_t)cpu_seconds + 1};
+            if (setrlimit(RLIMIT_CPU, &rl) != 0) { child_errno = errno; _exit(127); }
+        }
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -304,7 +309,7 @@ static void *qw_spawner_main(void *arg) {
         if (!qw_sp_queue_head) qw_sp_queue_tail = NULL;
         pthread_mutex_unlock(&qw_sp_lock);
 
-        r->error = qw_spawn(r->file, r->argv, r->envp, r->cwd, r->in_fd, r->out_fd, r->err_fd, &r->pid);
+        r->error = qw_spawn(r->file, r->argv, r->envp, r->cwd, r->in_fd, r->out_fd, r->err_fd, r->cpu_seconds, &r->pid);
         if (!r->error) qw_track_group(r->pid);
 
         qw_spawn_owner *o = r->owner;
@@ -380,7 +385,7 @@ static char **qw_copy_strings(char *const src[]) {
 }
 
 qw_spawn_req *qw_spawn_req_new(const char *file, char *const argv[], char *const envp[], const char *cwd,
-                               int in_fd, int out_fd, int err_fd, uint64_t token) {
+                               int in_fd, int out_fd, int err_fd, long cpu_seconds, uint64_t token) {
     qw_spawn_req *r = calloc(1, sizeof *r);
     r->file = strdup(file);
     r->argv = qw_copy_strings(argv);
@@ -389,6 +394,7 @@ qw_spawn_req *qw_spawn_req_new(const char *file, char *const argv[], char *const
     r->in_fd = in_fd;
     r->out_fd = out_fd;
     r->err_fd = err_fd;
+    r->cpu_seconds = cpu_seconds;
     r->token = token;
     return r;
 }

@@ -20,7 +20,7 @@ struct CommandSpecParser {
     let function: String
 
     static let knownOptions: Set<String> = [
-        "cwd", "env", "clear_env", "stdin", "timeout", "name", "retry", "check", "log", "kill_grace", "resources",
+        "cwd", "env", "clear_env", "stdin", "timeout", "name", "retry", "check", "log", "kill_grace", "resources", "cpu_time",
     ]
 
     func parse(_ s: LuaStack, at index: Int32, options optIndex: Int32?) throws(LuaArgumentError) -> ExecOptions {
@@ -86,9 +86,9 @@ struct CommandSpecParser {
         case "stdin":
             guard t == .string else { throw bad("a string") }
             o.spec.stdin = s.bytes(at: -1)
-        case "timeout", "kill_grace":
+        case "timeout", "kill_grace", "cpu_time":
             guard t == .number, let v = s.number(at: -1), v > 0, v.isFinite else { throw bad("a positive number of seconds") }
-            if key == "timeout" { o.spec.timeout = v } else { o.spec.killGrace = v }
+            if key == "timeout" { o.spec.timeout = v } else if key == "kill_grace" { o.spec.killGrace = v } else { o.spec.cpuTimeLimit = v }
         case "clear_env":
             guard t == .boolean else { throw bad("a boolean") }
             o.spec.clearEnv = s.bool(at: -1)

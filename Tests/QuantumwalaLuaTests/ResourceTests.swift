@@ -128,6 +128,19 @@ struct ResourceTests {
         #expect(r["used"] == 0)
     }
 
+    @Test func cpuTimeLimit() throws {
+        let (o, r) = try runScript("""
+            local spin = qw.exec({ "sh", "-c", "while :; do :; done" }, { cpu_time = 0.5 })
+            local idle = qw.exec({ "sleep", "0.2" }, { cpu_time = 1 })
+            result = { ok = spin.ok, signal = spin.signal, err = spin.error, idle_ok = idle.ok }
+            """)
+        #expect(o.error == nil)
+        #expect(r["ok"] == false)
+        #expect(r["signal"] == 24)
+        #expect(r["err"]?.stringValue?.hasPrefix("cpu time limit exceeded: used ") == true)
+        #expect(r["idle_ok"] == true, "sleeping costs no CPU time")
+    }
+
     @Test func estimatePolicyAndHistory() throws {
         let (o, r) = try runScript("""
             local seen = {}

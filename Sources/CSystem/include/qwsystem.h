@@ -34,9 +34,10 @@ void qw_set_time_limit(double seconds);
 /* ---- Processes ------------------------------------------------------------------------- */
 /** Starts a program (looked up in PATH when `file` has no slash) in a new process group,
     with qw's signal dispositions reset and an empty signal mask; fds < 0 mean /dev/null.
-    Returns 0 or an errno (from the exec when the program could not start). */
+    `cpu_seconds` > 0 sets RLIMIT_CPU in the child. Returns 0 or an errno (from the exec
+    when the program could not start). */
 int qw_spawn(const char *file, char *const argv[], char *const envp[], const char *cwd,
-             int in_fd, int out_fd, int err_fd, pid_t *pid_out);
+             int in_fd, int out_fd, int err_fd, long cpu_seconds, pid_t *pid_out);
 int qw_pidfd_open(pid_t pid);
 /** Remember a child's process group so every exit path can terminate it. */
 void qw_track_group(pid_t pgid);
@@ -56,6 +57,7 @@ typedef struct qw_spawn_req {
     char **envp; /* NULL: inherit */
     char *cwd;
     int in_fd, out_fd, err_fd;
+    long cpu_seconds;
     uint64_t token;
     pid_t pid;   /* out */
     int error;   /* out: 0 or an errno */
@@ -73,7 +75,7 @@ void qw_spawner_submit(qw_spawn_owner *o, qw_spawn_req *r);
 /** Takes every finished request of the owner (a list through `next`), clearing its eventfd. */
 qw_spawn_req *qw_spawner_take_done(qw_spawn_owner *o);
 qw_spawn_req *qw_spawn_req_new(const char *file, char *const argv[], char *const envp[], const char *cwd,
-                               int in_fd, int out_fd, int err_fd, uint64_t token);
+                               int in_fd, int out_fd, int err_fd, long cpu_seconds, uint64_t token);
 void qw_spawn_req_free(qw_spawn_req *r);
 /** Starts a program in a new session on a new pseudo-terminal (rows x cols); returns the
     master side. For driving interactive programs (the REPL) in tests. */

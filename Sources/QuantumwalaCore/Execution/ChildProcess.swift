@@ -93,6 +93,7 @@ public final class ChildProcess {
     /// Spawns `file`; `fallback` is the name as given, tried when the remembered path failed.
     private func launch(_ file: String, fallback: String?, background: Bool) {
         let fds = childFds
+        let cpuSeconds = spec.cpuTimeLimit.map { max(1, Int($0.rounded(.up))) } ?? 0
         let done: (Int32, Int32) -> Void = { [self] pid, rc in
             if rc == ENOENT, let name = fallback {
                 reactor.forgetProgram(name)  // moved or removed since: look it up again
@@ -103,13 +104,13 @@ public final class ChildProcess {
         }
         withCStrings(spec.argv) { argv in
             withEnvironment(spec) { envp in
-                let req = background ? qw_spawn_req_new(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], 0) : nil
+                let req = background ? qw_spawn_req_new(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], cpuSeconds, 0) : nil
                 if let req, reactor.submitSpawn(req, { req in done(req.pointee.pid, req.pointee.error) }) {
                     return
                 } else {
                     if let req { qw_spawn_req_free(req) }
                     var pid: pid_t = 0
-                    let rc = qw_spawn(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], &pid)
+                    let rc = qw_spawn(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], cpuSeconds, &pid)
                     if rc == 0 { qw_track_group(pid) }
                     done(pid, rc)
                 }
@@ -253,6 +254,9 @@ public final class ChildProcess {
         if result.error == nil {
             if let reason = terminationReason {
                 result.error = reason
+            } else if let s = result.signal, s == SIGXCPU || s == SIGKILL, let limit = spec.cpuTimeLimit,
+                      result.cpuTime >= Double(max(1, Int(limit.rounded(.up)))) - 0.05 {
+                result.error = "cpu time limit exceeded: used \(formatSeconds((result.cpuTime * 100).rounded() / 100)), limit \(formatSeconds(limit))"
             } else if let s = result.signal {
                 result.error = "killed by signal \(s) (\(signalName(s)))"
             } else if result.code != 0 {

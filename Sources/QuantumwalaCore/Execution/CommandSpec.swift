@@ -12,6 +12,8 @@ public struct CommandSpec: Sendable {
     public var stdin: [UInt8]?
     /// Seconds before the process group is terminated; nil: none.
     public var timeout: Double?
+    /// CPU seconds the process may use (RLIMIT_CPU, whole seconds, rounded up); nil: no limit.
+    public var cpuTimeLimit: Double?
     /// Seconds between SIGTERM and SIGKILL when terminating.
     public var killGrace: Double = 2
     /// A file that receives a copy of stdout and stderr as they arrive.
