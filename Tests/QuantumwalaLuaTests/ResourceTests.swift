@@ -111,7 +111,7 @@ struct ResourceTests {
     @Test func aProcessPastItsMemoryIsKilledAndItsNeighbourFinishes() throws {
         let (o, r) = try runScript("""
             qw.limits{ memory_margin = 0.2 }
-            local hog = "python3 -c 'import time; x = bytearray(400 * 1024 * 1024); time.sleep(10)'"
+            local hog = "x=$(head -c 400000000 /dev/zero | tr '\\\\0' x); sleep 10"
             local rs = qw.batch({
               { "sh", "-c", hog, resources = { memory = "64M" } },
               { "sh", "-c", "sleep 0.5; echo neighbour", resources = { memory = "64M" } },
