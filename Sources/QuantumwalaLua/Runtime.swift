@@ -16,6 +16,8 @@ public struct RuntimeOptions: Sendable {
     public var verbose = false
     /// Wall seconds a run may take before it is stopped (nil: no limit).
     public var timeLimit: Double?
+    /// The state store (`--state`); nil: `QW_STATE`, else `.qw/state.db`.
+    public var statePath: String?
     public init() {}
 }
 
@@ -51,6 +53,8 @@ public final class Runtime {
     let resources: ResourceManager
     /// Enforces the `memory` of processes that requested it.
     let memoryWatch: MemoryWatch
+    /// The state store, once something used it.
+    var storeHandle: StateStore?
     /// Past runs' usage by command label, for estimates.
     var history = UsageHistory()
     private let cpuSampler = CPUSampler()
@@ -152,6 +156,7 @@ public final class Runtime {
         registerBatch(in: core)
         registerHelpers(in: core)
         registerResources(in: core)
+        registerState(in: core)
         // The metatable that marks a batch item's raised error, so qw.parallel can re-raise it.
         s.newTable()
         s.push("qw.item_error"); s.setField(-2, "__name")

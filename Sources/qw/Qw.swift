@@ -18,6 +18,9 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("max-concurrent"), help: "Most processes running at once (default 8; wins over .qw/policy.lua).")
     var maxConcurrent: Int?
 
+    @Option(name: .customLong("state"), help: "The state store (default: $QW_STATE, else .qw/state.db).")
+    var state: String?
+
     @Option(name: .customLong("policy"), help: "The policy script run at start (default: .qw/policy.lua when it exists).")
     var policy: String?
 
@@ -33,6 +36,7 @@ struct GlobalOptions: ParsableArguments {
             throw ValidationError("--lua-memory: '\(luaMemory)' is not a size (try 512M or 2G)")
         }
         o.memoryLimit = bytes
+        o.statePath = state
         if let n = maxConcurrent {
             guard n >= 1 else { throw ValidationError("--max-concurrent must be at least 1") }
         }
@@ -76,7 +80,7 @@ struct Qw: ParsableCommand {
             standard input otherwise. `qw run FILE` runs a script; `qw -e CODE` runs a chunk.
             """,
         version: quantumwalaVersion,
-        subcommands: [Run.self, Repl.self, Resources.self]
+        subcommands: [Run.self, Repl.self, Resources.self, State.self]
     )
 
     @OptionGroup var global: GlobalOptions

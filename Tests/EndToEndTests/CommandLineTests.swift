@@ -197,3 +197,41 @@ struct CommandLineTests {
                 "\(String(decoding: result!.stderr, as: UTF8.self))")
     }
 }
+
+/// The state store shared by several qw processes at once.
+@Suite(.serialized) struct StateProcessTests {
+    @Test func concurrentUpdatesFromFourProcessesLoseNothing() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let reactor = Reactor()
+        var results: [ProcessResult] = []
+        for _ in 0..<4 {
+            var spec = CommandSpec(argv: [qwBinary, "--state", dir + "/s.db", "-e",
+                                          "for i = 1, 500 do qw.state.update('count', function(n) return (n or 0) + 1 end) end"])
+            spec.timeout = 120
+            ChildProcess.start(spec, reactor: reactor) { results.append($0) }
+        }
+        while results.count < 4 { reactor.runOnce() }
+        let errors = results.map { String(decoding: $0.stderr, as: UTF8.self) }
+        #expect(results.allSatisfy { $0.ok }, "\(errors)")
+        let r = qw(["--state", dir + "/s.db", "-e", "print(qw.state.get('count'))"])
+        #expect(r.stdout == "2000\n")
+        let stats = qw(["state", "--state", dir + "/s.db"])
+        #expect(stats.stdout.contains("integrity  ok"))
+        #expect(stats.stdout.contains("keys       1"))
+    }
+
+    @Test func stateCommandAndEnvironment() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let set = qw(["-e", "qw.state.set('deploy.count', 3); qw.state.set('deploy.last', { ok = true })"], env: [("QW_STATE", dir + "/env.db")])
+        #expect(set.code == 0, "\(set.stderr)")
+        let keys = qw(["state", "keys", "deploy.", "--state", dir + "/env.db"])
+        #expect(keys.stdout == "deploy.count\ndeploy.last\n")
+        let get = qw(["state", "get", "deploy.last", "--state", dir + "/env.db"])
+        #expect(get.stdout.contains("\"ok\": true"))
+        let missing = qw(["state", "get", "nope", "--state", dir + "/env.db"])
+        #expect(missing.code == 1)
+        #expect(missing.stderr.contains("no such key: nope"))
+    }
+}

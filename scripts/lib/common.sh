@@ -53,9 +53,10 @@ ensure_packages() {
 }
 
 # ensure_system_deps : what the Swift build needs from the system (Lua 5.4 headers and
-# library, readline, pkg-config to find Lua). Also checks that a Swift toolchain is on PATH.
+# library, readline, SQLite for the state store, pkg-config to find Lua). Also checks that a
+# Swift toolchain is on PATH.
 ensure_system_deps() {
-    ensure_packages liblua5.4-dev libreadline-dev pkg-config
+    ensure_packages liblua5.4-dev libreadline-dev libsqlite3-dev pkg-config
     command -v swift >/dev/null 2>&1 \
         || qw_die "no 'swift' on PATH: install a Swift 6 toolchain (https://www.swift.org/install/linux/) and retry"
 }

@@ -86,6 +86,7 @@ qw.log = { debug = log_at("debug"), info = log_at("info"), warn = log_at("warn")
 -- Execution
 
 qw.retry = require("qw.retry")
+qw.state = assert(loadfile(package.searchpath("qw.state", package.path)))(core)
 local raw_exec = core.exec
 
 local function option(spec, opts, key)
