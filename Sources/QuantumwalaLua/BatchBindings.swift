@@ -7,9 +7,11 @@ import QuantumwalaCore
 /// `on_done` and fills the results in item order.
 final class Batch {
     enum Item {
-        case command(ExecOptions)
+        indirect case command(ExecOptions)
         /// A Lua function, anchored in the registry.
         case function(ref: Int32)
+        /// Already started (its definition is no longer needed).
+        case launched
     }
 
     enum Outcome {
@@ -19,7 +21,7 @@ final class Batch {
         case failed(message: String, traceback: String?)
     }
 
-    let items: [Item]
+    private(set) var items: [Item]
     let maxConcurrent: Int
     /// Cancel the rest as soon as an item fails (before another one is launched).
     let failFast: Bool
@@ -41,6 +43,16 @@ final class Batch {
         self.runtime = runtime
     }
 
+    /// Adds an item after the start (workflows add tasks as their dependencies finish).
+    ///
+    /// - Returns: its 0-based index.
+    func add(_ item: Item) -> Int {
+        items.append(item)
+        if cancelled != nil, case .function(let ref) = item { runtime.lua.release(ref) }
+        pump()
+        return items.count - 1
+    }
+
     /// Launches items while slots remain.
     func pump() {
         while running < maxConcurrent && nextIndex < items.count && cancelled == nil {
@@ -53,7 +65,9 @@ final class Batch {
 
     private func launch(_ i: Int) {
         let scheduler = runtime.scheduler
-        switch items[i] {
+        let item = items[i]
+        items[i] = .launched
+        switch item {
         case .command(let o):
             let spec = o.spec, check = o.check
             let child = runtime.startProcess(o, background: true) { [unowned self] r in
@@ -92,11 +106,17 @@ final class Batch {
                 }
             }
             if !task.finished { tasks[i] = task }
+        case .launched:
+            preconditionFailure("batch item \(i) launched twice")
         }
     }
 
     private func finished(_ i: Int, _ outcome: Outcome, failed: Bool = false) {
         running -= 1
+        if doneHead > 1024 && doneHead * 2 > done.count {  // handed-back outcomes need no room
+            done.removeFirst(doneHead)
+            doneHead = 0
+        }
         if failed && failFast { cancel("cancelled") }
         done.append((i, outcome))
         deliver()
@@ -108,13 +128,21 @@ final class Batch {
         pump()
     }
 
+    /// Cancels the timeout of the waiting next(), once it is answered.
+    private var deliverHook: (() -> Void)?
+
     private func deliver() {
         guard let w = waiter, doneHead < done.count else { return }
         waiter = nil
+        deliverHook?()
+        deliverHook = nil
         let (i, outcome) = done[doneHead]
         doneHead += 1
         w.succeed { [unowned self] s in push(i, outcome, on: s) }
     }
+
+    /// Finished items that `next()` has not handed back yet.
+    var undelivered: Int { done.count - doneHead }
 
     /// Whether every launched item has been handed back and nothing more will launch.
     private var exhausted: Bool {
@@ -134,12 +162,29 @@ final class Batch {
         let scheduler = runtime.scheduler
         let w = scheduler.waiter()
         waiter = w
+        // next(timeout): give up after that long, answering nil, "timeout"
+        var timer: Reactor.TimerID?
+        if call.stack.type(at: 2) == .number, let t = call.stack.number(at: 2), t >= 0 {
+            timer = runtime.reactor.after(t) { [unowned self] in
+                guard waiter === w else { return }
+                waiter = nil
+                w.succeed { s in
+                    s.pushNil()
+                    s.push("timeout")
+                    return 2
+                }
+            }
+        }
         w.onCancel = { [unowned self] reason in
+            if let timer { runtime.reactor.cancel(timer) }
             cancel(reason)
             if waiter === w {
                 waiter = nil
                 w.fail(reason)
             }
+        }
+        if let timer {
+            deliverHook = { [unowned self] in runtime.reactor.cancel(timer) }
         }
         return scheduler.wait(w, call)
     }
@@ -190,6 +235,25 @@ final class Batch {
 extension Runtime {
     static let batchMetatable = "qw.batch"
 
+    /// Turns the value on top of `s` (popping it) into a batch item: a command spec or a
+    /// function (anchored in the registry).
+    func batchItem(_ s: LuaStack, label: String) throws(LuaArgumentError) -> Batch.Item {
+        switch s.type(at: -1) {
+        case .function:
+            lua_xmove(s.L, lua.L, 1)
+            return .function(ref: lua.ref())
+        case .string, .table:
+            defer { s.pop() }
+            var o = try CommandSpecParser(function: label).parse(s, at: -1, options: nil)
+            o.spec = prepare(o)
+            return .command(o)
+        default:
+            let t = s.type(at: -1).name
+            s.pop()
+            throw LuaArgumentError("\(label) must be a command (string or table) or a function (got \(t))")
+        }
+    }
+
     func registerBatch(in t: Int32) {
         // qw._batch_start(items, max_concurrent) -> batch handle
         lua.setFunction("_batch_start", in: t) { [unowned self] call in
@@ -201,30 +265,13 @@ extension Runtime {
             let n = s.rawLength(1)
             var items: [Batch.Item] = []
             items.reserveCapacity(n)
-            var refs: [Int32] = []
             do {
                 for i in 0..<n {
                     s.getIndex(1, i + 1)
-                    switch s.type(at: -1) {
-                    case .function:
-                        lua_xmove(s.L, lua.L, 1)
-                        let ref = lua.ref()
-                        refs.append(ref)
-                        items.append(.function(ref: ref))
-                    case .string, .table:
-                        let o = try CommandSpecParser(function: "qw.batch: item \(i + 1)").parse(s, at: -1, options: nil)
-                        s.pop()
-                        var prepared = o
-                        prepared.spec = prepare(o)
-                        items.append(.command(prepared))
-                    default:
-                        let t = s.type(at: -1).name
-                        s.pop()
-                        throw LuaArgumentError("qw.batch: item \(i + 1) must be a command (string or table) or a function (got \(t))")
-                    }
+                    items.append(try batchItem(s, label: "qw.batch: item \(i + 1)"))
                 }
             } catch {
-                for r in refs { lua.release(r) }
+                for case .function(let ref) in items { lua.release(ref) }
                 throw error
             }
             let maxConcurrent = s.type(at: 2) == .number ? Int(s.integer(at: 2) ?? Int64(n)) : max(n, 1)
@@ -245,6 +292,20 @@ extension Runtime {
             return b
         }
         lua.setFunction("next", in: -1) { call in try batch(call).next(call) }
+        // b:pending() -> finished items not handed back yet (so next() will not wait)
+        lua.setFunction("pending", in: -1) { call in
+            call.stack.push(try batch(call).undelivered)
+            return .values(1)
+        }
+        // b:add(item) -> index (1-based)
+        lua.setFunction("add", in: -1) { [unowned self] call in
+            let b = try batch(call)
+            call.stack.pushValue(at: 2)
+            let label = call.stack.type(at: 3) == .string ? call.stack.string(at: 3)! : "qw.batch: item \(b.items.count + 1)"
+            let item = try batchItem(call.stack, label: label)
+            call.stack.push(b.add(item) + 1)
+            return .values(1)
+        }
         lua.setFunction("cancel", in: -1) { call in
             let b = try batch(call)
             return b.cancelAndDrain(call, reason: call.stack.string(at: 2) ?? "cancelled")

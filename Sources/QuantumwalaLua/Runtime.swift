@@ -53,6 +53,8 @@ public final class Runtime {
     let resources: ResourceManager
     /// Enforces the `memory` of processes that requested it.
     let memoryWatch: MemoryWatch
+    /// The script `qw run` runs (for `qw resume`), as an absolute path.
+    var scriptPath: String?
     /// The state store, once something used it.
     var storeHandle: StateStore?
     /// Past runs' usage by command label, for estimates.
@@ -157,6 +159,7 @@ public final class Runtime {
         registerHelpers(in: core)
         registerResources(in: core)
         registerState(in: core)
+        registerWorkflows(in: core)
         // The metatable that marks a batch item's raised error, so qw.parallel can re-raise it.
         s.newTable()
         s.push("qw.item_error"); s.setField(-2, "__name")
@@ -289,6 +292,8 @@ public final class Runtime {
     /// Runs a script file as the main task; `args` become `...`, `arg` and `qw.args`.
     public func runFile(_ path: String, args: [String] = []) -> RunOutcome {
         setArguments(script: path, args)
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        scriptPath = realpath(path, &buf) != nil ? buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : path
         do {
             try lua.loadFile(path)
         } catch {

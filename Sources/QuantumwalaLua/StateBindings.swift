@@ -117,7 +117,7 @@ extension Runtime {
         }
     }
 
-    private func storeCall<T>(_ body: () throws(StoreError) -> T) throws(LuaArgumentError) -> T {
+    func storeCall<T>(_ body: () throws(StoreError) -> T) throws(LuaArgumentError) -> T {
         do {
             return try body()
         } catch {

@@ -80,7 +80,7 @@ struct Qw: ParsableCommand {
             standard input otherwise. `qw run FILE` runs a script; `qw -e CODE` runs a chunk.
             """,
         version: quantumwalaVersion,
-        subcommands: [Run.self, Repl.self, Resources.self, State.self]
+        subcommands: [Run.self, Repl.self, Status.self, Resume.self, Resources.self, State.self]
     )
 
     @OptionGroup var global: GlobalOptions

@@ -87,6 +87,9 @@ qw.log = { debug = log_at("debug"), info = log_at("info"), warn = log_at("warn")
 
 qw.retry = require("qw.retry")
 qw.state = assert(loadfile(package.searchpath("qw.state", package.path)))(core)
+local workflows = assert(loadfile(package.searchpath("qw.workflow", package.path)))(core)
+---Creates a workflow; see stdlib/qw/workflow.lua.
+qw.workflow = workflows.new
 local raw_exec = core.exec
 
 local function option(spec, opts, key)

@@ -71,6 +71,36 @@ public final class StateStore {
                 INSERT INTO meta VALUES ('version_clock', 0);
                 """)
         }
+        m.registerMigration("v2: workflows and their tasks") { db in
+            try db.execute(sql: """
+                CREATE TABLE workflows (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    script TEXT,
+                    args TEXT,
+                    cwd TEXT,
+                    status TEXT NOT NULL,
+                    runs INTEGER NOT NULL DEFAULT 0,
+                    created_at REAL NOT NULL,
+                    updated_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE wf_tasks (
+                    workflow TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    fingerprint TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    started_at REAL,
+                    finished_at REAL,
+                    duration REAL,
+                    code INTEGER,
+                    max_rss INTEGER,
+                    cpu_time REAL,
+                    error TEXT,
+                    result TEXT,
+                    PRIMARY KEY (workflow, id)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 
@@ -151,6 +181,147 @@ public final class StateStore {
             }
         } catch {
             throw StoreError(message: "state: cannot record an event in \(path): \(error)")
+        }
+    }
+
+    // MARK: Workflows
+
+    /// A workflow as the store knows it.
+    public struct WorkflowRecord: Sendable {
+        public var name: String
+        public var script: String?
+        public var args: [UInt8]?
+        public var cwd: String?
+        public var status: String
+        public var runs: Int
+        public var updatedAt: Double
+    }
+
+    /// One task of a workflow: its identity, status and last result.
+    public struct TaskRecord: Sendable {
+        public var id: String
+        public var fingerprint: String
+        public var status: String
+        public var attempts: Int = 0
+        public var startedAt: Double?
+        public var finishedAt: Double?
+        public var duration: Double?
+        public var code: Int?
+        public var maxRSS: Int?
+        public var cpuTime: Double?
+        public var error: String?
+        /// The result as JSON.
+        public var result: [UInt8]?
+
+        public init(id: String, fingerprint: String, status: String) {
+            self.id = id
+            self.fingerprint = fingerprint
+            self.status = status
+        }
+    }
+
+    private func wrap<T>(_ what: String, _ body: () throws -> T) throws(StoreError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw StoreError(message: "state: cannot \(what) in \(path): \(error)")
+        }
+    }
+
+    /// Marks a workflow as running (creating it), remembering how to run it again.
+    public func beginWorkflow(_ name: String, script: String?, args: [UInt8]?, cwd: String?) throws(StoreError) {
+        try wrap("start workflow '\(name)'") {
+            try db.write { db in
+                let now = monotonicWallClock()
+                try db.execute(sql: """
+                    INSERT INTO workflows (name, script, args, cwd, status, runs, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, 'running', 1, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET script = excluded.script, args = excluded.args, cwd = excluded.cwd,
+                        status = 'running', runs = runs + 1, updated_at = excluded.updated_at
+                    """, arguments: [name, script, args.map { String(decoding: $0, as: UTF8.self) }, cwd, now, now])
+                try db.execute(sql: "INSERT INTO events (at, kind, workflow) VALUES (?, 'workflow started', ?)", arguments: [now, name])
+            }
+        }
+    }
+
+    /// Records how a workflow run ended.
+    public func endWorkflow(_ name: String, status: String) throws(StoreError) {
+        try wrap("finish workflow '\(name)'") {
+            try db.write { db in
+                let now = monotonicWallClock()
+                try db.execute(sql: "UPDATE workflows SET status = ?, updated_at = ? WHERE name = ?", arguments: [status, now, name])
+                try db.execute(sql: "INSERT INTO events (at, kind, workflow, data) VALUES (?, 'workflow finished', ?, ?)",
+                               arguments: [now, name, "\"\(status)\""])
+            }
+        }
+    }
+
+    /// Forgets a workflow's tasks (a fresh start).
+    public func resetWorkflow(_ name: String) throws(StoreError) {
+        try wrap("reset workflow '\(name)'") {
+            try db.write { db in try db.execute(sql: "DELETE FROM wf_tasks WHERE workflow = ?", arguments: [name]) }
+        }
+    }
+
+    /// Every workflow, most recently active first.
+    public func workflows() throws(StoreError) -> [WorkflowRecord] {
+        try wrap("list workflows") {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM workflows ORDER BY updated_at DESC").map { r in
+                    WorkflowRecord(name: r["name"], script: r["script"], args: (r["args"] as String?).map { Array($0.utf8) },
+                                   cwd: r["cwd"], status: r["status"], runs: r["runs"], updatedAt: r["updated_at"])
+                }
+            }
+        }
+    }
+
+    /// The tasks recorded for a workflow, in no particular order.
+    public func tasks(of workflow: String) throws(StoreError) -> [TaskRecord] {
+        try wrap("read the tasks of '\(workflow)'") {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM wf_tasks WHERE workflow = ?", arguments: [workflow]).map { r in
+                    var t = TaskRecord(id: r["id"], fingerprint: r["fingerprint"], status: r["status"])
+                    t.attempts = r["attempts"]
+                    t.startedAt = r["started_at"]
+                    t.finishedAt = r["finished_at"]
+                    t.duration = r["duration"]
+                    t.code = r["code"]
+                    t.maxRSS = r["max_rss"]
+                    t.cpuTime = r["cpu_time"]
+                    t.error = r["error"]
+                    t.result = (r["result"] as String?).map { Array($0.utf8) }
+                    return t
+                }
+            }
+        }
+    }
+
+    /// Writes task records and their events in one transaction (the engine batches changes).
+    public func saveTasks(_ workflow: String, _ records: [TaskRecord], events: [(kind: String, task: String, data: [UInt8]?)]) throws(StoreError) {
+        guard !records.isEmpty || !events.isEmpty else { return }
+        try wrap("save the tasks of '\(workflow)'") {
+            try db.write { db in
+                let upsert = try db.cachedStatement(sql: """
+                    INSERT INTO wf_tasks (workflow, id, fingerprint, status, attempts, started_at, finished_at, duration,
+                                          code, max_rss, cpu_time, error, result)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(workflow, id) DO UPDATE SET fingerprint = excluded.fingerprint, status = excluded.status,
+                        attempts = excluded.attempts, started_at = excluded.started_at, finished_at = excluded.finished_at,
+                        duration = excluded.duration, code = excluded.code, max_rss = excluded.max_rss,
+                        cpu_time = excluded.cpu_time, error = excluded.error, result = excluded.result
+                    """)
+                for t in records {
+                    try upsert.execute(arguments: [workflow, t.id, t.fingerprint, t.status, t.attempts, t.startedAt, t.finishedAt,
+                                                   t.duration, t.code, t.maxRSS, t.cpuTime, t.error,
+                                                   t.result.map { String(decoding: $0, as: UTF8.self) }])
+                }
+                let event = try db.cachedStatement(sql: "INSERT INTO events (at, kind, workflow, task, data) VALUES (?, ?, ?, ?, ?)")
+                let now = monotonicWallClock()
+                for e in events {
+                    try event.execute(arguments: [now, e.kind, workflow, e.task, e.data.map { String(decoding: $0, as: UTF8.self) }])
+                }
+                try db.execute(sql: "UPDATE workflows SET updated_at = ? WHERE name = ?", arguments: [now, workflow])
+            }
         }
     }
 

@@ -1,0 +1,165 @@
+import ArgumentParser
+import Glibc
+import LuaHost
+import QuantumwalaCore
+import QuantumwalaLua
+
+/// `qw status [NAME]`: workflows and their tasks, from the state store.
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show workflows, or one workflow's tasks, from the store.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "A workflow's name: list its tasks.")
+    var name: String?
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    mutating func run() throws {
+        let store = try openStore(global)
+        do {
+            if let name {
+                try showTasks(store, name)
+            } else {
+                try showWorkflows(store)
+            }
+        } catch let e as StoreError {
+            writeAll(2, "qw: \(e.message)\n")
+            throw ExitCode(1)
+        }
+    }
+
+    private func showWorkflows(_ store: StateStore) throws {
+        let all = try store.workflows()
+        var rows: [[String]] = []
+        var objects: [LuaValue] = []
+        for w in all {
+            let tasks = try store.tasks(of: w.name)
+            var counts: [String: Int] = [:]
+            for t in tasks { counts[t.status, default: 0] += 1 }
+            let summary = counts.keys.sorted().map { "\(counts[$0]!) \($0)" }.joined(separator: ", ")
+            rows.append([w.name, w.status, String(w.runs), String(tasks.count), summary])
+            var o: [LuaValue: LuaValue] = ["name": .string(w.name), "status": .string(w.status), "runs": .integer(Int64(w.runs)),
+                                           "tasks": .integer(Int64(tasks.count)), "updated_at": .number(w.updatedAt)]
+            var c: [LuaValue: LuaValue] = [:]
+            for (k, v) in counts { c[.string(k)] = .integer(Int64(v)) }
+            o["counts"] = .table(c)
+            if let s = w.script { o["script"] = .string(s) }
+            objects.append(.table(o))
+        }
+        if json {
+            writeAll(1, String(decoding: try JSON.encode(.array(objects), pretty: true), as: UTF8.self) + "\n")
+        } else if rows.isEmpty {
+            writeAll(1, "no workflows in \(store.path)\n")
+        } else {
+            printTable(["workflow", "status", "runs", "tasks", "by status"], rows)
+        }
+    }
+
+    private func showTasks(_ store: StateStore, _ name: String) throws {
+        guard let w = try store.workflows().first(where: { $0.name == name }) else {
+            writeAll(2, "qw: no workflow named '\(name)' in \(store.path)\n")
+            throw ExitCode(1)
+        }
+        let tasks = try store.tasks(of: name).sorted { ($0.startedAt ?? .infinity, $0.id) < ($1.startedAt ?? .infinity, $1.id) }
+        if json {
+            var list: [LuaValue] = []
+            for t in tasks {
+                var o: [LuaValue: LuaValue] = ["id": .string(t.id), "status": .string(t.status), "attempts": .integer(Int64(t.attempts))]
+                if let d = t.duration { o["duration"] = .number(d) }
+                if let c = t.code { o["code"] = .integer(Int64(c)) }
+                if let e = t.error { o["error"] = .string(e) }
+                list.append(.table(o))
+            }
+            let doc: LuaValue = .table(["name": .string(name), "status": .string(w.status), "runs": .integer(Int64(w.runs)),
+                                        "tasks": .array(list)])
+            writeAll(1, String(decoding: try JSON.encode(doc, pretty: true), as: UTF8.self) + "\n")
+            return
+        }
+        writeAll(1, "workflow \(name): \(w.status) (run \(w.runs) time\(w.runs == 1 ? "" : "s"))\n")
+        let rows = tasks.map { t in
+            [t.id, t.status, String(t.attempts), t.duration.map { String(format2($0)) + " s" } ?? "-", t.error ?? ""]
+        }
+        printTable(["task", "status", "attempts", "duration", "error"], rows)
+    }
+}
+
+/// `qw resume NAME`: runs the script that defined a workflow again, where it ran, so that
+/// the workflow continues with what had not succeeded.
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Continue a workflow after a failure or a crash.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "The workflow's name.")
+    var name: String
+
+    mutating func run() throws {
+        let store = try openStore(global)
+        let w: StateStore.WorkflowRecord
+        do {
+            guard let found = try store.workflows().first(where: { $0.name == name }) else {
+                writeAll(2, "qw: no workflow named '\(name)' in \(store.path)\n")
+                throw ExitCode(1)
+            }
+            w = found
+        } catch let e as StoreError {
+            writeAll(2, "qw: \(e.message)\n")
+            throw ExitCode(1)
+        }
+        guard let script = w.script else {
+            writeAll(2, "qw: workflow '\(name)' was not started from a script (qw -e or the REPL); run it again where it is defined\n")
+            throw ExitCode(1)
+        }
+        var args: [String] = []
+        if let a = w.args, case .table(let t)? = try? JSON.decode(a) {
+            for i in 1... {
+                guard case .string(let b)? = t[.integer(Int64(i))] else { break }
+                args.append(String(decoding: b, as: UTF8.self))
+            }
+        }
+        // the store must stay the one the workflow used, wherever it runs from
+        var options = global
+        if options.state == nil { options.state = store.path.hasPrefix("/") ? store.path : absolute(store.path) }
+        if let cwd = w.cwd, chdir(cwd) != 0 {
+            writeAll(2, "qw: cannot enter \(cwd), where workflow '\(name)' ran\n")
+            throw ExitCode(1)
+        }
+        let runtime = try options.makeRuntime()
+        try finish(runtime.runFile(script, args: args))
+    }
+}
+
+private func absolute(_ path: String) -> String {
+    var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buf, buf.count) != nil else { return path }
+    return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } + "/" + path
+}
+
+/// The store named by --state, QW_STATE or .qw/state.db.
+func openStore(_ global: GlobalOptions) throws -> StateStore {
+    let path = global.state ?? getenv("QW_STATE").map { String(cString: $0) } ?? ".qw/state.db"
+    do {
+        return try StateStore(path: path)
+    } catch {
+        writeAll(2, "qw: \(error.message)\n")
+        throw ExitCode(1)
+    }
+}
+
+func format2(_ v: Double) -> String {
+    let r = (v * 100).rounded() / 100
+    return String(r)
+}
+
+/// Prints rows under a header, columns padded to their widest cell.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count + 2) }.joined()
+    }
+    writeAll(1, line(header) + "\n")
+    for r in rows { writeAll(1, line(r) + "\n") }
+}
