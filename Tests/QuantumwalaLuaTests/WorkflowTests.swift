@@ -1,0 +1,165 @@
+import Glibc
+import LuaHost
+@testable import QuantumwalaLua
+import QuantumwalaCore
+import Testing
+
+/// qw.workflow: dependencies, parallelism, failures, retries and resume, with a real store.
+@Suite(.serialized)
+struct WorkflowTests {
+    let dir = tempDir()
+
+    func run(_ code: String) throws -> (RunOutcome, LuaValue) {
+        var opts = RuntimeOptions()
+        opts.statePath = dir + "/state.db"
+        return try runScript("local DIR = [[\(dir)]]\n" + code, options: opts)
+    }
+
+    /// Lines of a marker file, one per run of a task.
+    func runs(_ name: String) -> [String] {
+        readAll(dir + "/" + name).split(separator: "\n").map(String.init)
+    }
+
+    @Test func aTaskStartsWhenItsOwnDependenciesFinish() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        let (o, r) = try run("""
+            local function stamp(id, secs)
+              return { "sh", "-c", ("echo start $(date +%%s%%N) >> %s/%s; sleep %s"):format(DIR, id, secs) }
+            end
+            local wf = qw.workflow("dag", { max_concurrent = 4 })
+            wf:task("short", stamp("short", "0.2"))
+            wf:task("long", stamp("long", "0.8"))
+            wf:task("after_short", stamp("after_short", "0.1"), { deps = { "short" } })
+            wf:task("after_both", stamp("after_both", "0.1"), { deps = { "short", "long" } })
+            local report = wf:run()
+            result = { ok = report.ok, n = #report.succeeded }
+            """)
+        #expect(o.error == nil)
+        #expect(r["ok"] == true)
+        #expect(r["n"] == 4)
+        func start(_ id: String) -> Double {
+            Double(runs(id).first?.split(separator: " ").last ?? "0").map { $0 / 1e9 } ?? 0
+        }
+        let t0 = min(start("short"), start("long"))
+        #expect(start("after_short") - t0 < 0.6, "started after 'short' (0.2 s), not after 'long' (0.8 s)")
+        #expect(start("after_short") - t0 >= 0.2)
+        #expect(start("after_both") - t0 >= 0.8)
+    }
+
+    @Test func cyclesAndUnknownDependenciesFailBeforeAnythingRuns() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        let (o1, _) = try run("""
+            local wf = qw.workflow("cyc")
+            wf:task("a", { "sh", "-c", "touch " .. DIR .. "/ran" }, { deps = { "c" } })
+            wf:task("b", "true", { deps = { "a" } })
+            wf:task("c", "true", { deps = { "b" } })
+            wf:task("free", { "sh", "-c", "touch " .. DIR .. "/ran" })
+            wf:run()
+            """)
+        #expect(o1.error?.message == "test.lua:7: workflow 'cyc': dependency cycle: a -> c -> b -> a")
+        #expect(access(dir + "/ran", F_OK) != 0, "nothing ran")
+        let (o2, _) = try run("""
+            local wf = qw.workflow("unk")
+            wf:task("a", "true", { deps = { "nope" } })
+            wf:plan()
+            """)
+        #expect(o2.error?.message == "test.lua:4: workflow 'unk': task 'a' depends on unknown task 'nope'")
+        let (o3, _) = try run("""
+            local wf = qw.workflow("dup")
+            wf:task("a", "true")
+            wf:task("a", "false")
+            """)
+        #expect(o3.error?.message == "test.lua:4: workflow 'dup': task 'a' is defined twice")
+    }
+
+    @Test func aFailedDependencySkipsItsDependents() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        let (o, r) = try run("""
+            local wf = qw.workflow("skip")
+            wf:task("ok", "true")
+            wf:task("bad", "exit 3")
+            wf:task("child", "true", { deps = { "bad" } })
+            wf:task("grandchild", "true", { deps = { "child", "ok" } })
+            local report = wf:run()
+            result = { ok = report.ok, succeeded = table.concat(report.succeeded, ","), failed = table.concat(report.failed, ","),
+                       skipped = table.concat(report.skipped, ","), code = report.results.bad.code }
+            """)
+        #expect(o.error == nil)
+        #expect(r["ok"] == false)
+        #expect(r["succeeded"] == "ok")
+        #expect(r["failed"] == "bad")
+        #expect(r["skipped"] == "child,grandchild")
+        #expect(r["code"] == 3)
+    }
+
+    @Test func retriesAreCountedAndRecorded() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        let (o, r) = try run("""
+            local wf = qw.workflow("retry")
+            local count = DIR .. "/count"
+            wf:task("flaky", { "sh", "-c", "echo x >> " .. count .. "; [ $(wc -l < " .. count .. ") -ge 3 ]" },
+                    { retry = qw.retry.fixed{ attempts = 5, delay = 0.01 } })
+            local n = 0
+            wf:task("fn", function() n = n + 1; if n < 2 then error("not yet") end; return "done" end,
+                    { retry = qw.retry.fixed{ attempts = 3, delay = 0.01 } })
+            local report = wf:run()
+            result = { ok = report.ok, attempts = report.results.flaky.attempts, fn = report.results.fn, n = n }
+            """)
+        #expect(o.error == nil)
+        #expect(r["ok"] == true)
+        #expect(r["attempts"] == 3)
+        #expect(r["fn"] == "done")
+        #expect(r["n"] == 2)
+    }
+
+    @Test func runningAgainDoesOnlyWhatHadNotSucceeded() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        let script = """
+            local fail = ...
+            local function mark(id, code)
+              return { "sh", "-c", ("echo run >> %s/%s; exit %d"):format(DIR, id, code or 0) }
+            end
+            local wf = qw.workflow("resume")
+            wf:task("a", mark("a"))
+            wf:task("b", mark("b", fail and 1 or 0), { deps = { "a" } })
+            wf:task("c", mark("c"), { deps = { "b" } })
+            wf:task("d", mark("d"))
+            local report = wf:run()
+            result = report.ok
+            """
+        // first run: b fails, c is skipped
+        let first = script.replacingAll("local fail = ...", with: "local fail = true")
+        let (o1, r1) = try run(first)
+        #expect(o1.error == nil)
+        #expect(r1 == false)
+        #expect(runs("a").count == 1 && runs("b").count == 1 && runs("c").isEmpty && runs("d").count == 1)
+        // the same workflow, b fixed: b is a changed task, so b and c run; a and d do not
+        let (o2, r2) = try run(script.replacingAll("local fail = ...", with: "local fail = false"))
+        #expect(o2.error == nil)
+        #expect(r2 == true)
+        #expect(runs("a").count == 1 && runs("b").count == 2 && runs("c").count == 1 && runs("d").count == 1)
+        // nothing left to do
+        let (_, r3) = try run(script.replacingAll("local fail = ...", with: "local fail = false"))
+        #expect(r3 == true)
+        #expect(runs("a").count == 1 && runs("b").count == 2 && runs("c").count == 1)
+        // fresh = true starts over
+        let (_, r4) = try run(script.replacingAll("local fail = ...", with: "local fail = false")
+            .replacingAll("wf:run()", with: "wf:run{ fresh = true }"))
+        #expect(r4 == true)
+        #expect(runs("a").count == 2 && runs("d").count == 2)
+    }
+
+    @Test func planGivesParallelBatches() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        let (o, r) = try run("""
+            local wf = qw.workflow("plan")
+            wf:task("test", "true", { deps = { "build" } })
+            wf:task("build", "true")
+            wf:task("lint", "true")
+            wf:task("ship", "true", { deps = { "test", "lint" } })
+            result = qw.json.encode(wf:plan())
+            """)
+        #expect(o.error == nil)
+        #expect(r == #"[["build","lint"],["test"],["ship"]]"#)
+    }
+}
