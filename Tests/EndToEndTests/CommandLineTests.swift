@@ -171,6 +171,24 @@ struct CommandLineTests {
         #expect(r.stdout.contains("6. after all that: 0 slots in use, 0 MiB granted"))
     }
 
+    @Test func workflowExampleStopsAndResumes() {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let first = qw(["run", repoRoot + "/examples/workflow.lua"], env: [("BREAK", "1")], cwd: dir)
+        #expect(first.code == 1)
+        #expect(first.stdout.contains("FAILED   package"))
+        #expect(first.stdout.contains("skipped  publish"))
+        #expect(first.stdout.contains("passed on try 2"), "the flaky step was healed by its retry policy")
+        let status = qw(["status", "demo-release"], cwd: dir)
+        #expect(status.stdout.contains("package           failed"))
+        let resumed = qw(["resume", "demo-release"], cwd: dir)
+        #expect(resumed.code == 0, "\(resumed.stderr)")
+        #expect(resumed.stdout.contains("ok       publish"))
+        let after = qw(["status", "--json"], cwd: dir)
+        #expect(after.stdout.contains("\"succeeded\": 6"))
+        #expect(readText(dir + "/.qw/state.db") != nil)
+    }
+
     @Test func parallelBuildExampleRuns() {
         let r = qw(["run", repoRoot + "/examples/parallel-build.lua"], timeout: 120)
         #expect(r.code == 0, "stdout:\n\(r.stdout)\nstderr:\n\(r.stderr)")

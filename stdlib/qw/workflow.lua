@@ -160,8 +160,9 @@ local function fingerprint(task)
   return core._hash(type(spec) .. "\0" .. payload)
 end
 
--- The function a task runs as a batch item.
-local function runner(task)
+-- The function a task runs as a batch item; `tries[id]` learns how many attempts a
+-- function task with a retry policy took.
+local function runner(task, tries)
   local spec, opts = task.spec, task.opts
   if type(spec) == "function" then
     if opts.retry then
@@ -174,8 +175,9 @@ local function runner(task)
           if ok and not (type(v) == "table" and v.ok == false) then return { ok = true } end
           return { ok = false, error = ok and (type(v) == "table" and v.error) or v }
         end)
+        tries[task.id] = attempts
         if not r.ok then error(r.error or "failed", 0) end
-        return value, attempts
+        return value
       end
     end
     return spec
@@ -275,12 +277,12 @@ function Workflow:run(opts)
       pcall(core._wf_end, name, "interrupted")
     end
   end })
-  local by_index, running = {}, 0
+  local by_index, running, tries = {}, 0, {}
 
   local function launch(t)
     status[t.id] = "running"
     mark(t, { status = "running", started_at = core._time(), attempts = (records[t.id].attempts or 0) })
-    local run = runner(t)
+    local run = runner(t, tries)
     local i = batch:add(run, type(run) ~= "function" and ("workflow '%s': task '%s'"):format(name, t.id) or nil)
     by_index[i] = t
     running = running + 1
@@ -316,9 +318,9 @@ function Workflow:run(opts)
     results[t.id] = r
     local rec = records[t.id]
     local tr = type(r) == "table"
-    rec.attempts = tr and r.attempts or ((rec.attempts or 0) + 1)
+    rec.attempts = (tr and r.attempts) or tries[t.id] or ((rec.attempts or 0) + 1)
     rec.finished_at = core._time()
-    rec.duration = tr and r.duration or nil
+    rec.duration = (tr and r.duration) or (rec.started_at and rec.finished_at - rec.started_at) or nil
     rec.code = tr and r.code or nil
     rec.max_rss = tr and r.max_rss or nil
     rec.cpu_time = tr and r.cpu_time or nil
