@@ -319,6 +319,25 @@ struct RuntimeTests {
         #expect(r["picky"] == 1)
     }
 
+    @Test func retryDelaysFollowThePolicy() throws {
+        let (o, r) = try runScript("""
+            local t = qw.now()
+            local res = qw.exec({ "false" }, { retry = qw.retry.exponential{ attempts = 3, initial = 0.1, factor = 2, jitter = 0 } })
+            local took = qw.now() - t
+            -- batch items take policies too, and other items go on meanwhile
+            t = qw.now()
+            local rs = qw.batch({ { "false", retry = qw.retry.fixed{ attempts = 3, delay = 0.15 } }, { "sleep", "0.1" } })
+            result = { attempts = res.attempts, took = took, batch_attempts = rs[1].attempts, batch_took = qw.now() - t }
+            """)
+        #expect(o.error == nil)
+        #expect(r["attempts"] == 3)
+        #expect(r["batch_attempts"] == 3)
+        func seconds(_ v: LuaValue?) -> Double { if case .number(let d)? = v { return d }; return -1 }
+        // 0.1 + 0.2 s of delays between three attempts
+        #expect(seconds(r["took"]) >= 0.3 && seconds(r["took"]) < 0.6, "\(seconds(r["took"]))")
+        #expect(seconds(r["batch_took"]) >= 0.3 && seconds(r["batch_took"]) < 0.6)
+    }
+
     @Test func jsonFromLua() throws {
         let (o, r) = try runScript("""
             local s = qw.json.encode({ b = { 1, 2.5, "x" }, a = true })

@@ -228,7 +228,20 @@ function qw.batch(items, opts)
     error("qw.batch: on_done must be a function", 2)
   end
   local progress = opts.progress and core._isatty(2)
+  local items_copied
 
+  -- a command item with a retry policy runs through qw.exec, where the policy lives
+  for i = 1, n do
+    local item = items[i]
+    if type(item) == "table" and item.retry ~= nil then
+      if items_copied == nil then
+        items_copied = {}
+        for j = 1, n do items_copied[j] = items[j] end
+        items = items_copied
+      end
+      items[i] = function() return qw.exec(item) end
+    end
+  end
   if estimate_policy then
     local copy = {}
     for i = 1, n do

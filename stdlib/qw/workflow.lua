@@ -161,8 +161,9 @@ local function fingerprint(task)
 end
 
 -- The function a task runs as a batch item; `tries[id]` learns how many attempts a
--- function task with a retry policy took.
-local function runner(task, tries)
+-- function task with a retry policy took, and `note(task, result)` hears of each failed
+-- attempt of a command task with one.
+local function runner(task, tries, note)
   local spec, opts = task.spec, task.opts
   if type(spec) == "function" then
     if opts.retry then
@@ -173,7 +174,9 @@ local function runner(task, tries)
           local ok, v = pcall(spec)
           value = v
           if ok and not (type(v) == "table" and v.ok == false) then return { ok = true } end
-          return { ok = false, error = ok and (type(v) == "table" and v.error) or v }
+          local failure = { ok = false, error = ok and (type(v) == "table" and v.error) or v }
+          note(task, failure)
+          return failure
         end)
         tries[task.id] = attempts
         if not r.ok then error(r.error or "failed", 0) end
@@ -184,10 +187,18 @@ local function runner(task, tries)
   end
   local o = {}
   for k, v in pairs(opts) do
-    if k ~= "deps" and k ~= "agent" then o[k] = v end
+    if k ~= "deps" and k ~= "agent" and k ~= "retry" then o[k] = v end
   end
   if o.name == nil then o.name = task.id end
-  return function() return qw.exec(spec, o) end
+  if not opts.retry then return function() return qw.exec(spec, o) end end
+  -- the retry loop is here rather than in qw.exec, so that every failed attempt is logged
+  return function()
+    return qw.retry.run(opts.retry, function()
+      local r = qw.exec(spec, o)
+      if not r.ok then note(task, r) end
+      return r
+    end)
+  end
 end
 
 local function failed(r)
@@ -278,11 +289,15 @@ function Workflow:run(opts)
     end
   end })
   local by_index, running, tries = {}, 0, {}
+  local function note_attempt(t, r)
+    events[#events + 1] = { kind = "task attempt failed", task = t.id,
+                            data = { error = r.error, code = r.code, duration = r.duration } }
+  end
 
   local function launch(t)
     status[t.id] = "running"
     mark(t, { status = "running", started_at = core._time(), attempts = (records[t.id].attempts or 0) })
-    local run = runner(t, tries)
+    local run = runner(t, tries, note_attempt)
     local i = batch:add(run, type(run) ~= "function" and ("workflow '%s': task '%s'"):format(name, t.id) or nil)
     by_index[i] = t
     running = running + 1
