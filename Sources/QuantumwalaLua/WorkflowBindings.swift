@@ -126,25 +126,33 @@ extension Runtime {
     }
 
     private func readTaskRecord(_ s: LuaStack, at t: Int32) throws(LuaArgumentError) -> StateStore.TaskRecord {
-        func str(_ k: String) -> String? { s.getField(t, k); defer { s.pop() }; return s.type(at: -1) == .string ? s.string(at: -1) : nil }
-        func num(_ k: String) -> Double? { s.getField(t, k); defer { s.pop() }; return s.type(at: -1) == .number ? s.number(at: -1) : nil }
-        var r = StateStore.TaskRecord(id: str("id") ?? "?", fingerprint: str("fingerprint") ?? "", status: str("status") ?? "pending")
-        r.attempts = Int(num("attempts") ?? 0)
-        r.startedAt = num("started_at")
-        r.finishedAt = num("finished_at")
-        r.duration = num("duration")
-        r.code = num("code").map { Int($0) }
-        r.maxRSS = num("max_rss").map { Int($0) }
-        r.cpuTime = num("cpu_time")
-        r.error = str("error")
-        s.getField(t, "result")
-        defer { s.pop() }
-        if s.type(at: -1) != .nil {
-            // a result that cannot be stored (a function, a process handle) is kept as its text
-            if let v = try? s.value(at: -1), let json = try? JSON.encode(v) {
-                r.result = json
-            } else {
-                r.result = try? JSON.encode(.string("<\(s.type(at: -1).name)>"))
+        // one pass over the fields that are there (most records have few)
+        var r = StateStore.TaskRecord(id: "?", fingerprint: "", status: "pending")
+        s.pushNil()
+        while s.next(t) {
+            defer { s.pop() }
+            guard s.type(at: -2) == .string, let key = s.string(at: -2) else { continue }
+            let isNumber = s.type(at: -1) == .number
+            switch key {
+            case "id": r.id = s.string(at: -1) ?? "?"
+            case "fingerprint": r.fingerprint = s.string(at: -1) ?? ""
+            case "status": r.status = s.string(at: -1) ?? "pending"
+            case "attempts": r.attempts = isNumber ? Int(s.number(at: -1)!) : 0
+            case "started_at": r.startedAt = isNumber ? s.number(at: -1) : nil
+            case "finished_at": r.finishedAt = isNumber ? s.number(at: -1) : nil
+            case "duration": r.duration = isNumber ? s.number(at: -1) : nil
+            case "code": r.code = isNumber ? Int(s.number(at: -1)!) : nil
+            case "max_rss": r.maxRSS = isNumber ? Int(s.number(at: -1)!) : nil
+            case "cpu_time": r.cpuTime = isNumber ? s.number(at: -1) : nil
+            case "error": r.error = s.type(at: -1) == .string ? s.string(at: -1) : nil
+            case "result":
+                // a result that cannot be stored (a function, a process handle) is kept as its kind
+                if let v = try? s.value(at: -1), let json = try? JSON.encode(v) {
+                    r.result = json
+                } else {
+                    r.result = try? JSON.encode(.string("<\(s.type(at: -1).name)>"))
+                }
+            default: break
             }
         }
         return r
