@@ -219,14 +219,17 @@ function Workflow:run(opts)
   local previous = core._wf_tasks(name)
 
   local records, dirty, events = {}, {}, {}
-  local function mark(task, fields, event)
+  -- Sets a task's status (and error), queues its record for the next flush, and logs an
+  -- event when one is named. No table is made here: this runs twice per task.
+  local function mark(task, status, event, err)
     local r = records[task.id]
-    for k, v in pairs(fields) do r[k] = v end
+    r.status = status
+    if err ~= nil then r.error = err end
     if not dirty[task.id] then
       dirty[task.id] = true
       dirty[#dirty + 1] = task.id
     end
-    if event then events[#events + 1] = { kind = event, task = task.id, data = fields.error } end
+    if event then events[#events + 1] = { kind = event, task = task.id, data = err } end
   end
   local last_flush = qw.now()
   local function flush()
@@ -267,9 +270,9 @@ function Workflow:run(opts)
       status[t.id] = "pending"
       -- a task the store does not know yet is pending; only changes of a known one are written
       if prev and prev.status == "running" then
-        mark(t, { status = "interrupted" }, "task interrupted")
+        mark(t, "interrupted", "task interrupted")
       elseif prev then
-        mark(t, { status = "pending" }, prev.status == "succeeded" and "task changed" or nil)
+        mark(t, "pending", prev.status == "succeeded" and "task changed" or nil)
       end
     end
   end
@@ -296,7 +299,8 @@ function Workflow:run(opts)
 
   local function launch(t)
     status[t.id] = "running"
-    mark(t, { status = "running", started_at = core._time(), attempts = (records[t.id].attempts or 0) })
+    records[t.id].started_at = core._time()
+    mark(t, "running")
     local run = runner(t, tries, note_attempt)
     local i = batch:add(run, type(run) ~= "function" and ("workflow '%s': task '%s'"):format(name, t.id) or nil)
     by_index[i] = t
@@ -307,7 +311,7 @@ function Workflow:run(opts)
     for _, d in ipairs(dependents[t.id]) do
       if status[d.id] == "pending" then
         status[d.id] = "skipped"
-        mark(d, { status = "skipped", error = ("dependency '%s' did not succeed"):format(t.id) }, "task skipped")
+        mark(d, "skipped", "task skipped", ("dependency '%s' did not succeed"):format(t.id))
         skip_dependents(d)
       end
     end
@@ -342,11 +346,11 @@ function Workflow:run(opts)
     rec.result = r
     if failed(r) then
       status[t.id] = "failed"
-      mark(t, { status = "failed", error = tostring(r.error or "failed") }, "task failed")
+      mark(t, "failed", "task failed", tostring(r.error or "failed"))
       skip_dependents(t)
     else
       status[t.id] = "succeeded"
-      mark(t, { status = "succeeded" }, "task succeeded")
+      mark(t, "succeeded", "task succeeded")
       for _, d in ipairs(dependents[t.id]) do
         remaining[d.id] = remaining[d.id] - 1
         if remaining[d.id] == 0 and status[d.id] == "pending" then launch(d) end
