@@ -142,9 +142,20 @@ lua_State *qw_newstate(size_t limit) {
     h->limit = limit;
     lua_State *L = lua_newstate(qw_alloc, h);
     if (!L) { free(h); return NULL; }
+    /* Lua leaves the main thread's extra space (copied into every new thread) as it found it */
+    memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);
     lua_atpanic(L, qw_panic);
     lua_setwarnf(L, qw_warn, NULL);
     return L;
+}
+
+void qw_closestate(lua_State *L) {
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    double *deadline = *(double **)lua_getextraspace(L);
+    lua_close(L);
+    free(deadline);
+    free(ud);
 }
 
 static qw_heap *heap_of(lua_State *L) {
@@ -170,7 +181,7 @@ static void qw_stop_hook(lua_State *L, lua_Debug *ar) {
     if (!reason) return;
     qw_lua_stop_reason = 0;
     luaL_where(L, 0); /* the function that was running, not its caller */
-    lua_pushstring(L, reason == 2 ? "time limit exceeded" : "interrupted");
+    lua_pushstring(L, "interrupted");
     lua_concat(L, 2);
     lua_error(L);
 }
@@ -184,6 +195,36 @@ static void qw_lua_stop(int reason) {
 }
 
 void qw_lua_install_stop(void) { qw_set_interrupt_callback(qw_lua_stop); }
+
+/* ---- Time limit ------------------------------------------------------------------------
+   A count hook on the main thread, inherited by every thread created after it, compares the
+   clock with a deadline kept behind the state's extra space: no signal, so several states
+   in one process (tests) keep their own limits. */
+
+static double qw_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void qw_deadline_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    double *deadline = *(double **)lua_getextraspace(L);
+    if (deadline && *deadline > 0 && qw_now() >= *deadline) {
+        luaL_where(L, 0);
+        lua_pushstring(L, "time limit exceeded");
+        lua_concat(L, 2);
+        lua_error(L);
+    }
+}
+
+void qw_set_deadline(lua_State *L, double seconds_from_now) {
+    double **slot = (double **)lua_getextraspace(L);
+    if (!*slot) *slot = calloc(1, sizeof(double));
+    **slot = seconds_from_now > 0 ? qw_now() + seconds_from_now : 0;
+    if (seconds_from_now > 0) lua_sethook(L, qw_deadline_hook, LUA_MASKCOUNT, 10000);
+    else lua_sethook(L, NULL, 0, 0);
+}
 
 /* ---- Errors ---------------------------------------------------------------------------- */
 

@@ -51,7 +51,7 @@ void qw_request_stop(int reason) {
     errno = saved;
 }
 
-static void on_interrupt(int sig) { qw_request_stop(sig == SIGALRM ? 2 : 1); }
+static void on_interrupt(int sig) { (void)sig; qw_request_stop(1); }
 
 static void on_terminate(int sig) {
     qw_kill_all_groups(300);
@@ -72,24 +72,12 @@ void qw_install_signal_handlers(void) {
     sa.sa_flags = SA_RESTART;
     sa.sa_handler = on_interrupt;
     sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGALRM, &sa, NULL);
     sa.sa_handler = on_terminate;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
-}
-
-void qw_set_time_limit(double seconds) {
-    struct itimerval it;
-    memset(&it, 0, sizeof it);
-    if (seconds > 0) {
-        it.it_value.tv_sec = (time_t)seconds;
-        it.it_value.tv_usec = (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6);
-        if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0) it.it_value.tv_usec = 1;
-    }
-    setitimer(ITIMER_REAL, &it, NULL);
 }
 
 /* ---- Processes ------------------------------------------------------------------------- */
@@ -152,7 +140,7 @@ void qw_kill_all_groups(int grace_ms) {
 }
 
 /* The signals qw handles or ignores; a child gets them back at their defaults. */
-static const int qw_own_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGALRM, SIGPIPE};
+static const int qw_own_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
 
 static int qw_devnull(void) {
     static int fd = -1;
@@ -312,14 +300,16 @@ static void *qw_spawner_main(void *arg) {
         r->error = qw_spawn(r->file, r->argv, r->envp, r->cwd, r->in_fd, r->out_fd, r->err_fd, r->cpu_seconds, &r->pid);
         if (!r->error) qw_track_group(r->pid);
 
+        /* wake the owner while holding its lock, so that once it has taken this request
+           (under the same lock) nothing here touches the owner again */
         qw_spawn_owner *o = r->owner;
         pthread_mutex_lock(&o->lock);
         r->next = o->done;
         o->done = r;
-        pthread_mutex_unlock(&o->lock);
         uint64_t one = 1;
         ssize_t w = write(o->efd, &one, sizeof one);
         (void)w;
+        pthread_mutex_unlock(&o->lock);
     }
     return NULL;
 }
@@ -349,6 +339,8 @@ qw_spawn_owner *qw_spawner_owner_new(int threads) {
 int qw_spawner_owner_fd(qw_spawn_owner *o) { return o->efd; }
 
 void qw_spawner_owner_free(qw_spawn_owner *o) {
+    pthread_mutex_lock(&o->lock); /* a worker that delivered to it has let go */
+    pthread_mutex_unlock(&o->lock);
     close(o->efd);
     pthread_mutex_destroy(&o->lock);
     free(o);

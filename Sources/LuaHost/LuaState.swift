@@ -80,7 +80,7 @@ public final class LuaState {
     }
 
     deinit {
-        lua_close(L)
+        qw_closestate(L)
     }
 
     /// The main thread's stack.

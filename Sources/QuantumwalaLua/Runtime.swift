@@ -106,7 +106,7 @@ public final class Runtime {
         scheduler = Scheduler(lua: lua, reactor: reactor, resources: resources)
         weakScheduler = scheduler
         stdlibPath = options.stdlibPath ?? Self.findStdlib()
-        scheduler.onInterrupt = { [unowned self] reason in self.interrupt(reason: reason == 2 ? "time limit exceeded" : "interrupted") }
+        scheduler.onInterrupt = { [unowned self] _ in self.interrupt(reason: "interrupted") }
         try installLibrary()
     }
 
@@ -322,8 +322,18 @@ public final class Runtime {
     }
 
     func runFunctionOnTop(pushArgs: @escaping (LuaStack) -> Int32) -> RunOutcome {
-        if let t = options.timeLimit { qw_set_time_limit(t) }
-        defer { if options.timeLimit != nil { qw_set_time_limit(0) } }
+        // The time limit: a hook stops running Lua code, a timer cancels what waits.
+        var limitTimer: Reactor.TimerID?
+        if let t = options.timeLimit {
+            qw_set_deadline(lua.L, t)
+            limitTimer = reactor.after(t) { [unowned self] in interrupt(reason: "time limit exceeded") }
+        }
+        defer {
+            if let limitTimer {
+                reactor.cancel(limitTimer)
+                qw_set_deadline(lua.L, 0)
+            }
+        }
         var end: TaskEnd?
         let task = scheduler.start(root: true, pushArgs: pushArgs) { _, e in end = e }
         let previous = activeRoot

@@ -36,6 +36,8 @@ void *qw_host_yield_tag(void);
 /** A new state whose allocator refuses to grow Lua's heap past `limit` bytes (0: none)
     while Lua code runs; Swift code pushing its results is never refused. */
 lua_State *qw_newstate(size_t limit);
+/** Closes a state made by qw_newstate and frees what qw keeps beside it. */
+void qw_closestate(lua_State *L);
 size_t qw_mem_used(lua_State *L);
 size_t qw_mem_limit(lua_State *L);
 void qw_mem_set_limit(lua_State *L, size_t limit);
@@ -46,8 +48,11 @@ int qw_mem_strict(void);
 /* ---- Interruption ---------------------------------------------------------------------- */
 /** The state (thread) that is running Lua now, for the stop hook set on an interrupt. */
 void qw_set_running(lua_State *L);
-/** Make interrupts (SIGINT, the time limit) stop running Lua code with an error. */
+/** Make interrupts (SIGINT) stop running Lua code with an error. */
 void qw_lua_install_stop(void);
+/** Stop Lua code running on `L`, or on threads created from it afterwards, with "time limit
+    exceeded" once `seconds_from_now` have passed (0 removes the limit). */
+void qw_set_deadline(lua_State *L, double seconds_from_now);
 
 /* ---- Errors ---------------------------------------------------------------------------- */
 /** A message handler that adds a stack traceback to the error message. */

@@ -14,22 +14,20 @@ int qw_pipe(int fds[2], int nonblock_read, int nonblock_write);
    side of qw, in C because signal handlers and posix_spawn attributes are C's to use. */
 
 /* ---- Interruption ---------------------------------------------------------------------- */
-/** Install handlers: SIGINT (interrupt), SIGALRM (time limit), SIGTERM/SIGHUP/SIGQUIT
+/** Install handlers: SIGINT (interrupt), SIGTERM/SIGHUP/SIGQUIT
     (kill every child group, then die of the signal), SIGPIPE ignored. */
 void qw_install_signal_handlers(void);
 /** The read end of the pipe the handlers write to, to wake an event loop. */
 int qw_wake_fd(void);
 /** Drain the wake pipe. */
 void qw_drain_wake(void);
-/** 0: nothing; 1: interrupted (SIGINT); 2: time limit reached. Reading clears it. */
+/** 0: nothing; 1: interrupted (SIGINT). Reading clears it. */
 int qw_take_interrupt(void);
 /** Called (from a signal handler) when an interrupt or time limit arrives. */
 typedef void (*qw_interrupt_fn)(int reason);
 void qw_set_interrupt_callback(qw_interrupt_fn fn);
 /** Record an interrupt as a signal handler does: flag, callback, wake the loop. */
 void qw_request_stop(int reason);
-/** Arm a wall-clock time limit in seconds (0 disarms). */
-void qw_set_time_limit(double seconds);
 
 /* ---- Processes ------------------------------------------------------------------------- */
 /** Starts a program (looked up in PATH when `file` has no slash) in a new process group,

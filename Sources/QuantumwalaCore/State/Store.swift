@@ -36,6 +36,17 @@ public final class StateStore {
         config.journalMode = .wal
         config.busyMode = .timeout(30)  // other qw processes hold the write lock only briefly
         config.label = "qw.state"
+        // Processes opening a new store at once would each see it unmigrated: an exclusive
+        // flock on a file beside it lets one migrate first. (Not the database file itself:
+        // closing any descriptor of that file drops the locks SQLite holds on it.)
+        let lock = open(path + "-migrate.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        if lock >= 0 { flock(lock, LOCK_EX) }
+        defer {
+            if lock >= 0 {
+                flock(lock, LOCK_UN)
+                close(lock)
+            }
+        }
         do {
             db = try DatabaseQueue(path: path, configuration: config)
             try db.writeWithoutTransaction { db in
