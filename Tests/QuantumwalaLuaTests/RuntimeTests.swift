@@ -48,6 +48,23 @@ extension LuaValue {
     }
 }
 
+/// Runs each snippet and expects it to fail with a message starting with the given text.
+func expectFailures(_ cases: [(String, String)], options: RuntimeOptions = RuntimeOptions(),
+                    sourceLocation: SourceLocation = #_sourceLocation) throws {
+    for (code, message) in cases {
+        let (o, _) = try runScript(code, options: options)
+        let e = try #require(o.error, "\(code) should fail", sourceLocation: sourceLocation)
+        #expect(e.message.hasPrefix(message), "\(code): \(e.message)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Options with the state store at `dir/s.db`.
+func storeOptions(_ dir: String) -> RuntimeOptions {
+    var o = RuntimeOptions()
+    o.statePath = dir + "/s.db"
+    return o
+}
+
 func tempDir() -> String {
     var template = Array("/tmp/qw-lua-XXXXXX".utf8CString)
     return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
@@ -126,7 +143,7 @@ struct RuntimeTests {
     }
 
     @Test func badOptionsNameTheProblemAndTheLine() throws {
-        for (code, message) in [
+        try expectFailures([
             ("qw.exec{'true', tiemout = 3}", "test.lua:1: qw.exec: unknown option 'tiemout'"),
             ("qw.exec{'true', timeout = -1}", "test.lua:1: qw.exec: option 'timeout' must be a positive number of seconds (got number)"),
             ("qw.exec(42)", "test.lua:1: qw.exec: the command must be a string or a table (got number)"),
@@ -134,11 +151,7 @@ struct RuntimeTests {
             ("qw.batch({ 1 })", "test.lua:1: qw.batch: item 1 must be a command (string or table) or a function (got number)"),
             ("qw.batch({}, { max_concurrent = 0 })", "test.lua:1: qw.batch: max_concurrent must be a positive integer"),
             ("qw.sleep('x')", "test.lua:1: qw.sleep: seconds must be a number >= 0 (got string)"),
-        ] {
-            let (o, _) = try runScript(code)
-            let e = try #require(o.error, "\(code) should fail")
-            #expect(e.message.hasPrefix(message), "\(code)")
-        }
+        ])
     }
 
     @Test func batchKeepsItemOrderAndItsConcurrencyBound() throws {
