@@ -80,7 +80,7 @@ extension Runtime {
             return .values(1)
         }
 
-        // qw._wf_save(name, records, events)
+        // qw._wf_save(name, records, events, attempts)
         lua.setFunction("_wf_save", in: t) { [unowned self] call in
             let s = call.stack
             let name = s.string(at: 1) ?? ""
@@ -100,8 +100,29 @@ extension Runtime {
                 s.getField(e, "data"); let data = s.type(at: -1) == .nil ? nil : try JSON.encodeValue(s.value(at: -1)); s.pop()
                 events.append((kind, task, data))
             }
+            var attempts: [StateStore.AttemptRecord] = []
+            if s.type(at: 4) == .table {
+                for i in 0..<s.rawLength(4) {
+                    s.getIndex(4, i + 1)
+                    defer { s.pop() }
+                    let t = s.top
+                    func field(_ k: String) -> (LuaType, Double?, String?) {
+                        s.getField(t, k)
+                        defer { s.pop() }
+                        return (s.type(at: -1), s.number(at: -1), s.type(at: -1) == .string ? s.string(at: -1) : nil)
+                    }
+                    var a = StateStore.AttemptRecord(task: field("task").2 ?? "?", attempt: Int(field("attempt").1 ?? 1),
+                                                     ok: field("ok").0 == .boolean && { s.getField(t, "ok"); defer { s.pop() }; return s.bool(at: -1) }())
+                    a.duration = field("duration").1
+                    a.code = field("code").1.map { Int($0) }
+                    a.maxRSS = field("max_rss").1.map { Int($0) }
+                    a.cpuTime = field("cpu_time").1
+                    a.error = field("error").2
+                    attempts.append(a)
+                }
+            }
             let store = try stateStore()
-            try storeCall { () throws(StoreError) in try store.saveTasks(name, records, events: events) }
+            try storeCall { () throws(StoreError) in try store.saveTasks(name, records, attempts: attempts, events: events) }
             return .values(0)
         }
     }

@@ -110,6 +110,13 @@ struct WorkflowTests {
         #expect(r["attempts"] == 3)
         #expect(r["fn"] == "done")
         #expect(r["n"] == 2)
+        // every attempt of a task with a retry policy is in the store: two failures, the success
+        let store = try StateStore(path: dir + "/state.db")
+        let tries = try store.attempts(of: "retry", task: "flaky")
+        #expect(tries.map(\.attempt) == [1, 2, 3])
+        #expect(tries.map(\.ok) == [false, false, true])
+        #expect(tries.first?.code == 1)
+        #expect(try store.attempts(of: "retry", task: "fn").map(\.ok) == [false, true])
     }
 
     @Test func runningAgainDoesOnlyWhatHadNotSucceeded() throws {

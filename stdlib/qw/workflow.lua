@@ -218,7 +218,7 @@ function Workflow:run(opts)
   core._wf_begin(name, script, script and qw.args or nil, cwd)
   local previous = core._wf_tasks(name)
 
-  local records, dirty, events = {}, {}, {}
+  local records, dirty, events, attempts = {}, {}, {}, {}
   -- Sets a task's status (and error), queues its record for the next flush, and logs an
   -- event when one is named. No table is made here: this runs twice per task.
   local function mark(task, status, event, err)
@@ -236,8 +236,8 @@ function Workflow:run(opts)
     if #dirty == 0 and #events == 0 then return end
     local list = {}
     for i = 1, #dirty do list[i] = records[dirty[i]] end
-    core._wf_save(name, list, events)
-    dirty, events, last_flush = {}, {}, qw.now()
+    core._wf_save(name, list, events, attempts)
+    dirty, events, attempts, last_flush = {}, {}, {}, qw.now()
   end
 
   -- A task that succeeded before is kept when its definition is unchanged and every task it
@@ -291,10 +291,15 @@ function Workflow:run(opts)
       pcall(core._wf_end, name, "interrupted")
     end
   end })
-  local by_index, running, tries = {}, 0, {}
+  local by_index, running, tries, noted = {}, 0, {}, {}
+  -- every failed attempt of a task with a retry policy, as it happens
   local function note_attempt(t, r)
+    local n = (noted[t.id] or 0) + 1
+    noted[t.id] = n
+    attempts[#attempts + 1] = { task = t.id, attempt = n, ok = false, error = r.error and tostring(r.error),
+                                code = r.code, duration = r.duration, max_rss = r.max_rss, cpu_time = r.cpu_time }
     events[#events + 1] = { kind = "task attempt failed", task = t.id,
-                            data = { error = r.error, code = r.code, duration = r.duration } }
+                            data = { attempt = n, error = r.error and tostring(r.error), code = r.code } }
   end
 
   local function launch(t)
@@ -344,6 +349,13 @@ function Workflow:run(opts)
     rec.max_rss = tr and r.max_rss or nil
     rec.cpu_time = tr and r.cpu_time or nil
     rec.result = r
+    -- A task with a retry policy gets a row per attempt (its failed ones were noted as they
+    -- happened); for the others the task's own record is its one attempt.
+    if t.opts.retry and not (failed(r) and noted[t.id]) then
+      attempts[#attempts + 1] = { task = t.id, attempt = rec.attempts, ok = not failed(r), duration = rec.duration,
+                                  code = rec.code, max_rss = rec.max_rss, cpu_time = rec.cpu_time,
+                                  error = failed(r) and tostring(r.error or "failed") or nil }
+    end
     if failed(r) then
       status[t.id] = "failed"
       mark(t, "failed", "task failed", tostring(r.error or "failed"))

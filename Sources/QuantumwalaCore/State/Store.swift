@@ -112,6 +112,33 @@ public final class StateStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v3: runs of workflows and attempts of tasks") { db in
+            try db.execute(sql: """
+                CREATE TABLE runs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    workflow TEXT NOT NULL,
+                    started_at REAL NOT NULL,
+                    finished_at REAL,
+                    status TEXT NOT NULL
+                );
+                CREATE INDEX runs_by_workflow ON runs (workflow, id);
+                CREATE TABLE attempts (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    run INTEGER NOT NULL,
+                    workflow TEXT NOT NULL,
+                    task TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    ok INTEGER NOT NULL,
+                    finished_at REAL NOT NULL,
+                    duration REAL,
+                    code INTEGER,
+                    max_rss INTEGER,
+                    cpu_time REAL,
+                    error TEXT
+                );
+                CREATE INDEX attempts_by_task ON attempts (workflow, task, id);
+                """)
+        }
         return m
     }
 
@@ -240,9 +267,12 @@ public final class StateStore {
     }
 
     /// Marks a workflow as running (creating it), remembering how to run it again.
-    public func beginWorkflow(_ name: String, script: String?, args: [UInt8]?, cwd: String?) throws(StoreError) {
+    ///
+    /// - Returns: the id of this run.
+    @discardableResult
+    public func beginWorkflow(_ name: String, script: String?, args: [UInt8]?, cwd: String?) throws(StoreError) -> Int64 {
         try wrap("start workflow '\(name)'") {
-            try db.write { db in
+            try db.write { db -> Int64 in
                 let now = monotonicWallClock()
                 try db.execute(sql: """
                     INSERT INTO workflows (name, script, args, cwd, status, runs, created_at, updated_at)
@@ -251,6 +281,8 @@ public final class StateStore {
                         status = 'running', runs = runs + 1, updated_at = excluded.updated_at
                     """, arguments: [name, script, args.map { String(decoding: $0, as: UTF8.self) }, cwd, now, now])
                 try db.execute(sql: "INSERT INTO events (at, kind, workflow) VALUES (?, 'workflow started', ?)", arguments: [now, name])
+                try db.execute(sql: "INSERT INTO runs (workflow, started_at, status) VALUES (?, ?, 'running')", arguments: [name, now])
+                return db.lastInsertedRowID
             }
         }
     }
@@ -261,6 +293,10 @@ public final class StateStore {
             try db.write { db in
                 let now = monotonicWallClock()
                 try db.execute(sql: "UPDATE workflows SET status = ?, updated_at = ? WHERE name = ?", arguments: [status, now, name])
+                try db.execute(sql: """
+                    UPDATE runs SET status = ?, finished_at = ?
+                    WHERE id = (SELECT max(id) FROM runs WHERE workflow = ?)
+                    """, arguments: [status, now, name])
                 try db.execute(sql: "INSERT INTO events (at, kind, workflow, data) VALUES (?, 'workflow finished', ?, ?)",
                                arguments: [now, name, "\"\(status)\""])
             }
@@ -308,8 +344,28 @@ public final class StateStore {
     }
 
     /// Writes task records and their events in one transaction (the engine batches changes).
-    public func saveTasks(_ workflow: String, _ records: [TaskRecord], events: [(kind: String, task: String, data: [UInt8]?)]) throws(StoreError) {
-        guard !records.isEmpty || !events.isEmpty else { return }
+    /// One attempt of a task (a retry policy may make several).
+    public struct AttemptRecord: Sendable {
+        public var task: String
+        public var attempt: Int
+        public var ok: Bool
+        public var duration: Double?
+        public var code: Int?
+        public var maxRSS: Int?
+        public var cpuTime: Double?
+        public var error: String?
+        public init(task: String, attempt: Int, ok: Bool) {
+            self.task = task
+            self.attempt = attempt
+            self.ok = ok
+        }
+    }
+
+    /// Writes task records, their attempts and events in one transaction (the engine batches
+    /// changes).
+    public func saveTasks(_ workflow: String, _ records: [TaskRecord], attempts: [AttemptRecord] = [],
+                          events: [(kind: String, task: String, data: [UInt8]?)]) throws(StoreError) {
+        guard !records.isEmpty || !events.isEmpty || !attempts.isEmpty else { return }
         try wrap("save the tasks of '\(workflow)'") {
             try db.write { db in
                 let upsert = try db.cachedStatement(sql: """
@@ -331,6 +387,16 @@ public final class StateStore {
                 for e in events {
                     try event.execute(arguments: [now, e.kind, workflow, e.task, e.data.map { String(decoding: $0, as: UTF8.self) }])
                 }
+                if !attempts.isEmpty {
+                    let run = try Int64.fetchOne(db, sql: "SELECT max(id) FROM runs WHERE workflow = ?", arguments: [workflow]) ?? 0
+                    let insert = try db.cachedStatement(sql: """
+                        INSERT INTO attempts (run, workflow, task, attempt, ok, finished_at, duration, code, max_rss, cpu_time, error)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """)
+                    for a in attempts {
+                        try insert.execute(arguments: [run, workflow, a.task, a.attempt, a.ok, now, a.duration, a.code, a.maxRSS, a.cpuTime, a.error])
+                    }
+                }
                 try db.execute(sql: "UPDATE workflows SET updated_at = ? WHERE name = ?", arguments: [now, workflow])
             }
         }
@@ -342,6 +408,22 @@ public final class StateStore {
             return try db.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") ?? "?" }
         } catch {
             throw StoreError(message: "state: integrity check of \(path) failed: \(error)")
+        }
+    }
+
+    /// The attempts recorded for a task, oldest first.
+    public func attempts(of workflow: String, task: String) throws(StoreError) -> [AttemptRecord] {
+        try wrap("read the attempts of '\(workflow)'") {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE workflow = ? AND task = ? ORDER BY id",
+                                 arguments: [workflow, task]).map { r in
+                    var a = AttemptRecord(task: r["task"], attempt: r["attempt"], ok: r["ok"])
+                    a.duration = r["duration"]
+                    a.code = r["code"]
+                    a.error = r["error"]
+                    return a
+                }
+            }
         }
     }
 
