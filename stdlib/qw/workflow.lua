@@ -9,7 +9,9 @@
 --- Durability: status changes are written in batches, and always before the engine waits for
 --- the next task to finish, so what the store says lags what happened by no more than the
 --- time the engine needs to notice. Tasks that were running when qw died are marked
---- interrupted and run again.
+--- interrupted and run again. The store logs an event for each status it is given (a task
+--- seen running: "task started"; a finished one: "task succeeded" or "task failed" with its
+--- start, attempts, duration, exit code, peak memory and CPU time; "task skipped").
 local core = ...
 local M = {}
 
@@ -316,7 +318,7 @@ function Workflow:run(opts)
     for _, d in ipairs(dependents[t.id]) do
       if status[d.id] == "pending" then
         status[d.id] = "skipped"
-        mark(d, "skipped", "task skipped", ("dependency '%s' did not succeed"):format(t.id))
+        mark(d, "skipped", nil, ("dependency '%s' did not succeed"):format(t.id))
         skip_dependents(d)
       end
     end
@@ -358,11 +360,11 @@ function Workflow:run(opts)
     end
     if failed(r) then
       status[t.id] = "failed"
-      mark(t, "failed", "task failed", tostring(r.error or "failed"))
+      mark(t, "failed", nil, tostring(r.error or "failed"))
       skip_dependents(t)
     else
       status[t.id] = "succeeded"
-      mark(t, "succeeded", "task succeeded")
+      mark(t, "succeeded")
       for _, d in ipairs(dependents[t.id]) do
         remaining[d.id] = remaining[d.id] - 1
         if remaining[d.id] == 0 and status[d.id] == "pending" then launch(d) end

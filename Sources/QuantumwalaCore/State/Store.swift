@@ -384,6 +384,17 @@ public final class StateStore {
                 }
                 let event = try db.cachedStatement(sql: "INSERT INTO events (at, kind, workflow, task, data) VALUES (?, ?, ?, ?, ?)")
                 let now = monotonicWallClock()
+                // the log of what the records say: started, and how each task finished
+                for t in records {
+                    switch t.status {
+                    case "running":
+                        try event.execute(arguments: [t.startedAt ?? now, "task started", workflow, t.id, nil as String?])
+                    case "succeeded", "failed", "skipped":
+                        try event.execute(arguments: [t.finishedAt ?? now, "task " + t.status, workflow, t.id, Self.eventData(t)])
+                    default:
+                        break
+                    }
+                }
                 for e in events {
                     try event.execute(arguments: [now, e.kind, workflow, e.task, e.data.map { String(decoding: $0, as: UTF8.self) }])
                 }
@@ -400,6 +411,19 @@ public final class StateStore {
                 try db.execute(sql: "UPDATE workflows SET updated_at = ? WHERE name = ?", arguments: [now, workflow])
             }
         }
+    }
+
+    /// `{"started_at":...,"attempts":1,...}` for a finished task's event.
+    static func eventData(_ t: TaskRecord) -> String {
+        var parts: [String] = []
+        if let v = t.startedAt { parts.append("\"started_at\":\(v)") }
+        if t.status != "skipped" { parts.append("\"attempts\":\(t.attempts)") }
+        if let v = t.duration { parts.append("\"duration\":\(v)") }
+        if let v = t.code { parts.append("\"code\":\(v)") }
+        if let v = t.maxRSS { parts.append("\"max_rss\":\(v)") }
+        if let v = t.cpuTime { parts.append("\"cpu_time\":\(v)") }
+        if let e = t.error { parts.append("\"error\":" + jsonString(e)) }
+        return "{" + parts.joined(separator: ",") + "}"
     }
 
     /// `PRAGMA integrity_check`: "ok" for a sound database.
@@ -440,6 +464,28 @@ public final class StateStore {
             throw StoreError(message: "state: cannot read \(path): \(error)")
         }
     }
+}
+
+/// A JSON string literal for `s`.
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case "\r": out += "\\r"
+        default:
+            if u.value < 0x20 {
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
 }
 
 /// Seconds since the epoch, with sub-second precision.
