@@ -90,6 +90,14 @@ struct WorkflowTests {
         #expect(r["failed"] == "bad")
         #expect(r["skipped"] == "child,grandchild")
         #expect(r["code"] == 3)
+        // the event log says what happened, with the details of each finished task
+        let events = try StateStore(path: dir + "/state.db").events(of: "skip")
+        let kinds = Set(events.map { "\($0.kind) \($0.task ?? "")" })
+        #expect(kinds.isSuperset(of: ["workflow started ", "task succeeded ok", "task failed bad", "task skipped child",
+                                      "task skipped grandchild", "workflow finished "]))
+        let bad = events.first { $0.kind == "task failed" }
+        #expect(bad?.data?.contains("\"code\":3") == true)
+        #expect(bad?.data?.contains("\"started_at\":") == true)
     }
 
     @Test func retriesAreCountedAndRecorded() throws {

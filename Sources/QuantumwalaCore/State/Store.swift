@@ -435,6 +435,16 @@ public final class StateStore {
         }
     }
 
+    /// The event log of a workflow, oldest first: (kind, task, data as JSON text).
+    public func events(of workflow: String) throws(StoreError) -> [(kind: String, task: String?, data: String?)] {
+        try wrap("read the events of '\(workflow)'") {
+            try db.read { db in
+                try Row.fetchAll(db, sql: "SELECT kind, task, data FROM events WHERE workflow = ? ORDER BY id", arguments: [workflow])
+                    .map { (kind: $0["kind"], task: $0["task"], data: $0["data"]) }
+            }
+        }
+    }
+
     /// The attempts recorded for a task, oldest first.
     public func attempts(of workflow: String, task: String) throws(StoreError) -> [AttemptRecord] {
         try wrap("read the attempts of '\(workflow)'") {
