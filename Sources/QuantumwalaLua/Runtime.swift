@@ -340,7 +340,11 @@ public final class Runtime {
         activeRoot = task.id
         defer { activeRoot = previous }
         if !scheduler.run(until: { end != nil }) {
-            scheduler.cancelRoot(task.id, reason: "deadlock: every task is waiting and nothing can wake them")
+            var reason = "deadlock: every task is waiting and nothing can wake them"
+            if resources.queued > 0 {
+                reason += " (\(resources.queued) resource request\(resources.queued == 1 ? "" : "s") wait for what waiting tasks hold: \(resources.slotsUsed) of max_concurrent \(resources.limits.maxConcurrent) slots in use)"
+            }
+            scheduler.cancelRoot(task.id, reason: reason)
             scheduler.run(until: { end != nil })
         }
         // An interrupt that the stop hook already acted on must not reach the next line.

@@ -128,6 +128,17 @@ struct ResourceTests {
         #expect(r["used"] == 0)
     }
 
+    @Test func waitingForSlotsYourOwnTaskHoldsIsADeadlockError() throws {
+        let (o, _) = try runScript("""
+            qw.limits{ max_concurrent = 1 }
+            qw.with_resources({ slots = 1 }, function()
+              qw.exec{ "true" }   -- needs a slot, and the only one is held around it
+            end)
+            """)
+        #expect(o.error?.message.hasPrefix("test.lua:3: deadlock: every task is waiting and nothing can wake them (1 resource request wait") == true,
+                "\(o.error?.message ?? "no error")")
+    }
+
     @Test func cpuTimeLimit() throws {
         let (o, r) = try runScript("""
             local spin = qw.exec({ "sh", "-c", "while :; do :; done" }, { cpu_time = 0.5 })

@@ -183,10 +183,14 @@ public final class ResourceManager {
         else { return false }
         if slotsUsed == 0 { return true }  // live load never stalls the first piece of work
         let load = reading()
-        if let c = load.cpuBusyPercent, c >= limits.cpuPercent { return false }
-        if let m = load.memoryUsedPercent, m >= limits.memoryPercent { return false }
+        if let c = load.cpuBusyPercent, c >= limits.cpuPercent { heldByLoad = true; return false }
+        if let m = load.memoryUsedPercent, m >= limits.memoryPercent { heldByLoad = true; return false }
         return true
     }
+
+    /// Whether a request waited only for the live load in the last pass: only then does
+    /// anything but a release change the answer (and a timer look again).
+    private var heldByLoad = false
 
     private func reading() -> LoadReading {
         let now = monotonicSeconds()
@@ -206,6 +210,7 @@ public final class ResourceManager {
     /// Grants waiting requests in order, letting later ones pass a blocked one a bounded
     /// number of times.
     private func pump() {
+        heldByLoad = false
         var blockedAhead: [Int] = []  // indices of waiting requests passed over in this round
         var i = head
         while i < queue.count {
@@ -236,9 +241,11 @@ public final class ResourceManager {
         scheduleRecheck()
     }
 
-    /// While requests wait only for the live load to drop, look again shortly.
+    /// While requests wait only for the live load to drop, look again shortly. (Requests that
+    /// wait for slots, cpu or memory to be released are looked at on release; no timer keeps
+    /// the event loop busy for them, so a wait that nothing can end is seen as a deadlock.)
     private func scheduleRecheck() {
-        guard queued > 0, recheck == nil else { return }
+        guard queued > 0, heldByLoad, recheck == nil else { return }
         recheck = reactor.after(0.25) { [weak self] in
             guard let self else { return }
             self.recheck = nil
