@@ -52,6 +52,8 @@ final class SpawnedProcess {
     var waiters: [Waiter] = []
     let name: String
     init(name: String) { self.name = name }
+    /// 0 while it waits for admission.
+    var pid: Int32 { child?.pid ?? result?.pid ?? 0 }
 }
 
 extension Runtime {
@@ -182,42 +184,36 @@ extension Runtime {
             call.stack.push(p.result == nil)
             return .values(1)
         }
-        s.setField(-2, "__index")
+        processMethodsRef = lua.ref()  // the methods table, for __index below
         lua.setFunction("__gc", in: -1) { [handles] call in
             if let ud = call.stack.userdata(at: 1, Self.processMetatable) { handles.drop(ud.load(as: Int.self)) }
             return .values(0)
         }
         lua.setFunction("__tostring", in: -1) { [unowned self] call in
             if let ud = call.stack.userdata(at: 1, Self.processMetatable), let p = object(ud.load(as: Int.self)) as? SpawnedProcess {
-                let pid = p.child?.pid ?? p.result?.pid ?? 0
-                call.stack.push("qw.process(pid \(pid), \(p.result == nil ? "running" : "exited"))")
+                call.stack.push("qw.process(pid \(p.pid), \(p.result == nil ? "running" : "exited"))")
             } else {
                 call.stack.push("qw.process")
             }
             return .values(1)
         }
-        // handle.pid: __index falls back to the methods table, so pid is answered here.
-        s.getField(-1, "__index")
-        let methods = s.absolute(-1)
+        // handle.pid, or a method
         lua.pushFunction { [unowned self] call in
             let st = call.stack
-            if st.type(at: 2) == .string, let key = st.string(at: 2) {
-                if key == "pid", let ud = st.userdata(at: 1, Self.processMetatable),
-                   let p = object(ud.load(as: Int.self)) as? SpawnedProcess {
-                    st.push(Int(p.child?.pid ?? p.result?.pid ?? 0))
-                    return .values(1)
-                }
-                lua.pushRef(processMethodsRef, on: st)
-                st.getField(-1, key)
+            guard st.type(at: 2) == .string, let key = st.string(at: 2) else {
+                st.pushNil()
                 return .values(1)
             }
-            st.pushNil()
+            if key == "pid", let ud = st.userdata(at: 1, Self.processMetatable),
+               let p = object(ud.load(as: Int.self)) as? SpawnedProcess {
+                st.push(Int(p.pid))
+                return .values(1)
+            }
+            lua.pushRef(processMethodsRef, on: st)
+            st.getField(-1, key)
             return .values(1)
         }
-        s.pushValue(at: methods)
-        processMethodsRef = lua.ref()
-        s.setField(-3, "__index")
-        s.pop()  // methods
+        s.setField(-2, "__index")
         s.pop()  // metatable
     }
 }
