@@ -30,7 +30,7 @@ let package = Package(
             providers: [.apt(["libreadline-dev"])]
         ),
         // The C side of the bridge: trampolines that raise and yield on Swift's behalf, the
-        // allocator with a heap limit, signal handling and posix_spawn.
+        // allocator with a heap limit, signal handling and spawning.
         .target(
             name: "CSystem",
             cSettings: [.define("_GNU_SOURCE")]

@@ -70,7 +70,7 @@ final class Batch {
         switch item {
         case .command(let o):
             let spec = o.spec, check = o.check
-            let child = runtime.startProcess(o, background: true) { [unowned self] r in
+            let child = runtime.startProcess(o) { [unowned self] r in
                 children[i] = nil
                 if check && !r.ok {
                     finished(i, .failed(message: checkFailureMessage(r, label: spec.label), traceback: nil), failed: true)

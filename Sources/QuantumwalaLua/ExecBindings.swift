@@ -60,11 +60,11 @@ extension Runtime {
     static let processMetatable = "qw.process"
 
     /// Starts a parsed command through admission, watching its memory when it asked for some.
-    func startProcess(_ o: ExecOptions, background: Bool, onExit: @escaping (ProcessResult) -> Void) -> AdmittedProcess? {
+    func startProcess(_ o: ExecOptions, onExit: @escaping (ProcessResult) -> Void) -> AdmittedProcess? {
         let request = o.request ?? estimate(for: o.spec)
         let label = o.spec.label
         let enforce = o.request.map { $0.memory > 0 } ?? false
-        return scheduler.startProcess(o.spec, request: request, admissionTimeout: o.admissionTimeout, background: background,
+        return scheduler.startProcess(o.spec, request: request, admissionTimeout: o.admissionTimeout,
                                       onStart: enforce ? { [unowned self] child in
                                           memoryWatch.watch(child, limit: request.memory)
                                       } : nil) { [unowned self] r in
@@ -91,7 +91,7 @@ extension Runtime {
             let w = scheduler.waiter()
             var prepared = o
             prepared.spec = spec
-            let child = startProcess(prepared, background: true) { r in
+            let child = startProcess(prepared) { r in
                 if o.check && !r.ok {
                     w.fail(checkFailureMessage(r, label: spec.label))
                 } else {
@@ -113,7 +113,7 @@ extension Runtime {
             let p = SpawnedProcess(name: spec.label)
             var prepared = o
             prepared.spec = spec
-            p.child = startProcess(prepared, background: false) { r in
+            p.child = startProcess(prepared) { r in
                 p.result = r
                 p.child = nil
                 let ws = p.waiters

@@ -347,16 +347,15 @@ final class Scheduler {
     /// called on the Lua thread (also when it could not start).
     ///
     /// - Parameters:
-    ///   - background: start it from a spawner thread (the caller needs no pid now).
     ///   - onStart: called once the process runs (for memory watching).
     /// - Returns: the process, or nil when it has already ended (could not start).
     func startProcess(_ spec: CommandSpec, request: ResourceRequest = ResourceRequest(), admissionTimeout: Double? = nil,
-                      background: Bool = false, onStart: ((ChildProcess) -> Void)? = nil,
+                      onStart: ((ChildProcess) -> Void)? = nil,
                       onExit: @escaping (ProcessResult) -> Void) -> AdmittedProcess? {
         let root = current?.rootID ?? 0
         var key: ObjectIdentifier?
         let p = AdmittedProcess(spec, request: request, admissionTimeout: admissionTimeout, manager: resources,
-                                reactor: reactor, background: background, onStart: onStart) { [unowned self] result in
+                                reactor: reactor, onStart: onStart) { [unowned self] result in
             if let key {
                 processes[root]?[key] = nil
                 if processes[root]?.isEmpty == true { processes[root] = nil }

@@ -145,6 +145,10 @@ final class Terminal {
         var cArgs = argv.map { strdup($0) } + [nil]
         var envStrings: [String] = ["TERM=xterm", "NO_COLOR=1", "PATH=/usr/local/bin:/usr/bin:/bin"]
         if let home = getenv("HOME") { envStrings.append("HOME=" + String(cString: home)) }
+        // a sanitizer build's settings (detect_leaks=0...) reach the binary under test too
+        for name in ["ASAN_OPTIONS", "LSAN_OPTIONS"] {
+            if let v = getenv(name) { envStrings.append(name + "=" + String(cString: v)) }
+        }
         envStrings += env
         var cEnv = envStrings.map { strdup($0) } + [nil]
         defer {

@@ -399,9 +399,9 @@ struct ChildProcessTests {
     }
 
     @Test func maxRSSIsTheChildsOwn() throws {
-        // posix_spawn starts the child with clone(CLONE_VM | CLONE_VFORK): until exec it
-        // shares qw's address space, and at exec the kernel folds that address space's
-        // high-water RSS into the child's maxrss. So `true` reports at least qw's own peak.
+        // The child is started with clone(CLONE_VM) (or vfork): until exec it shares qw's
+        // address space, and at exec the kernel folds that address space's high-water RSS
+        // into the child's maxrss. So `true` reports at least qw's own peak.
         let size = 128 << 20
         let p = try #require(malloc(size))
         memset(p, 1, size)

@@ -11,7 +11,8 @@ enum { QW_EPOLLIN = EPOLLIN, QW_EPOLLOUT = EPOLLOUT, QW_EPOLLHUP = EPOLLHUP, QW_
 int qw_pipe(int fds[2], int nonblock_read, int nonblock_write);
 
 /* Process spawning, child process groups, signals and the wake pipe: the operating-system
-   side of qw, in C because signal handlers and posix_spawn attributes are C's to use. */
+   side of qw, in C because signal handlers and a child that shares qw's memory until its
+   exec are C's to write. */
 
 /* ---- Interruption ---------------------------------------------------------------------- */
 /** Install handlers: SIGINT (interrupt), SIGTERM/SIGHUP/SIGQUIT
@@ -30,51 +31,45 @@ void qw_set_interrupt_callback(qw_interrupt_fn fn);
 void qw_request_stop(int reason);
 
 /* ---- Processes ------------------------------------------------------------------------- */
-/** Starts a program (looked up in PATH when `file` has no slash) in a new process group,
-    with qw's signal dispositions reset and an empty signal mask; fds < 0 mean /dev/null.
-    `cpu_seconds` > 0 sets RLIMIT_CPU in the child. Returns 0 or an errno (from the exec
-    when the program could not start). */
-int qw_spawn(const char *file, char *const argv[], char *const envp[], const char *cwd,
-             int in_fd, int out_fd, int err_fd, long cpu_seconds, pid_t *pid_out);
 int qw_pidfd_open(pid_t pid);
-/** Remember a child's process group so every exit path can terminate it. */
-void qw_track_group(pid_t pgid);
-void qw_untrack_group(pid_t pgid);
+/** Remember a child's process group so every exit path can terminate it; returns the slot
+    to give qw_untrack_group, or -1 when the table is full. */
+int qw_track_group(pid_t pgid);
+void qw_untrack_group(int slot, pid_t pgid);
 /** Terminate every tracked group: SIGTERM, up to `grace_ms` for them to go, then SIGKILL. */
 void qw_kill_all_groups(int grace_ms);
 char **qw_environ(void);
 
-/* ---- Spawner threads ------------------------------------------------------------------- */
-/** An event loop's end of the spawner: its finished requests and the eventfd that says so. */
-typedef struct qw_spawn_owner qw_spawn_owner;
-
-/** A spawn handed to a worker thread. The request owns copies of its strings. */
-typedef struct qw_spawn_req {
-    char *file;
-    char **argv;
-    char **envp; /* NULL: inherit */
-    char *cwd;
-    int in_fd, out_fd, err_fd;
-    long cpu_seconds;
-    uint64_t token;
-    pid_t pid;   /* out */
-    int error;   /* out: 0 or an errno */
-    struct qw_spawn_req *next;
-    qw_spawn_owner *owner;
-} qw_spawn_req;
-/** Starts up to `threads` worker threads (shared by the process) and a new owner; NULL
-    when no thread can be started. */
-qw_spawn_owner *qw_spawner_owner_new(int threads);
-/** The eventfd that is readable when some of the owner's spawns are done. */
-int qw_spawner_owner_fd(qw_spawn_owner *o);
-/** Frees an owner with no spawn in flight. */
-void qw_spawner_owner_free(qw_spawn_owner *o);
-void qw_spawner_submit(qw_spawn_owner *o, qw_spawn_req *r);
-/** Takes every finished request of the owner (a list through `next`), clearing its eventfd. */
-qw_spawn_req *qw_spawner_take_done(qw_spawn_owner *o);
-qw_spawn_req *qw_spawn_req_new(const char *file, char *const argv[], char *const envp[], const char *cwd,
-                               int in_fd, int out_fd, int err_fd, long cpu_seconds, uint64_t token);
+/* ---- Spawning ------------------------------------------------------------------------- */
+/** One spawn: what to start, and what became of it. It owns copies of its strings and the
+    child's three fds (closed once started). */
+typedef struct qw_spawn_req qw_spawn_req;
+/** A request to start `file` (a path, or a name looked up in PATH) with `argv`, `envp`
+    (NULL: qw's environment), `cwd` (NULL: qw's), the fds as stdin/stdout/stderr (< 0:
+    /dev/null) and, when `cpu_seconds` > 0, RLIMIT_CPU. `fallback`, when not NULL, is looked up
+    in PATH if `file` gives ENOENT (a remembered path gone stale). `use_vfork`: spawn with
+    vfork + execve rather than clone(CLONE_VM). NULL when memory runs out (the fds are then
+    still the caller's). */
+qw_spawn_req *qw_spawn_req_new(const char *file, const char *fallback, char *const argv[], char *const envp[],
+                               const char *cwd, int in_fd, int out_fd, int err_fd, long cpu_seconds, int use_vfork);
+/** Starts the child in a new process group (tracked, see qw_track_group), with qw's signal
+    dispositions reset and an empty signal mask. Returns 0 or an errno. With clone the exec is
+    still under way on return: its failure shows in qw_spawn_req_error once done. */
+int qw_spawn_req_start(qw_spawn_req *r);
+/** Whether the child has exec'd or exited: only then may the request be freed. */
+int qw_spawn_req_done(const qw_spawn_req *r);
+/** Why the exec failed (an errno), once done; else 0. */
+int qw_spawn_req_error(const qw_spawn_req *r);
+/** Whether `file` gave ENOENT and `fallback` was used, once done. */
+int qw_spawn_req_used_fallback(const qw_spawn_req *r);
+pid_t qw_spawn_req_pid(const qw_spawn_req *r);
+/** -1 when pidfds are unavailable (Linux before 5.3). */
+int qw_spawn_req_pidfd(const qw_spawn_req *r);
+/** For qw_untrack_group. */
+int qw_spawn_req_slot(const qw_spawn_req *r);
+/** Frees a request that is done (or was never started). */
 void qw_spawn_req_free(qw_spawn_req *r);
+
 /** Starts a program in a new session on a new pseudo-terminal (rows x cols); returns the
     master side. For driving interactive programs (the REPL) in tests. */
 int qw_spawn_pty(const char *file, char *const argv[], char *const envp[], const char *cwd,

@@ -6,9 +6,13 @@ import Glibc
 ///
 /// The result is reported once, after the process has exited and both pipes are closed (so
 /// output written by background members of the group is not lost).
+///
+/// The pipes are watched only once the process has run for ``Reactor/shortDelay``. A
+/// shorter one, the common case of many small commands, costs one wake-up at its exit: its
+/// output is then read straight from the pipes (up to 64 KiB waits there meanwhile).
 public final class ChildProcess {
-    /// The process id (and process group id); 0 while a spawner thread is still starting it.
-    public private(set) var pid: Int32 = 0
+    /// The process id (and process group id).
+    public let pid: Int32
     public let spec: CommandSpec
     /// Why the group was terminated on purpose, if it was.
     public private(set) var terminationReason: String?
@@ -21,22 +25,25 @@ public final class ChildProcess {
     private let start: Double
     private var pidfd: Int32 = -1
     private var outFd: Int32, errFd: Int32, inFd: Int32
-    /// The child's ends of the pipes, open until the spawn is done.
-    private var childFds: [Int32]
+    /// The spawn, until the child no longer uses it (see ``releaseRequest()``).
+    private var request: OpaquePointer?
+    /// Why the child's exec failed (an errno), else 0.
+    private var execError: Int32 = 0
     private var stdinData: [UInt8] = []
     private var stdinOffset = 0
     private var logFd: Int32 = -1
     private var timeoutTimer: Reactor.TimerID?
     private var killTimer: Reactor.TimerID?
     private var finished = false
+    /// Whether the reactor watches the output pipes (else they are read at the exit).
+    private var outputWatched = false
+    private var groupSlot: Int32 = -1
 
     /// Starts `spec`. A command that cannot start is reported through `onExit` (code 127).
     ///
-    /// - Parameter background: start it from a spawner thread, so the calling thread does
-    ///   not wait for the child's `execve` (for batches; `pid` is 0 until then).
     /// - Returns: the process, or nil when it could not be started at all.
     @discardableResult
-    public static func start(_ spec: CommandSpec, reactor: Reactor, background: Bool = false,
+    public static func start(_ spec: CommandSpec, reactor: Reactor,
                              onExit: @escaping (ProcessResult) -> Void) -> ChildProcess? {
         guard let first = spec.argv.first, !first.isEmpty else {
             onExit(.notStarted("empty command"))
@@ -49,8 +56,15 @@ public final class ChildProcess {
                 return nil
             }
         }
-        var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1], inp: [Int32] = [-1, -1]
-        func closeAll() { for fd in out + err + inp where fd >= 0 { close(fd) } }
+        let program: String
+        switch reactor.resolveProgram(first) {
+        case .path(let p): program = p
+        case .failed(let e):
+            onExit(.notStarted("cannot start \(first): \(errnoText(e))"))
+            return nil
+        }
+        var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1], inp: [Int32] = [-1, -1], logFd: Int32 = -1
+        func closeAll() { for fd in out + err + inp + [logFd] where fd >= 0 { close(fd) } }
         // The read ends stay blocking: each epoll report is answered by exactly one read,
         // which saves a non-blocking switch and a final EAGAIN read per pipe.
         guard qw_pipe(&out, 0, 0) == 0, qw_pipe(&err, 0, 0) == 0,
@@ -61,7 +75,6 @@ public final class ChildProcess {
             onExit(.notStarted("cannot start \(first): \(errnoText(e))"))
             return nil
         }
-        var logFd: Int32 = -1
         if let path = spec.logPath {
             logFd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
             if logFd < 0 {
@@ -71,107 +84,141 @@ public final class ChildProcess {
                 return nil
             }
         }
-        let child = ChildProcess(spec: spec, reactor: reactor, out: out, err: err, input: inp, log: logFd, onExit: onExit)
-        let resolved = reactor.resolveProgram(first)
-        child.launch(resolved ?? first, fallback: resolved != nil && resolved != first ? first : nil, background: background)
-        return child.finished ? nil : child
+        // The request owns the child's ends of the pipes from here on.
+        let cpuSeconds = spec.cpuTimeLimit.map { max(1, Int($0.rounded(.up))) } ?? 0
+        let req = withCStrings(spec.argv) { argv in
+            withEnvironment(spec) { envp in
+                qw_spawn_req_new(program, program != first ? first : nil, argv, envp,
+                                 spec.cwd, inp[0], out[1], err[1], cpuSeconds, reactor.spawnWithVfork ? 1 : 0)
+            }
+        }
+        guard let req else {
+            closeAll()
+            onExit(.notStarted("cannot start \(first): out of memory"))
+            return nil
+        }
+        let rc = qw_spawn_req_start(req)
+        if rc != 0 {
+            qw_spawn_req_free(req)
+            for fd in [out[0], err[0], inp[1], logFd] where fd >= 0 { close(fd) }
+            onExit(.notStarted("cannot start \(first): \(errnoText(rc))"))
+            return nil
+        }
+        let child = ChildProcess(spec: spec, reactor: reactor, request: req, out: out[0], err: err[0], input: inp[1],
+                                 log: logFd, onExit: onExit)
+        child.started()
+        return child
     }
 
-    private init(spec: CommandSpec, reactor: Reactor, out: [Int32], err: [Int32], input: [Int32], log: Int32,
-                 onExit: @escaping (ProcessResult) -> Void) {
+    private init(spec: CommandSpec, reactor: Reactor, request: OpaquePointer, out: Int32, err: Int32, input: Int32,
+                 log: Int32, onExit: @escaping (ProcessResult) -> Void) {
         self.spec = spec
         self.reactor = reactor
         self.start = monotonicSeconds()
-        self.outFd = out[0]
-        self.errFd = err[0]
-        self.inFd = input[1]
-        self.childFds = [out[1], err[1], input[0]]
+        self.request = request
+        self.pid = qw_spawn_req_pid(request)
+        self.groupSlot = qw_spawn_req_slot(request)
+        self.pidfd = qw_spawn_req_pidfd(request)
+        self.outFd = out
+        self.errFd = err
+        self.inFd = input
         self.logFd = log
         self.onExit = onExit
-    }
-
-    /// Spawns `file`; `fallback` is the name as given, tried when the remembered path failed.
-    private func launch(_ file: String, fallback: String?, background: Bool) {
-        let fds = childFds
-        let cpuSeconds = spec.cpuTimeLimit.map { max(1, Int($0.rounded(.up))) } ?? 0
-        let done: (Int32, Int32) -> Void = { [self] pid, rc in
-            if rc == ENOENT, let name = fallback {
-                reactor.forgetProgram(name)  // moved or removed since: look it up again
-                launch(name, fallback: nil, background: background)
-            } else {
-                spawned(pid: pid, error: rc)
-            }
-        }
-        withCStrings(spec.argv) { argv in
-            withEnvironment(spec) { envp in
-                let req = background ? qw_spawn_req_new(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], cpuSeconds, 0) : nil
-                if let req, reactor.submitSpawn(req, { req in done(req.pointee.pid, req.pointee.error) }) {
-                    return
-                } else {
-                    if let req { qw_spawn_req_free(req) }
-                    var pid: pid_t = 0
-                    let rc = qw_spawn(file, argv, envp, spec.cwd, fds[2], fds[0], fds[1], cpuSeconds, &pid)
-                    if rc == 0 { qw_track_group(pid) }
-                    done(pid, rc)
-                }
-            }
-        }
-    }
-
-    private func spawned(pid: Int32, error rc: Int32) {
-        for fd in childFds where fd >= 0 { close(fd) }
-        childFds = []
-        if rc != 0 {
-            for fd in [outFd, errFd, inFd, logFd] where fd >= 0 { close(fd) }
-            outFd = -1; errFd = -1; inFd = -1; logFd = -1
-            finished = true
-            let cb = onExit
-            onExit = nil
-            cb?(.notStarted("cannot start \(spec.argv[0]): \(errnoText(rc))"))
-            return
-        }
-        self.pid = pid
         result.pid = pid
-        pidfd = qw_pidfd_open(pid)
-        arm()
-        if let reason = terminationReason {
-            terminationReason = nil
-            terminate(reason: reason)
-        }
     }
 
-    // The reactor's handlers hold the process strongly: a running process stays alive
-    // until it has been reaped and its pipes are closed, whoever else keeps it.
-    private func arm() {
-        let IN = UInt32(QW_EPOLLIN), HUP = UInt32(QW_EPOLLHUP)
-        reactor.watch(outFd, events: IN | HUP) { _ in self.drain(stdout: true) }
-        reactor.watch(errFd, events: IN | HUP) { _ in self.drain(stdout: false) }
-        if inFd >= 0 {
-            stdinData = spec.stdin ?? []
-            if stdinData.isEmpty {
-                close(inFd)
-                inFd = -1
-            } else {
-                reactor.watch(inFd, events: UInt32(QW_EPOLLOUT)) { _ in self.feed() }
-            }
-        }
+    deinit {
+        // a request still in use by its child is left to it (this cannot happen while the
+        // reactor holds a running process)
+        if let request, qw_spawn_req_done(request) != 0 { qw_spawn_req_free(request) }
+    }
+
+    private func started() {
+        // The reactor's handlers hold the process strongly: a running process stays alive
+        // until it has been reaped and its pipes are closed, whoever else keeps it.
         if pidfd >= 0 {
-            reactor.watch(pidfd, events: IN) { _ in self.reap() }
+            reactor.watchOnce(pidfd, events: UInt32(QW_EPOLLIN)) { _ in self.reap() }
         } else {
             // pidfd_open is unavailable (Linux before 5.3): poll for the exit instead.
             pollExit()
         }
-        if let t = spec.timeout {
-            // The timeout covers the whole group: members that outlive the leader and keep
-            // its output open are terminated too.
-            timeoutTimer = reactor.after(t) { [weak self] in
-                guard let self else { return }
-                self.timeoutTimer = nil
-                if !self.finished {
-                    self.result.timedOut = true
-                    self.terminate(reason: "timed out after \(formatSeconds(t))")
+        armTimeout()
+        if inFd >= 0 { watchInput() }
+        reactor.afterShortDelay { [weak self] in
+            guard let self else { return }
+            self.releaseRequest()
+            self.watchOutput()
+        }
+    }
+
+    /// Frees the spawn request once the child no longer uses it (it has exec'd or exited),
+    /// noting what the child reported: a stale remembered path, a failed exec.
+    private func releaseRequest() {
+        guard let req = request, qw_spawn_req_done(req) != 0 else { return }
+        if qw_spawn_req_used_fallback(req) != 0, let name = spec.argv.first { reactor.forgetProgram(name) }
+        execError = qw_spawn_req_error(req)
+        qw_spawn_req_free(req)
+        request = nil
+    }
+
+    /// The timeout covers the whole group: members that outlive the leader and keep its
+    /// output open are terminated too.
+    private func armTimeout() {
+        guard let t = spec.timeout else { return }
+        timeoutTimer = reactor.after(t) { [weak self] in
+            guard let self else { return }
+            self.timeoutTimer = nil
+            if !self.finished {
+                self.result.timedOut = true
+                self.terminate(reason: "timed out after \(formatSeconds(t))")
+            }
+        }
+    }
+
+    private func watchInput() {
+        stdinData = spec.stdin ?? []
+        if stdinData.isEmpty {
+            close(inFd)
+            inFd = -1
+        } else {
+            reactor.watch(inFd, events: UInt32(QW_EPOLLOUT)) { _ in self.feed() }
+        }
+    }
+
+    /// Watches the output pipes of a process that is still running.
+    private func watchOutput() {
+        guard !finished, !outputWatched else { return }
+        outputWatched = true
+        let IN = UInt32(QW_EPOLLIN), HUP = UInt32(QW_EPOLLHUP)
+        if outFd >= 0 { reactor.watch(outFd, events: IN | HUP) { _ in self.drain(stdout: true) } }
+        if errFd >= 0 { reactor.watch(errFd, events: IN | HUP) { _ in self.drain(stdout: false) } }
+    }
+
+    /// At the exit of a process whose pipes were not watched: reads what they hold and closes
+    /// the ones no process writes to any more; the others (background members of the group
+    /// still hold them) are watched until their end.
+    private func collectOutputAtExit() {
+        outputWatched = true
+        var fds = [(fd: outFd, isOut: true), (fd: errFd, isOut: false)].filter { $0.fd >= 0 }
+        var polls = fds.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+        while !fds.isEmpty {
+            var n: Int32
+            repeat { n = poll(&polls, nfds_t(polls.count), 0) } while n < 0 && errno == EINTR
+            var again: [(fd: Int32, isOut: Bool)] = []
+            for (i, f) in fds.enumerated() {
+                let re = Int32(polls[i].revents)
+                if re & Int32(POLLIN) != 0 {
+                    if read(into: f.isOut, from: f.fd) > 0 { again.append(f); continue }
+                    endStream(stdout: f.isOut)  // end of file, or an error
+                } else if n < 0 || re & Int32(POLLHUP | POLLERR | POLLNVAL) != 0 {
+                    endStream(stdout: f.isOut)
+                } else {
+                    // still open for writing elsewhere: wait for its end
+                    reactor.watch(f.fd, events: UInt32(QW_EPOLLIN) | UInt32(QW_EPOLLHUP)) { _ in self.drain(stdout: f.isOut) }
                 }
             }
+            fds = again
+            polls = fds.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
         }
     }
 
@@ -200,20 +247,30 @@ public final class ChildProcess {
     private func drain(stdout isOut: Bool) {
         let fd = isOut ? outFd : errFd
         guard fd >= 0 else { return }
+        // level-triggered: epoll reports again while more is waiting
+        if read(into: isOut, from: fd) > 0 { return }
+        endStream(stdout: isOut)  // end of file or an error
+        finishIfDone()
+    }
+
+    /// One read from a readable pipe into the result (and the log); its count, 0 at the end.
+    private func read(into isOut: Bool, from fd: Int32) -> Int {
         let buf = reactor.scratch
         var n: Int
-        repeat { n = read(fd, buf.baseAddress, buf.count) } while n < 0 && errno == EINTR
+        repeat { n = Glibc.read(fd, buf.baseAddress, buf.count) } while n < 0 && errno == EINTR
         if n > 0 {
             let chunk = UnsafeRawBufferPointer(rebasing: buf[0..<n])
             if isOut { result.stdout.append(contentsOf: chunk) } else { result.stderr.append(contentsOf: chunk) }
             if logFd >= 0 { _ = write(logFd, chunk.baseAddress, n) }
-            return  // level-triggered: epoll reports again while more is waiting
         }
-        // EOF or an error: this stream is done
+        return n
+    }
+
+    private func endStream(stdout isOut: Bool) {
+        let fd = isOut ? outFd : errFd
         reactor.unwatch(fd)
         close(fd)
         if isOut { outFd = -1 } else { errFd = -1 }
-        finishIfDone()
     }
 
     private func reap() {
@@ -223,10 +280,12 @@ public final class ChildProcess {
         guard r == pid else { return }
         exited = true
         if pidfd >= 0 {
-            reactor.unwatch(pidfd)
+            reactor.unwatch(pidfd)  // nothing to do when its one event came
             close(pidfd)
             pidfd = -1
         }
+        releaseRequest()
+        if execError != 0 { result.error = "cannot start \(spec.argv[0]): \(errnoText(execError))" }
         result.duration = monotonicSeconds() - start
         result.maxRSS = Int(usage.ru_maxrss) * 1024
         result.cpuTime = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
@@ -238,6 +297,7 @@ public final class ChildProcess {
             result.signal = sig
             result.code = 128 + sig
         }
+        if !outputWatched { collectOutputAtExit() }
         finishIfDone()
     }
 
@@ -250,7 +310,7 @@ public final class ChildProcess {
         if let t = timeoutTimer { reactor.cancel(t); timeoutTimer = nil }
         if result.timedOut { result.code = 124 }
         // Members of the group that outlived the leader stay tracked, so exit paths end them.
-        if kill(-pid, 0) != 0 { qw_untrack_group(pid) }
+        if kill(-pid, 0) != 0 { qw_untrack_group(groupSlot, pid) }
         if result.error == nil {
             if let reason = terminationReason {
                 result.error = reason
@@ -274,7 +334,6 @@ public final class ChildProcess {
     public func terminate(reason: String) {
         guard !finished else { return }
         if terminationReason == nil { terminationReason = reason }
-        guard pid > 0 else { return }  // still being spawned: done once it has started
         kill(-pid, SIGTERM)
         kill(-pid, SIGCONT)
         if killTimer == nil {
@@ -288,7 +347,7 @@ public final class ChildProcess {
 
     /// Sends `signal` to the process group.
     public func send(_ signal: Int32) {
-        guard !finished, pid > 0 else { return }
+        guard !finished else { return }
         kill(-pid, signal)
     }
 }

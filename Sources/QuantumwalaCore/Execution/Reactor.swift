@@ -18,8 +18,18 @@ public final class Reactor {
         var seq: UInt64
     }
 
+    private struct Watch {
+        var handler: Handler
+        /// Also in the event's data, so that an event read before its fd was closed and the
+        /// number reused never reaches the new fd's handler.
+        var tag: UInt32
+        /// Dropped once called (a one-shot registration, silent after its event).
+        var once: Bool
+    }
+
     private let epfd: Int32
-    private var handlers: [Handler?] = []
+    private var watches: [Watch?] = []
+    private var nextTag: UInt32 = 0
     private var watched = 0
     private var heap: [Timer] = []
     private var timerCallbacks: [UInt64: () -> Void] = [:]
@@ -31,61 +41,44 @@ public final class Reactor {
 
     /// Where programs named without a slash were found in PATH (see ``resolveProgram(_:)``).
     private var programPaths: [String: String] = [:]
-    private var programPathsFor: String?
+    /// The PATH those were found in.
+    private var programPathsFor: [CChar] = []
 
-    /// The path `execvp` would run for `name`, remembered per PATH value so that a child does
-    /// not try every PATH entry before the right one. nil: not found (let the spawn report it).
-    public func resolveProgram(_ name: String) -> String? {
-        if name.contains("/") { return name }
-        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/bin:/usr/bin:/bin"
-        if path != programPathsFor {
+    /// What ``resolveProgram(_:)`` found.
+    public enum ProgramLookup: Equatable {
+        case path(String)
+        /// Not runnable from PATH: ENOENT, or EACCES when a candidate exists but cannot be run
+        /// (as `execvp` reports it).
+        case failed(errno: Int32)
+    }
+
+    /// The path `execvp` would run for `name` (a name with a slash is its own path),
+    /// remembered per PATH value so that a child does not try every PATH entry first.
+    public func resolveProgram(_ name: String) -> ProgramLookup {
+        if name.utf8.contains(UInt8(ascii: "/")) { return .path(name) }
+        let path = getenv("PATH") ?? UnsafeMutablePointer(mutating: "/usr/local/bin:/usr/bin:/bin")
+        let same = programPathsFor.withUnsafeBufferPointer { $0.count > 0 && strcmp($0.baseAddress!, path) == 0 }
+        if !same {
             programPaths = [:]
-            programPathsFor = path
+            programPathsFor = Array(UnsafeBufferPointer(start: path, count: strlen(path) + 1))
         }
-        if let p = programPaths[name] { return p }
-        for dir in path.split(separator: ":", omittingEmptySubsequences: false) {
+        if let p = programPaths[name] { return .path(p) }
+        var error = ENOENT
+        for dir in String(cString: path).split(separator: ":", omittingEmptySubsequences: false) {
             let candidate = (dir.isEmpty ? "." : String(dir)) + "/" + name
             var st = stat()
-            if stat(candidate, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+            guard stat(candidate, &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
                 programPaths[name] = candidate
-                return candidate
+                return .path(candidate)
             }
+            error = EACCES
         }
-        return nil
+        return .failed(errno: error)
     }
 
-    private var spawner: OpaquePointer?
-    private var spawnCompletions: [UInt64: (UnsafeMutablePointer<qw_spawn_req>) -> Void] = [:]
-    private var nextSpawnToken: UInt64 = 0
-
-    /// Hands a spawn to the spawner threads; `completion` runs on this thread when it is done.
-    /// The request is freed after `completion` returns. Returns false (and does nothing) when
-    /// no spawner thread can be started: spawn in place then.
-    public func submitSpawn(_ req: UnsafeMutablePointer<qw_spawn_req>, _ completion: @escaping (UnsafeMutablePointer<qw_spawn_req>) -> Void) -> Bool {
-        if spawner == nil {
-            // Two spawners per core (at most 8): each waits while its child execs. On 2 cores,
-            // 2000 short commands took a median 569 ms with 4 spawners, 590 with 3 and 595
-            // with 2 (10 interleaved runs each). QW_SPAWN_THREADS overrides it.
-            var threads = max(1, min(8, 2 * sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-            if let v = getenv("QW_SPAWN_THREADS"), let n = Int(String(cString: v)), n >= 1, n <= 64 { threads = n }
-            guard let owner = qw_spawner_owner_new(Int32(threads)) else { return false }
-            spawner = owner
-            watch(qw_spawner_owner_fd(owner), events: UInt32(QW_EPOLLIN)) { [unowned self] _ in
-                var r = qw_spawner_take_done(owner)
-                while let req = r {
-                    r = req.pointee.next
-                    if let done = spawnCompletions.removeValue(forKey: req.pointee.token) { done(req) }
-                    qw_spawn_req_free(req)
-                }
-            }
-            externalWatches += 1
-        }
-        nextSpawnToken += 1
-        req.pointee.token = nextSpawnToken
-        spawnCompletions[nextSpawnToken] = completion
-        qw_spawner_submit(spawner, req)
-        return true
-    }
+    /// Whether spawns use vfork + execve instead of clone (QW_SPAWN=vfork; see qwsystem.c).
+    public var spawnWithVfork = getenv("QW_SPAWN").map { String(cString: $0) == "vfork" } ?? false
 
     /// Forgets a remembered program path (it failed to start).
     public func forgetProgram(_ name: String) { programPaths[name] = nil }
@@ -108,30 +101,41 @@ public final class Reactor {
     }
 
     deinit {
-        // an owner with spawns in flight is left to the worker threads (never freed under them)
-        if let spawner, spawnCompletions.isEmpty { qw_spawner_owner_free(spawner) }
         close(epfd)
         scratch.deallocate()
     }
 
     /// Whether anything besides the wake pipe is being waited for.
     public var hasWork: Bool {
-        watched > (qw_wake_fd() >= 0 ? 1 : 0) + externalWatches || !timerCallbacks.isEmpty || !spawnCompletions.isEmpty
+        watched > (qw_wake_fd() >= 0 ? 1 : 0) || timerCallbacks.count > (soonArmed ? 1 : 0)
     }
-    /// Watches that stay for the reactor's life (the spawner's eventfd) and are not work.
-    private var externalWatches = 0
 
     /// Calls `handler` whenever `fd` is ready for `events` (EPOLLIN, EPOLLOUT...).
     public func watch(_ fd: Int32, events: UInt32, _ handler: @escaping Handler) {
+        add(fd, events: events, once: false, handler)
+    }
+
+    /// Calls `handler` once, the first time `fd` is ready for `events`. After that the fd may
+    /// be closed without ``unwatch(_:)`` (its registration stays silent).
+    public func watchOnce(_ fd: Int32, events: UInt32, _ handler: @escaping Handler) {
+        add(fd, events: events | (1 << 30), once: true, handler)  // EPOLLONESHOT
+    }
+
+    private func add(_ fd: Int32, events: UInt32, once: Bool, _ handler: @escaping Handler) {
+        nextTag &+= 1
         var ev = epoll_event()
         ev.events = events
-        ev.data.fd = fd
+        ev.data.u64 = UInt64(nextTag) << 32 | UInt64(UInt32(bitPattern: fd))
         if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0 {
             preconditionFailure("epoll_ctl(ADD, \(fd)) failed: \(errnoText(errno))")
         }
-        if Int(fd) >= handlers.count { handlers += Array(repeating: nil, count: Int(fd) + 64 - handlers.count) }
-        handlers[Int(fd)] = handler
-        watched += 1
+        store(fd, Watch(handler: handler, tag: nextTag, once: once))
+    }
+
+    private func store(_ fd: Int32, _ w: Watch) {
+        if Int(fd) >= watches.count { watches += Array(repeating: nil, count: Int(fd) + 64 - watches.count) }
+        if watches[Int(fd)] == nil { watched += 1 }
+        watches[Int(fd)] = w
     }
 
     /// Stops watching `fd` (before it is closed).
@@ -139,10 +143,50 @@ public final class Reactor {
     /// Closing alone is not enough: a child being spawned holds copies of every descriptor
     /// until its exec, and epoll keeps reporting a description while any copy is open.
     public func unwatch(_ fd: Int32) {
-        guard Int(fd) < handlers.count, handlers[Int(fd)] != nil else { return }
+        guard Int(fd) < watches.count, watches[Int(fd)] != nil else { return }
         epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
-        handlers[Int(fd)] = nil
+        watches[Int(fd)] = nil
         watched -= 1
+    }
+
+    /// Calls `callback` about ``shortDelay`` from now: a cheaper ``after(_:_:)`` for the many
+    /// callbacks that share this delay (one timer serves them all; they cannot be cancelled).
+    /// They are not work for ``hasWork``: each waits for something else that is.
+    public func afterShortDelay(_ callback: @escaping () -> Void) {
+        soon.append((monotonicNanos() + Self.shortDelayNanos, callback))
+        if !soonArmed { armSoon() }
+    }
+
+    /// The delay of ``afterShortDelay(_:)``, in seconds.
+    public static let shortDelay = 0.01
+    private static let shortDelayNanos = UInt64(shortDelay * 1e9)
+    private var soon: [(deadline: UInt64, callback: () -> Void)] = []
+    private var soonHead = 0
+    private var soonArmed = false
+
+    private func armSoon() {
+        let delay = Double(soon[soonHead].deadline &- min(monotonicNanos(), soon[soonHead].deadline)) / 1e9
+        soonArmed = true
+        after(delay) { [unowned self] in
+            soonArmed = false
+            let now = monotonicNanos()
+            while soonHead < soon.count, soon[soonHead].deadline <= now {
+                let cb = soon[soonHead].callback
+                soon[soonHead].callback = {}
+                soonHead += 1
+                cb()
+            }
+            if soonHead == soon.count {
+                soon.removeAll(keepingCapacity: true)
+                soonHead = 0
+            } else {
+                if soonHead >= 4096 {
+                    soon.removeFirst(soonHead)
+                    soonHead = 0
+                }
+                if !soonArmed { armSoon() }
+            }
+        }
     }
 
     /// Calls `callback` once, `seconds` from now.
@@ -181,8 +225,13 @@ public final class Reactor {
         if n > 0 {
             for i in 0..<Int(n) {
                 let ev = events[i]
-                let fd = Int(ev.data.fd)
-                if fd < handlers.count, let h = handlers[fd] { h(ev.events) }
+                let fd = Int(UInt32(truncatingIfNeeded: ev.data.u64))
+                guard fd < watches.count, let w = watches[fd], w.tag == UInt32(ev.data.u64 >> 32) else { continue }
+                if w.once {
+                    watches[fd] = nil
+                    watched -= 1
+                }
+                w.handler(ev.events)
             }
         }
         fireTimers()

@@ -20,10 +20,9 @@ public final class AdmittedProcess {
     /// Asks for admission and starts the process once granted.
     ///
     /// - Parameters:
-    ///   - background: spawn from a spawner thread (see ``ChildProcess/start(_:reactor:background:onExit:)``).
     ///   - onStart: called when the process has been started (before it exits).
     public init(_ spec: CommandSpec, request: ResourceRequest, admissionTimeout: Double? = nil,
-                manager: ResourceManager, reactor: Reactor, background: Bool,
+                manager: ResourceManager, reactor: Reactor,
                 onStart: ((ChildProcess) -> Void)? = nil, onExit: @escaping (ProcessResult) -> Void) {
         self.spec = spec
         self.request = request
@@ -36,7 +35,7 @@ public final class AdmittedProcess {
                 finish(.notStarted(e.message), releasing: nil)
             case .success(let lease):
                 self.lease = lease
-                let child = ChildProcess.start(spec, reactor: reactor, background: background) { [self] r in
+                let child = ChildProcess.start(spec, reactor: reactor) { [self] r in
                     finish(r, releasing: lease)
                 }
                 self.child = child
