@@ -117,6 +117,7 @@ extension Runtime {
         }
     }
 
+    @discardableResult
     func storeCall<T>(_ body: () throws(StoreError) -> T) throws(LuaArgumentError) -> T {
         do {
             return try body()

@@ -420,8 +420,12 @@ func pidsOf(_ marker: String) -> [Int32] {
 func runCapture(_ command: String) -> String {
     guard let f = popen(command, "r") else { return "" }
     defer { pclose(f) }
-    var out = ""
-    var buf = [CChar](repeating: 0, count: 4096)
-    while fgets(&buf, Int32(buf.count), f) != nil { out += String(cString: buf) }
-    return out
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&buf, 1, buf.count, f)
+        if n == 0 { break }
+        out += buf[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
 }

@@ -1,4 +1,4 @@
-public import GRDB
+import GRDB
 import Glibc
 
 /// A value in the store with the version it was read at (versions grow with every write).
