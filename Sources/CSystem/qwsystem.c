@@ -53,13 +53,43 @@ void qw_request_stop(int reason) {
 
 static void on_interrupt(int sig) { (void)sig; qw_request_stop(1); }
 
+/* Files that go with the process (its entry on the work board): removed on every exit path
+   but SIGKILL. Read by signal handlers, so plain fixed buffers. */
+#define QW_EXIT_FILES 8
+static char qw_exit_files[QW_EXIT_FILES][512];
+
+int qw_remove_at_exit(const char *path, int on) {
+    for (int i = 0; i < QW_EXIT_FILES; i++) {
+        if (on ? qw_exit_files[i][0] == 0 : strcmp(qw_exit_files[i], path) == 0) {
+            if (on) {
+                if (strlen(path) >= sizeof qw_exit_files[i]) return -1;
+                memcpy(qw_exit_files[i] + 1, path + 1, strlen(path)); /* the first byte last: a handler sees it whole */
+                __atomic_store_n(&qw_exit_files[i][0], path[0], __ATOMIC_RELEASE);
+            } else {
+                __atomic_store_n(&qw_exit_files[i][0], 0, __ATOMIC_RELEASE);
+            }
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void qw_remove_exit_files(void) {
+    for (int i = 0; i < QW_EXIT_FILES; i++)
+        if (__atomic_load_n(&qw_exit_files[i][0], __ATOMIC_ACQUIRE)) unlink(qw_exit_files[i]);
+}
+
 static void on_terminate(int sig) {
+    qw_remove_exit_files();
     qw_kill_all_groups(300);
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
-static void qw_atexit(void) { qw_kill_all_groups(300); }
+static void qw_atexit(void) {
+    qw_remove_exit_files();
+    qw_kill_all_groups(300);
+}
 
 void qw_install_signal_handlers(void) {
     if (qw_wake_pipe[0] < 0) {

@@ -78,6 +78,13 @@ public final class Runtime {
     private var policyPath: String?
     /// Called on Ctrl-C when nothing is running (the REPL clears its input line).
     public var idleInterrupt: (() -> Void)?
+    /// Publishing this runtime's work (see WorkBoard.swift).
+    var workBoard: WorkBoard?
+    var workBoardName: String?
+    var workTimer: Reactor.TimerID?
+    var workPublished = false
+    var lastWorkEntry: LuaValue?
+    let runtimeStarted = wallSeconds()
 
     /// Creates the state, registers the primitives and loads stdlib's `qw` module.
     ///
@@ -111,6 +118,7 @@ public final class Runtime {
     }
 
     deinit {
+        withdrawWork()
         handles.closing = true
     }
 

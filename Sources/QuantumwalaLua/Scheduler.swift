@@ -340,6 +340,12 @@ final class Scheduler {
     /// Processes started from Lua and not ended (waiting for admission or running).
     var runningProcesses: Int { processes.values.reduce(0) { $0 + $1.count } }
 
+    /// Processes started from Lua and not ended.
+    var admittedProcesses: [AdmittedProcess] { processes.values.flatMap { $0.values } }
+
+    /// Called when a process is started or ends (see ``Runtime/publishWork(on:)``).
+    var onWorkChange: (() -> Void)?
+
     /// Process ids of the running processes started from Lua.
     var runningPids: [Int32] { processes.values.flatMap { $0.values.map(\.pid) }.filter { $0 > 0 } }
 
@@ -360,11 +366,13 @@ final class Scheduler {
                 processes[root]?[key] = nil
                 if processes[root]?.isEmpty == true { processes[root] = nil }
             }
+            onWorkChange?()
             onExit(result)
         }
         guard !p.finished else { return nil }
         key = ObjectIdentifier(p)
         processes[root, default: [:]][key!] = p
+        onWorkChange?()
         return p
     }
 }

@@ -53,6 +53,8 @@ struct GlobalOptions: ParsableArguments {
             try finish(runtime.runPolicy(policyFile))
         }
         if let n = maxConcurrent { runtime.setMaxConcurrent(n) }
+        // what it runs shows in `qw resources` from any terminal
+        if let board = WorkBoard() { runtime.publishWork(on: board) }
         return runtime
     }
 }

@@ -116,7 +116,7 @@ struct CommandLineTests {
     /// that process alone, and returns its result.
     private func signalWhenRunning(_ argv: [String], marker: String, count: Int, signal: Int32) throws -> ProcessResult {
         var spec = CommandSpec(argv: argv)
-        spec.env = [("NO_COLOR", "1")]
+        spec.env = qwTestEnv
         let reactor = Reactor()
         var result: ProcessResult?
         let child = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })
@@ -206,7 +206,7 @@ struct CommandLineTests {
             && echo 'return "installed copy"' > '\(prefix)/share/qw/stdlib/qw/where.lua'
             """)
         var spec = CommandSpec(argv: [prefix + "/bin/qw", "-e", "print(require('qw.where'), qw.retry ~= nil)"])
-        spec.env = [("QW_STDLIB", "")]
+        spec.env = [("QW_STDLIB", "")] + qwTestEnv
         let reactor = Reactor()
         var result: ProcessResult?
         ChildProcess.start(spec, reactor: reactor) { result = $0 }
@@ -227,6 +227,7 @@ struct CommandLineTests {
             var spec = CommandSpec(argv: [qwBinary, "--state", dir + "/s.db", "-e",
                                           "for i = 1, 500 do qw.state.update('count', function(n) return (n or 0) + 1 end) end"])
             spec.timeout = 120
+            spec.env = qwTestEnv
             ChildProcess.start(spec, reactor: reactor) { results.append($0) }
         }
         while results.count < 4 { reactor.runOnce() }

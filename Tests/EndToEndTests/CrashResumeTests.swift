@@ -31,7 +31,7 @@ struct CrashResumeTests {
         writeFile(dir + "/wf.lua", Self.script)
         let db = dir + "/state.db"
         var spec = CommandSpec(argv: [qwBinary, "--state", db, "run", dir + "/wf.lua", dir])
-        spec.env = [("NO_COLOR", "1")]
+        spec.env = qwTestEnv
         let reactor = Reactor()
         var result: ProcessResult?
         let child = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })

@@ -28,6 +28,18 @@ let repoRoot: String = {
     return source
 }()
 
+/// A work board of the tests' own (see `WorkBoard`): the qw processes under test publish
+/// there, not in the user's. Removed (it is empty by then) when the test process exits.
+let testRuntimeDir: String = {
+    var template = Array("/tmp/qw-test-board-XXXXXX".utf8CString)
+    let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    atexit { _ = rmdir(testRuntimeDir) }
+    return dir
+}()
+
+/// The environment every qw under test gets on top of the test process's own.
+var qwTestEnv: [(String, String)] { [("NO_COLOR", "1"), ("QW_RUNTIME_DIR", testRuntimeDir)] }
+
 /// The outcome of running `qw` once.
 struct Outcome {
     var code: Int32
@@ -39,7 +51,7 @@ struct Outcome {
 func qw(_ args: [String], stdin: String? = nil, env: [(String, String)] = [], cwd: String? = nil, timeout: Double = 60) -> Outcome {
     var spec = CommandSpec(argv: [qwBinary] + args)
     spec.stdin = stdin.map { Array($0.utf8) }
-    spec.env = [("NO_COLOR", "1")] + env
+    spec.env = qwTestEnv + env
     spec.cwd = cwd
     spec.timeout = timeout
     let reactor = Reactor()
@@ -143,7 +155,7 @@ final class Terminal {
         var p: pid_t = 0
         let argv = [qwBinary] + args
         var cArgs = argv.map { strdup($0) } + [nil]
-        var envStrings: [String] = ["TERM=xterm", "NO_COLOR=1", "PATH=/usr/local/bin:/usr/bin:/bin"]
+        var envStrings: [String] = ["TERM=xterm", "PATH=/usr/local/bin:/usr/bin:/bin"] + qwTestEnv.map { $0.0 + "=" + $0.1 }
         if let home = getenv("HOME") { envStrings.append("HOME=" + String(cString: home)) }
         // a sanitizer build's settings (detect_leaks=0...) reach the binary under test too
         for name in ["ASAN_OPTIONS", "LSAN_OPTIONS"] {

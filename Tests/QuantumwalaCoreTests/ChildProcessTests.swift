@@ -165,6 +165,13 @@ struct ChildProcessTests {
         #expect(text(r.stdout) == "bar baz\n")
     }
 
+    @Test func aVariableGivenTwiceTakesItsLastValue() throws {
+        let r = try sh("echo \"$QW_TEST_TWICE\"; env | grep -c '^QW_TEST_TWICE='") {
+            $0.env = [("QW_TEST_TWICE", "first"), ("QW_TEST_OTHER", "x"), ("QW_TEST_TWICE", "second")]
+        }
+        #expect(text(r.stdout) == "second\n1\n")
+    }
+
     @Test func envOverridesAnInheritedVariable() throws {
         let inherited = try #require(getenv("PATH").map { String(cString: $0) })
         let plain = try sh("echo \"$PATH\"")

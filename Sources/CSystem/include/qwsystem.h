@@ -29,6 +29,9 @@ typedef void (*qw_interrupt_fn)(int reason);
 void qw_set_interrupt_callback(qw_interrupt_fn fn);
 /** Record an interrupt as a signal handler does: flag, callback, wake the loop. */
 void qw_request_stop(int reason);
+/** Have `path` removed when qw exits or is ended by a signal it handles (`on` = 1), or no
+    longer (`on` = 0). At most 8 paths of under 512 bytes; -1 when it cannot be recorded. */
+int qw_remove_at_exit(const char *path, int on);
 
 /* ---- Processes ------------------------------------------------------------------------- */
 int qw_pidfd_open(pid_t pid);

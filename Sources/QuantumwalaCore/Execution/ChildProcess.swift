@@ -388,6 +388,9 @@ func withEnvironment<R>(_ spec: CommandSpec, _ body: (UnsafePointer<UnsafeMutabl
             p += 1
         }
     }
-    for (k, v) in spec.env { entries.append("\(k)=\(v)") }
+    // a variable given twice takes its last value
+    var last: [String: Int] = [:]
+    for (i, (k, _)) in spec.env.enumerated() { last[k] = i }
+    for (i, (k, v)) in spec.env.enumerated() where last[k] == i { entries.append("\(k)=\(v)") }
     return withCStrings(entries) { body($0) }
 }

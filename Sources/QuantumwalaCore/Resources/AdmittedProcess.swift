@@ -8,8 +8,11 @@ public final class AdmittedProcess {
     public let request: ResourceRequest
     public private(set) var child: ChildProcess?
     public private(set) var finished = false
-    /// The process id, 0 while it waits for admission or is being spawned.
+    /// The process id, 0 while it waits for admission.
     public var pid: Int32 { child?.pid ?? 0 }
+    /// When it asked for admission, and when its process started (wall-clock seconds).
+    public let queuedAt = wallSeconds()
+    public private(set) var startedAt: Double?
     public var running: Bool { !finished }
 
     private unowned let manager: ResourceManager
@@ -35,6 +38,7 @@ public final class AdmittedProcess {
                 finish(.notStarted(e.message), releasing: nil)
             case .success(let lease):
                 self.lease = lease
+                startedAt = wallSeconds()
                 let child = ChildProcess.start(spec, reactor: reactor) { [self] r in
                     finish(r, releasing: lease)
                 }

@@ -20,7 +20,6 @@ public final class MemoryWatch {
     public var margin: () -> Double
     /// The highest sample seen per process id, kept until ``peak(of:)`` takes it.
     private var peaks: [Int32: Int] = [:]
-    private let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     public init(reactor: Reactor, margin: @escaping () -> Double) {
         self.reactor = reactor
@@ -50,7 +49,7 @@ public final class MemoryWatch {
         entries = entries.filter { $0.value.child.running }
         guard !entries.isEmpty else { return }
         let groups = Set(entries.values.map { $0.child.pid }.filter { $0 > 0 })
-        let rss = groupRSS(groups)
+        let rss = processGroupRSS(groups)
         for e in entries.values {
             let pid = e.child.pid
             guard pid > 0, let used = rss[pid] else { continue }
@@ -62,28 +61,30 @@ public final class MemoryWatch {
             }
         }
     }
+}
 
-    /// Resident bytes of each process group in `groups`, summed over its members.
-    func groupRSS(_ groups: Set<Int32>, procRoot: String = "/proc") -> [Int32: Int] {
-        var out: [Int32: Int] = [:]
-        guard !groups.isEmpty, let dir = opendir(procRoot) else { return out }
-        defer { closedir(dir) }
-        var buf = [UInt8](repeating: 0, count: 1024)
-        while let entry = readdir(dir) {
-            let first = entry.pointee.d_name.0
-            guard first >= 0x31 && first <= 0x39 else { continue }  // pids start with 1-9
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            let fd = open(procRoot + "/" + name + "/stat", O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { continue }
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            close(fd)
-            guard n > 0, let (pgrp, pages) = parseStat(buf[0..<n]), groups.contains(pgrp) else { continue }
-            out[pgrp, default: 0] += pages * pageSize
+/// Resident bytes of each process group in `groups`, summed over its members (one scan of
+/// /proc).
+public func processGroupRSS(_ groups: Set<Int32>, procRoot: String = "/proc") -> [Int32: Int] {
+    let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+    var out: [Int32: Int] = [:]
+    guard !groups.isEmpty, let dir = opendir(procRoot) else { return out }
+    defer { closedir(dir) }
+    var buf = [UInt8](repeating: 0, count: 1024)
+    while let entry = readdir(dir) {
+        let first = entry.pointee.d_name.0
+        guard first >= 0x31 && first <= 0x39 else { continue }  // pids start with 1-9
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }
-        return out
+        let fd = open(procRoot + "/" + name + "/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { continue }
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard n > 0, let (pgrp, pages) = parseStat(buf[0..<n]), groups.contains(pgrp) else { continue }
+        out[pgrp, default: 0] += pages * pageSize
     }
+    return out
 }
 
 /// The process group (field 5) and resident pages (field 24) of a /proc/PID/stat line.

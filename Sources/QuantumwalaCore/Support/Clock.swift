@@ -7,6 +7,13 @@ public func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
+/// Wall-clock time, in seconds since the epoch (CLOCK_REALTIME).
+public func wallSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 /// Monotonic time in nanoseconds.
 public func monotonicNanos() -> UInt64 {
     var ts = timespec()

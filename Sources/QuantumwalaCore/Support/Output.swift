@@ -7,17 +7,22 @@ import Glibc
 public func writeAll(_ fd: Int32, _ text: String) {
     fflush(nil)
     var text = text
-    text.withUTF8 { buf in
-        var off = 0
-        while off < buf.count {
-            let n = write(fd, buf.baseAddress! + off, buf.count - off)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            off += n
+    text.withUTF8 { _ = writeAll(fd, UnsafeRawBufferPointer($0)) }
+}
+
+/// Writes all of `bytes` to a file descriptor; false on an error.
+@discardableResult
+public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    var off = 0
+    while off < bytes.count {
+        let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
+        if n < 0 {
+            if errno == EINTR { continue }
+            return false
         }
+        off += n
     }
+    return true
 }
 
 /// Parses a size: plain bytes (`1048576`), or a number with K, M, G or T (powers of 1024,

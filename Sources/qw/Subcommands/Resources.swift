@@ -3,11 +3,16 @@ import LuaHost
 import QuantumwalaCore
 import QuantumwalaLua
 
-/// `qw resources`: limits, capacity and live readings as admission sees them.
+/// `qw resources`: limits, capacity and live readings as admission sees them, and the work of
+/// every `qw` process running on the machine (from the work board, see ``WorkBoard``).
 struct Resources: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show resource limits, the machine's capacity and its live load.",
-        discussion: "Limits come from the defaults, .qw/policy.lua (or --policy) and --max-concurrent."
+        abstract: "Show resource limits, the machine's capacity, its live load, and what every running qw process runs and queues.",
+        discussion: """
+            Limits come from the defaults, .qw/policy.lua (or --policy) and --max-concurrent. \
+            Running qw processes publish their work in QW_RUNTIME_DIR (else $XDG_RUNTIME_DIR/qw, \
+            else /tmp/qw-UID).
+            """
     )
 
     @OptionGroup var global: GlobalOptions
@@ -19,18 +24,23 @@ struct Resources: ParsableCommand {
         let runtime = try global.makeRuntime()
         // CPU busy is a rate: sample it over a short window first
         try runtime.lua.run("qw.resources(); qw.sleep(0.2)")
-        if json {
-            let out = try runtime.lua.run("return qw.json.encode(qw.resources(), { pretty = true })")
-            writeAll(1, (out.first?.stringValue ?? "{}") + "\n")
-            return
+        var r = try runtime.lua.run("return qw.resources()").first ?? .nil
+        let processes = WorkBoard().map { $0.entries() } ?? []
+        let work = processes.map(withResidentMemory)
+        var running = 0, queued = 0
+        for p in work {
+            running += count(p["running"])
+            queued += count(p["queued"]) + Int(num(p["leases_waiting"]) ?? 0)
         }
-        let r = try runtime.lua.run("return qw.resources()").first ?? .nil
-        func num(_ v: LuaValue?) -> Double? {
-            switch v {
-            case .integer(let i): Double(i)
-            case .number(let d): d
-            default: nil
-            }
+        if case .table(var t) = r {
+            t["running"] = .integer(Int64(running))
+            t["queued"] = .integer(Int64(queued))
+            t["processes"] = .array(work)
+            r = .table(t)
+        }
+        if json {
+            writeAll(1, String(decoding: (try? JSON.encode(r, pretty: true)) ?? Array("{}".utf8), as: UTF8.self) + "\n")
+            return
         }
         let limits = r["limits"]
         var rows: [(String, String)] = []
@@ -43,11 +53,93 @@ struct Resources: ParsableCommand {
         rows.append(("cpu busy now", num(r["cpu_percent"]).map { formatAmount($0.rounded()) + " %" } ?? "(sampling)"))
         rows.append(("memory used now", num(r["memory_percent"]).map { formatAmount(($0 * 10).rounded() / 10) + " %" } ?? "?"))
         rows.append(("memory available", num(r["memory_available"]).map { formatBytes(Int($0)) } ?? "?"))
-        rows.append(("running", num(r["running"]).map(formatAmount) ?? "0"))
-        rows.append(("queued", num(r["queued"]).map(formatAmount) ?? "0"))
-        let width = rows.map(\.0.count).max() ?? 0
-        for (k, v) in rows {
-            writeAll(1, k + String(repeating: " ", count: width - k.count + 2) + v + "\n")
+        rows.append(("qw processes", "\(work.count)"))
+        rows.append(("running", "\(running)"))
+        rows.append(("queued", "\(queued)"))
+        var out = table(rows.map { [$0.0, $0.1] }, header: nil)
+        let now = wallSeconds()
+        for p in work {
+            let pid = num(p["pid"]).map { String(Int($0)) } ?? "?"
+            out += "\nqw \(pid): \(p["command"]?.stringValue ?? "qw")  (in \(p["cwd"]?.stringValue ?? "?"))\n"
+            out += "  slots \(Int(num(p["slots_used"]) ?? 0))/\(Int(num(p["slots_total"]) ?? 0)), cpu granted "
+                + formatAmount(num(p["cpu_granted"]) ?? 0) + ", memory granted " + formatBytes(Int(num(p["memory_granted"]) ?? 0)) + "\n"
+            var lines: [[String]] = []
+            for c in items(p["running"]) {
+                lines.append(["running", num(c["pid"]).map { String(Int($0)) } ?? "",
+                              seconds(now - (num(c["started"]) ?? now)), request(c), num(c["rss"]).map { formatBytes(Int($0)) } ?? "",
+                              c["name"]?.stringValue ?? ""])
+            }
+            for c in items(p["queued"]) {
+                lines.append(["queued", "", seconds(now - (num(c["since"]) ?? now)), request(c), "", c["name"]?.stringValue ?? ""])
+            }
+            let waiting = Int(num(p["leases_waiting"]) ?? 0)
+            if waiting > 0 { lines.append(["queued", "", "", "", "", "\(waiting) qw.acquire request\(waiting == 1 ? "" : "s")"]) }
+            if !lines.isEmpty {
+                out += table(lines, header: ["STATE", "PID", "FOR", "REQUEST", "RSS", "NAME"]).split(separator: "\n", omittingEmptySubsequences: false)
+                    .map { $0.isEmpty ? "" : "  " + $0 }.joined(separator: "\n")
+            }
+        }
+        writeAll(1, out)
+    }
+}
+
+private func num(_ v: LuaValue?) -> Double? {
+    switch v {
+    case .integer(let i)?: Double(i)
+    case .number(let d)?: d
+    default: nil
+    }
+}
+
+/// The elements of an array table, in order.
+private func items(_ v: LuaValue?) -> [LuaValue] {
+    guard case .table(let t)? = v else { return [] }
+    return (0..<t.count).compactMap { t[.integer(Int64($0 + 1))] }
+}
+
+private func count(_ v: LuaValue?) -> Int { items(v).count }
+
+/// A published entry with the resident memory of each running command's process group.
+private func withResidentMemory(_ entry: LuaValue) -> LuaValue {
+    guard case .table(var t) = entry else { return entry }
+    let running = items(entry["running"])
+    let groups = Set(running.compactMap { num($0["pid"]).map { Int32($0) } })
+    let rss = processGroupRSS(groups)
+    t["running"] = .array(running.map { c in
+        guard case .table(var ct) = c, let pid = num(c["pid"]).map({ Int32($0) }), let bytes = rss[pid] else { return c }
+        ct["rss"] = .integer(Int64(bytes))
+        return .table(ct)
+    })
+    return .table(t)
+}
+
+private func request(_ c: LuaValue) -> String {
+    var parts: [String] = []
+    if let s = num(c["slots"]), s != 1 { parts.append("\(Int(s)) slots") }
+    if let cpu = num(c["cpu"]), cpu > 0 { parts.append("cpu " + formatAmount(cpu)) }
+    if let m = num(c["memory"]), m > 0 { parts.append(formatBytes(Int(m))) }
+    return parts.isEmpty ? "-" : parts.joined(separator: ", ")
+}
+
+private func seconds(_ s: Double) -> String {
+    let s = max(0, s)
+    if s < 60 { return formatAmount((s * 10).rounded() / 10) + "s" }
+    if s < 3600 { return "\(Int(s) / 60)m\(Int(s) % 60)s" }
+    return "\(Int(s) / 3600)h\(Int(s) % 3600 / 60)m"
+}
+
+/// Rows in aligned columns (two spaces apart), each line ending in a newline.
+private func table(_ rows: [[String]], header: [String]?) -> String {
+    let all = (header.map { [$0] } ?? []) + rows
+    var widths: [Int] = []
+    for r in all {
+        for (i, cell) in r.enumerated() {
+            if i >= widths.count { widths.append(0) }
+            widths[i] = max(widths[i], cell.count)
         }
     }
+    return all.map { r in
+        r.enumerated().map { i, cell in i == r.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count + 2) }
+            .joined()
+    }.joined(separator: "\n") + "\n"
 }
