@@ -182,11 +182,12 @@ void qw_kill_all_groups(int grace_ms) {
    around clone, so no handler runs in the child, which resets qw's dispositions and
    unblocks signals just before the exec.
 
-   Elsewhere than x86-64 and arm64, or with QW_SPAWN=vfork, spawns use vfork + execve, which
-   suspends the caller until the exec. Both beat posix_spawn, whose glibc child asks about
+   Elsewhere than x86-64 and arm64 (or built with QW_NO_CLONE_SPAWN), with QW_SPAWN=vfork, and
+   where clone fails this way, spawns use vfork + execve, which suspends the caller until the
+   exec. Both beat posix_spawn, whose glibc child asks about
    and resets all 64 signal dispositions (over a hundred system calls). */
 
-#if defined(__x86_64__) || defined(__aarch64__)
+#if (defined(__x86_64__) || defined(__aarch64__)) && !defined(QW_NO_CLONE_SPAWN)
 #define QW_CLONE_SPAWN 1
 #include <sched.h>
 #include <linux/sched.h>
@@ -298,7 +299,12 @@ qw_spawn_req *qw_spawn_req_new(const char *file, const char *fallback, char *con
     r->fds[1] = out_fd;
     r->fds[2] = err_fd;
     r->cpu_seconds = cpu_seconds;
+#ifdef QW_CLONE_SPAWN
     r->use_vfork = use_vfork;
+#else
+    (void)use_vfork;
+    r->use_vfork = 1;
+#endif
     r->pidfd = -1;
     r->slot = -1;
     if (!r->file || !r->argv || !r->envp || !r->env_path || (fallback && !r->fallback) || (cwd && !r->cwd)) {
@@ -501,11 +507,14 @@ int qw_spawn_req_start(qw_spawn_req *r) {
                 pidfd = -1;
                 pid = clone(qw_child_main, top, CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD, r, NULL, NULL, &r->ctid);
             }
-            if (pid < 0) { err = errno; __atomic_store_n(&r->ctid, 0, __ATOMIC_RELEASE); }
+            if (pid < 0) { /* a kernel or sandbox without this use of clone: vfork below */
+                __atomic_store_n(&r->ctid, 0, __ATOMIC_RELEASE);
+                r->use_vfork = 1;
+            }
         }
-    } else
+    }
 #endif
-    {
+    if (r->use_vfork && !err) {
         err = qw_vfork_spawn(r, r->file, &pid);
         if (err == ENOENT && r->fallback) {
             r->used_fallback = 1;
