@@ -69,8 +69,9 @@ extension Runtime {
                                           memoryWatch.watch(child, limit: request.memory)
                                       } : nil) { [unowned self] r in
             var r = r
-            if enforce, let peak = memoryWatch.peak(of: r.pid) { r.maxRSS = max(r.maxRSS, peak) }
-            history.record(label, r)
+            let sampled = enforce ? memoryWatch.peak(of: r.pid) : nil
+            if let sampled { r.maxRSS = max(r.maxRSS, sampled) }
+            history.record(label, r, peakRSS: informativePeak(r, sampled: sampled))
             onExit(r)
         }
     }

@@ -12,15 +12,27 @@ struct UsageHistory {
     }
     private(set) var entries: [String: Entry] = [:]
 
-    mutating func record(_ label: String, _ r: ProcessResult) {
+    /// Records a run; `peakRSS` is what is known of its peak memory (see ``informativePeak``).
+    mutating func record(_ label: String, _ r: ProcessResult, peakRSS: Int) {
         guard r.pid > 0 else { return }
         var e = entries[label] ?? Entry()
         e.runs += 1
-        e.peakRSS = max(e.peakRSS, r.maxRSS)
+        e.peakRSS = max(e.peakRSS, peakRSS)
         let load = r.duration > 0.05 ? r.cpuTime / r.duration : 0
         e.cpuPerSecond += (load - e.cpuPerSecond) / Double(e.runs)
         entries[label] = e
     }
+}
+
+/// What a finished command's peak memory tells: the highest sample taken while it ran, and
+/// the kernel's `max_rss` when that is above qw's own peak. At or below it, `max_rss` may be
+/// qw's own, which Linux folds into a child's at its exec (the child starts in qw's address
+/// space), and says nothing of the command.
+func informativePeak(_ r: ProcessResult, sampled: Int?) -> Int {
+    var own = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &own)
+    let kernel = r.maxRSS > Int(own.ru_maxrss) * 1024 ? r.maxRSS : 0
+    return max(kernel, sampled ?? 0)
 }
 
 /// A lease as its Lua handle holds it.
