@@ -71,7 +71,7 @@ extension Runtime {
             var r = r
             let sampled = enforce ? memoryWatch.peak(of: r.pid) : nil
             if let sampled { r.maxRSS = max(r.maxRSS, sampled) }
-            history.record(label, r, peakRSS: informativePeak(r, sampled: sampled))
+            history.record(label, r, sampled: sampled)
             onExit(r)
         }
     }

@@ -11,28 +11,36 @@ struct UsageHistory {
         var cpuPerSecond = 0.0
     }
     private(set) var entries: [String: Entry] = [:]
+    /// qw's own peak resident memory as last read (it only grows).
+    private var ownPeak = 0
 
-    /// Records a run; `peakRSS` is what is known of its peak memory (see ``informativePeak``).
-    mutating func record(_ label: String, _ r: ProcessResult, peakRSS: Int) {
+    /// Records a run; `sampled` is the highest memory sample taken while it ran, if any.
+    ///
+    /// The kernel's `max_rss` counts only when it is above qw's own peak: a child starts in
+    /// qw's address space, and Linux folds that space's peak into the child's `max_rss` at
+    /// its exec, so a value at or below it may be qw's and says nothing of the command.
+    /// (qw's own `getrusage` figure will not do: it holds the peak of whatever started qw,
+    /// the same way.)
+    mutating func record(_ label: String, _ r: ProcessResult, sampled: Int?) {
         guard r.pid > 0 else { return }
+        if r.maxRSS > ownPeak { ownPeak = ownPeakRSS() ?? ownPeak }
         var e = entries[label] ?? Entry()
         e.runs += 1
-        e.peakRSS = max(e.peakRSS, peakRSS)
+        e.peakRSS = max(e.peakRSS, r.maxRSS > ownPeak ? r.maxRSS : 0, sampled ?? 0)
         let load = r.duration > 0.05 ? r.cpuTime / r.duration : 0
         e.cpuPerSecond += (load - e.cpuPerSecond) / Double(e.runs)
         entries[label] = e
     }
 }
 
-/// What a finished command's peak memory tells: the highest sample taken while it ran, and
-/// the kernel's `max_rss` when that is above qw's own peak. At or below it, `max_rss` may be
-/// qw's own, which Linux folds into a child's at its exec (the child starts in qw's address
-/// space), and says nothing of the command.
-func informativePeak(_ r: ProcessResult, sampled: Int?) -> Int {
-    var own = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &own)
-    let kernel = r.maxRSS > Int(own.ru_maxrss) * 1024 ? r.maxRSS : 0
-    return max(kernel, sampled ?? 0)
+/// This process's peak resident memory (VmHWM, of its own address space), in bytes.
+func ownPeakRSS() -> Int? {
+    guard let status = readFile("/proc/self/status") else { return nil }
+    let text = String(decoding: status, as: UTF8.self)
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kb = Int(line.dropFirst(6).filter { $0 != " " && $0 != "\t" }.dropLast(2))
+    else { return nil }
+    return kb * 1024
 }
 
 /// A lease as its Lua handle holds it.

@@ -24,8 +24,9 @@ struct CrashResumeTests {
         return c
     }
 
-    @Test(arguments: [0.15, 0.3, 0.45, 0.6])
-    func killNineThenRerun(after seconds: Double) throws {
+    /// Kills qw once `finished` steps have written their line (0: once the first step runs).
+    @Test(arguments: [0, 2, 5, 9])
+    func killNineThenRerun(afterSteps finished: Int) throws {
         let dir = makeTempDir()
         defer { removeTree(dir) }
         writeFile(dir + "/wf.lua", Self.script)
@@ -35,14 +36,20 @@ struct CrashResumeTests {
         let reactor = Reactor()
         var result: ProcessResult?
         let child = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })
-        reactor.after(seconds) { kill(child.pid, SIGKILL) }  // qw alone: its children are orphaned
+        let steps = dir + "/runs"  // in every step's command line
+        let deadline = monotonicSeconds() + 30
+        while result == nil && monotonicSeconds() < deadline
+            && (finished == 0 ? livePids(matching: steps).isEmpty : counts(dir).values.reduce(0, +) < finished) {
+            reactor.runOnce(maxWait: 0.005)
+        }
+        kill(child.pid, SIGKILL)  // qw alone: its children are orphaned
         while result == nil { reactor.runOnce() }
         #expect(result?.signal == SIGKILL)
-        usleep(400_000)  // let orphaned steps (0.1 s each) finish writing
+        #expect(noneLeft(matching: steps), "orphaned steps finish writing")
         let store = try StateStore(path: db)
         let succeeded = Set(try store.tasks(of: "crashy").filter { $0.status == "succeeded" }.map(\.id))
         let before = counts(dir)
-        #expect(seconds < 0.3 || !succeeded.isEmpty, "killed late enough that some tasks had succeeded")
+        #expect(finished < 9 || !succeeded.isEmpty, "killed late enough that some tasks had succeeded")
         #expect(try store.integrityCheck() == "ok")
 
         let rerun = qw(["--state", db, "run", dir + "/wf.lua", dir])
