@@ -165,8 +165,8 @@ final class Batch {
         // next(timeout): give up after that long, answering nil, "timeout"
         var timer: Reactor.TimerID?
         if call.stack.type(at: 2) == .number, let t = call.stack.number(at: 2), t >= 0 {
-            timer = runtime.reactor.after(t) { [unowned self] in
-                guard waiter === w else { return }
+            timer = runtime.reactor.after(t) { [unowned self, weak w] in
+                guard let w, waiter === w else { return }
                 waiter = nil
                 w.succeed { s in
                     s.pushNil()
@@ -175,10 +175,10 @@ final class Batch {
                 }
             }
         }
-        w.onCancel = { [unowned self] reason in
+        w.onCancel = { [unowned self, weak w] reason in
             if let timer { runtime.reactor.cancel(timer) }
             cancel(reason)
-            if waiter === w {
+            if let w, waiter === w {
                 waiter = nil
                 w.fail(reason)
             }

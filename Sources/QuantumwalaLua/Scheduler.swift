@@ -58,6 +58,7 @@ final class Waiter {
         } else {
             answer = a
         }
+        onCancel = nil  // nothing left to stop; and it may hold this waiter
         scheduler.completed(self)
     }
 

@@ -101,6 +101,21 @@ func timedItem(_ file: String, _ seconds: String, echo: String) -> String {
 
 @Suite(.serialized)
 struct RuntimeTests {
+    /// A waiter whose cancel hook refers to the waiter itself (qw.sleep's, batch:next's) is
+    /// freed once it has its answer: every wait used to leak its waiter and the result it
+    /// carried (about 150 bytes per batch item).
+    @Test func aCompletedWaiterIsFreedThoughItsCancelHookHoldsIt() throws {
+        let rt = try Runtime()
+        weak var gone: Waiter?
+        do {
+            let w = rt.scheduler.waiter()
+            w.onCancel = { reason in w.fail(reason) }
+            w.succeed { _ in 0 }
+            gone = w
+        }
+        #expect(gone == nil)
+    }
+
     @Test func execResultFields() throws {
         let (o, r) = try runScript("""
             local r = qw.exec{"sh", "-c", "echo out; echo err >&2; exit 3"}
