@@ -81,6 +81,8 @@ public final class Runtime {
     /// Publishing this runtime's work (see WorkBoard.swift).
     var workBoard: WorkBoard?
     var workBoardName: String?
+    /// The entry's fields that say which process this is.
+    var workBoardIdentity: [LuaValue: LuaValue] = [:]
     var workTimer: Reactor.TimerID?
     var workPublished = false
     var lastWorkEntry: LuaValue?

@@ -104,6 +104,15 @@ extension Runtime {
     public func publishWork(on board: WorkBoard) {
         workBoard = board
         workBoardName = "\(getpid())-\(String(UInt(bitPattern: ObjectIdentifier(self).hashValue), radix: 16)).json"
+        // who this is does not change: worked out once
+        var who: [LuaValue: LuaValue] = [
+            "pid": .integer(Int64(getpid())),
+            "command": .string(ownCommandLine()),
+            "cwd": .string(currentDirectory()),
+            "started": .number(runtimeStarted),
+        ]
+        if let ticks = processStartTicks(getpid()) { who["start_ticks"] = .integer(Int64(ticks)) }
+        workBoardIdentity = who
         scheduler.onWorkChange = { [unowned self] in workChanged() }
     }
 
@@ -169,11 +178,8 @@ extension Runtime {
                 queued.append(.table(t))
             }
         }
-        var e: [LuaValue: LuaValue] = [
-            "pid": .integer(Int64(getpid())),
-            "command": .string(ownCommandLine()),
-            "cwd": .string(currentDirectory()),
-            "started": .number(runtimeStarted),
+        var e = workBoardIdentity
+        e.merge([
             "running": .array(running),
             "queued": .array(queued),
             "slots_used": .integer(Int64(resources.slotsUsed)),
@@ -181,8 +187,7 @@ extension Runtime {
             "cpu_granted": .number(resources.cpuGranted),
             "memory_granted": .integer(Int64(resources.memoryGranted)),
             "leases_waiting": .integer(Int64(max(0, resources.queued - queued.count))),
-        ]
-        if let ticks = processStartTicks(getpid()) { e["start_ticks"] = .integer(Int64(ticks)) }
+        ]) { $1 }
         return .table(e)
     }
 }
