@@ -314,8 +314,10 @@ public final class ChildProcess {
         if result.error == nil {
             if let reason = terminationReason {
                 result.error = reason
-            } else if let s = result.signal, s == SIGXCPU || s == SIGKILL, let limit = spec.cpuTimeLimit,
-                      result.cpuTime >= Double(max(1, Int(limit.rounded(.up)))) - 0.05 {
+            } else if let s = result.signal, let limit = spec.cpuTimeLimit,
+                      // RLIMIT_CPU sends SIGXCPU at the limit (the kernel's own clock, which
+                      // rusage can read a little under), then SIGKILL a second later
+                      s == SIGXCPU || (s == SIGKILL && result.cpuTime >= Double(max(1, Int(limit.rounded(.up)))) - 0.05) {
                 result.error = "cpu time limit exceeded: used \(formatSeconds((result.cpuTime * 100).rounded() / 100)), limit \(formatSeconds(limit))"
             } else if let s = result.signal {
                 result.error = "killed by signal \(s) (\(signalName(s)))"
