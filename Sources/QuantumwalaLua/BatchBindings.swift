@@ -53,8 +53,15 @@ final class Batch {
         return items.count - 1
     }
 
+    /// Set while ``pump()`` runs: an item can finish within its launch (a command that
+    /// cannot start), and the loop here goes on instead of nesting one level per item.
+    private var pumping = false
+
     /// Launches items while slots remain.
     func pump() {
+        guard !pumping else { return }
+        pumping = true
+        defer { pumping = false }
         while running < maxConcurrent && nextIndex < items.count && cancelled == nil {
             let i = nextIndex
             nextIndex += 1

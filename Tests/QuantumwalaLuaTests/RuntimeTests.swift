@@ -116,6 +116,29 @@ struct RuntimeTests {
         #expect(gone == nil)
     }
 
+    /// Items that fail at once (a program not in PATH is refused before any fork) each
+    /// finish inside their own launch: 5000 of them, through the batch and through a full
+    /// admission queue, must not nest one call per item (that overflowed the stack).
+    @Test func manyItemsThatFailAtOnceDoNotNest() throws {
+        let (o, r) = try runScript("""
+            local items = {}
+            for i = 1, 5000 do items[i] = { "qw-no-such-program-" .. i % 7 } end
+            local function count(rs)
+              local n = 0
+              for _, x in ipairs(rs) do if x.code == 127 and not x.ok then n = n + 1 end end
+              return n
+            end
+            local wide = count(qw.batch(items))
+            qw.limits{ max_concurrent = 2 }
+            local queued = count(qw.batch(items))
+            result = { wide = wide, queued = queued, slots = qw.resources().slots_used }
+            """)
+        #expect(o.error == nil)
+        #expect(r["wide"] == 5000)
+        #expect(r["queued"] == 5000)
+        #expect(r["slots"] == 0)
+    }
+
     @Test func execResultFields() throws {
         let (o, r) = try runScript("""
             local r = qw.exec{"sh", "-c", "echo out; echo err >&2; exit 3"}

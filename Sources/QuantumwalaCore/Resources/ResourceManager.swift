@@ -74,6 +74,8 @@ public final class ResourceManager {
     public let memoryTotal: Int
     /// How many later requests may be granted ahead of a waiting one.
     public var maxBypass = 8
+    /// How many waiting requests that do not fit a pass looks past for one that does.
+    static let lookahead = 64
 
     public private(set) var slotsUsed = 0
     public private(set) var cpuGranted: Double = 0
@@ -209,7 +211,26 @@ public final class ResourceManager {
 
     /// Grants waiting requests in order, letting later ones pass a blocked one a bounded
     /// number of times.
+    /// Set while ``pump()`` runs: a grant can end at once (a command that cannot start
+    /// releases its lease within the grant), and a pump from there only asks for one more
+    /// pass instead of nesting one level per request.
+    private var pumping = false
+    private var pumpAgain = false
+
     private func pump() {
+        if pumping {
+            pumpAgain = true
+            return
+        }
+        pumping = true
+        defer { pumping = false }
+        repeat {
+            pumpAgain = false
+            pumpPass()
+        } while pumpAgain
+    }
+
+    private func pumpPass() {
         heldByLoad = false
         var blockedAhead: [Int] = []  // indices of waiting requests passed over in this round
         var i = head
@@ -230,6 +251,9 @@ public final class ResourceManager {
             } else {
                 blockedAhead.append(i)
                 if p.bypassed >= maxBypass { break }  // it has waited long enough: nobody passes it
+                // Look no further than this many waiting requests that do not fit: a pass over
+                // a queue of thousands would cost as much, at every release, as the queue is long.
+                if blockedAhead.count >= Self.lookahead { break }
             }
             i += 1
         }
