@@ -230,6 +230,24 @@ static int qw_devnull(void) {
     return nfd;
 }
 
+/* The open-file limit qw found at start, given back to every child (as Go does): qw itself
+   runs at the hard limit, so that many children at once (three fds each) do not run out. */
+static unsigned long qw_nofile_orig[2];
+static int qw_nofile_raised;
+
+void qw_raise_fd_limit(void) {
+    struct rlimit rl;
+    if (qw_nofile_raised || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+    struct rlimit up = {rl.rlim_max, rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &up) != 0) {
+        up.rlim_cur = 1 << 20; /* an infinite hard limit: fs.nr_open is the ceiling */
+        if (up.rlim_cur <= rl.rlim_cur || setrlimit(RLIMIT_NOFILE, &up) != 0) return;
+    }
+    qw_nofile_orig[0] = rl.rlim_cur;
+    qw_nofile_orig[1] = rl.rlim_max;
+    qw_nofile_raised = 1;
+}
+
 #define QW_CHILD_STACK (32 * 1024)
 
 struct qw_spawn_req {
@@ -424,6 +442,7 @@ QW_CHILD static int qw_child_main(void *arg) {
         if (e < 0) goto fail;
     }
     if (r->cwd && (e = qw_sys(SYS_chdir, (long)r->cwd, 0, 0, 0)) < 0) goto fail;
+    if (qw_nofile_raised && (e = qw_sys(SYS_setrlimit, RLIMIT_NOFILE, (long)qw_nofile_orig, 0, 0)) < 0) goto fail;
     if (r->cpu_seconds > 0) { /* SIGXCPU at the limit, SIGKILL a second later */
         unsigned long rl[2] = {(unsigned long)r->cpu_seconds, (unsigned long)r->cpu_seconds + 1};
         if ((e = qw_sys(SYS_setrlimit, RLIMIT_CPU, (long)rl, 0, 0)) < 0) goto fail;
@@ -466,6 +485,10 @@ static int qw_vfork_spawn(qw_spawn_req *r, const char *file, pid_t *pid_out) {
             if (fds[i] == i ? fcntl(i, F_SETFD, 0) < 0 : dup2(fds[i], i) < 0) { child_errno = errno; _exit(127); }
         }
         if (r->cwd && chdir(r->cwd) != 0) { child_errno = errno; _exit(127); }
+        if (qw_nofile_raised) {
+            struct rlimit nofile = {(rlim_t)qw_nofile_orig[0], (rlim_t)qw_nofile_orig[1]};
+            if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) { child_errno = errno; _exit(127); }
+        }
         if (r->cpu_seconds > 0) {
             struct rlimit rl = {(rlim_t)r->cpu_seconds, (rlim_t)r->cpu_seconds + 1};
             if (setrlimit(RLIMIT_CPU, &rl) != 0) { child_errno = errno; _exit(127); }

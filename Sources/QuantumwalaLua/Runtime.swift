@@ -94,6 +94,7 @@ public final class Runtime {
     public init(options: RuntimeOptions = RuntimeOptions()) throws(LuaError) {
         self.options = options
         qw_install_signal_handlers()
+        qw_raise_fd_limit()
         qw_lua_install_stop()
         lua = LuaState(memoryLimit: options.memoryLimit)
         reactor = Reactor()

@@ -128,6 +128,22 @@ struct CommandLineTests {
         return result!
     }
 
+    /// Under a low soft open-file limit qw runs 100 commands at once (three fds each), while
+    /// each command still starts with the limit qw was given.
+    @Test func aLowOpenFileLimitDoesNotStopManyCommandsAtOnce() throws {
+        let code = """
+            qw.limits{ max_concurrent = 100 }
+            local items = {}
+            for i = 1, 100 do items[i] = { "sleep", "0.2" } end
+            local ok = 0
+            for _, r in ipairs(qw.batch(items)) do if r.ok then ok = ok + 1 end end
+            print(ok, qw.exec{ "sh", "-c", "ulimit -Sn" }.stdout)
+            """
+        // (the hard limit stays as it is: qw needs 300 or more of it)
+        let r = qwShell("ulimit -Sn 64 && NO_COLOR=1 QW_RUNTIME_DIR='\(testRuntimeDir)' '\(qwBinary)' -e '\(code)' 2>&1")
+        #expect(r == "100\t64\n\n")
+    }
+
     @Test func logLevelsAndVerbose() {
         let quiet = qw(["-e", "qw.log.info('starting', 3); qw.log.warn('careful'); qw.log.debug('details')"])
         #expect(quiet.code == 0)

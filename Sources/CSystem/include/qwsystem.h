@@ -44,6 +44,9 @@ void qw_kill_all_groups(int grace_ms);
 char **qw_environ(void);
 
 /* ---- Spawning ------------------------------------------------------------------------- */
+/** Raises qw's soft open-file limit to the hard one; children still start with the limit
+    qw was given. */
+void qw_raise_fd_limit(void);
 /** One spawn: what to start, and what became of it. It owns copies of its strings and the
     child's three fds (closed once started). */
 typedef struct qw_spawn_req qw_spawn_req;
