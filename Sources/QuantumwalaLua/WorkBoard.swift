@@ -165,11 +165,17 @@ extension Runtime {
             t["cpu"] = .number(r.cpu)
             t["memory"] = .integer(Int64(r.memory))
         }
+        // the oldest of each kind, up to `shown`; the rest are counted
+        let shown = 100
         var running: [LuaValue] = [], queued: [LuaValue] = []
+        var runningCount = 0, queuedCount = 0
         for p in work.sorted(by: { $0.queuedAt < $1.queuedAt }) {
+            let isRunning = p.startedAt != nil && p.pid > 0
+            if isRunning { runningCount += 1 } else { queuedCount += 1 }
+            guard (isRunning ? running.count : queued.count) < shown else { continue }
             var t: [LuaValue: LuaValue] = ["name": .string(p.spec.label)]
             request(p.request, into: &t)
-            if let started = p.startedAt, p.pid > 0 {
+            if isRunning, let started = p.startedAt {
                 t["pid"] = .integer(Int64(p.pid))
                 t["started"] = .number(started)
                 running.append(.table(t))
@@ -186,7 +192,9 @@ extension Runtime {
             "slots_total": .integer(Int64(resources.limits.maxConcurrent)),
             "cpu_granted": .number(resources.cpuGranted),
             "memory_granted": .integer(Int64(resources.memoryGranted)),
-            "leases_waiting": .integer(Int64(max(0, resources.queued - queued.count))),
+            "running_more": .integer(Int64(runningCount - running.count)),
+            "queued_more": .integer(Int64(queuedCount - queued.count)),
+            "leases_waiting": .integer(Int64(max(0, resources.queued - queuedCount))),
         ]) { $1 }
         return .table(e)
     }

@@ -29,8 +29,8 @@ struct Resources: ParsableCommand {
         let work = processes.map(withResidentMemory)
         var running = 0, queued = 0
         for p in work {
-            running += count(p["running"])
-            queued += count(p["queued"]) + Int(num(p["leases_waiting"]) ?? 0)
+            running += count(p["running"]) + Int(num(p["running_more"]) ?? 0)
+            queued += count(p["queued"]) + Int(num(p["queued_more"]) ?? 0) + Int(num(p["leases_waiting"]) ?? 0)
         }
         if case .table(var t) = r {
             t["running"] = .integer(Int64(running))
@@ -71,6 +71,10 @@ struct Resources: ParsableCommand {
             }
             for c in items(p["queued"]) {
                 lines.append(["queued", "", seconds(now - (num(c["since"]) ?? now)), request(c), "", c["name"]?.stringValue ?? ""])
+            }
+            for (key, state) in [("running_more", "running"), ("queued_more", "queued")] {
+                let more = Int(num(p[key]) ?? 0)
+                if more > 0 { lines.append([state, "", "", "", "", "and \(more) more"]) }
             }
             let waiting = Int(num(p["leases_waiting"]) ?? 0)
             if waiting > 0 { lines.append(["queued", "", "", "", "", "\(waiting) qw.acquire request\(waiting == 1 ? "" : "s")"]) }
