@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <dirent.h>
 
 extern char **environ;
 
@@ -214,6 +215,11 @@ static inline __attribute__((always_inline)) long qw_sys(long n, long a, long b,
 }
 #endif
 
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#define QW_CLOSE_RANGE_CLOEXEC (1U << 2) /* Linux 5.11; older kernels refuse it and nothing is closed */
+
 /* The signals qw handles or ignores; a child gets them back at their defaults. */
 static const int qw_own_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
 
@@ -230,12 +236,40 @@ static int qw_devnull(void) {
     return nfd;
 }
 
+/* Descriptors qw was started with that its children should get too (a make jobserver's
+   pipe, say): every other descriptor that is not close-on-exec (a Lua io.open file, for
+   one) is closed in the child at its exec. */
+#define QW_MAX_INHERITED 16
+static int qw_inherited_fds[QW_MAX_INHERITED];
+static int qw_inherited_count = -1; /* -1: not noted, so nothing is closed at exec */
+
+static void qw_note_inherited_fds(void) {
+    if (qw_inherited_count >= 0) return;
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return;
+    int self = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end || end == e->d_name || fd < 3 || fd == self) continue;
+        int flags = fcntl((int)fd, F_GETFD);
+        if (flags < 0 || (flags & FD_CLOEXEC)) continue;
+        if (n == QW_MAX_INHERITED) { closedir(d); return; } /* too many to keep: close none */
+        qw_inherited_fds[n++] = (int)fd;
+    }
+    closedir(d);
+    qw_inherited_count = n;
+}
+
 /* The open-file limit qw found at start, given back to every child (as Go does): qw itself
    runs at the hard limit, so that many children at once (three fds each) do not run out. */
 static unsigned long qw_nofile_orig[2];
 static int qw_nofile_raised;
 
 void qw_raise_fd_limit(void) {
+    qw_note_inherited_fds();
     struct rlimit rl;
     if (qw_nofile_raised || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
     struct rlimit up = {rl.rlim_max, rl.rlim_max};
@@ -376,14 +410,37 @@ static long qw_libc_execve(const char *path, char **argv, char **envp) {
 }
 
 
+QW_CHILD static void qw_child_sleep_ms(qw_spawn_req *r, long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+#ifdef QW_CLONE_SPAWN
+    if (!r->use_vfork) { qw_sys(SYS_nanosleep, (long)&ts, 0, 0, 0); return; }
+#endif
+    (void)r;
+    nanosleep(&ts, NULL);
+}
+
+/* ETXTBSY: the file is open for writing somewhere. Most often that is a child started by
+   another thread while the file was being written (it holds a copy of the descriptor until
+   its own exec), so the exec is tried again for a while: 1, 2, 4 ... 50 ms, about 1 s in all. */
+#define QW_TXTBSY_TRIES 24
+
+QW_CHILD static long qw_child_execve_once(qw_spawn_req *r, const char *path, char **argv) {
+    long e = QW_EXECVE(r, path, argv);
+    for (int i = 0; e == -ETXTBSY && i < QW_TXTBSY_TRIES; i++) {
+        qw_child_sleep_ms(r, i < 6 ? 1L << i : 50);
+        e = QW_EXECVE(r, path, argv);
+    }
+    return e;
+}
+
 QW_CHILD static long qw_child_execve(qw_spawn_req *r, const char *path) {
-    long e = QW_EXECVE(r, path, r->argv);
+    long e = qw_child_execve_once(r, path, r->argv);
     if (e == -ENOEXEC) { /* a script without #!: as execvp does, run it with /bin/sh */
         /* argv[0] gives way to the path; qw_spawn_req_free puts it back (the exec may succeed) */
         if (!r->argv0) r->argv0 = r->argv[0];
         r->argv[-1] = "/bin/sh";
         r->argv[0] = (char *)path;
-        e = QW_EXECVE(r, "/bin/sh", r->argv - 1);
+        e = qw_child_execve_once(r, "/bin/sh", r->argv - 1);
         r->argv[0] = r->argv0;
     }
     return e;
@@ -441,6 +498,8 @@ QW_CHILD static int qw_child_main(void *arg) {
         else e = qw_sys(SYS_dup3, fds[i], i, 0, 0);
         if (e < 0) goto fail;
     }
+    if (qw_inherited_count >= 0 && qw_sys(SYS_close_range, 3, ~0UL, QW_CLOSE_RANGE_CLOEXEC, 0) == 0)
+        for (int i = 0; i < qw_inherited_count; i++) qw_sys(SYS_fcntl, qw_inherited_fds[i], F_SETFD, 0, 0);
     if (r->cwd && (e = qw_sys(SYS_chdir, (long)r->cwd, 0, 0, 0)) < 0) goto fail;
     if (qw_nofile_raised && (e = qw_sys(SYS_setrlimit, RLIMIT_NOFILE, (long)qw_nofile_orig, 0, 0)) < 0) goto fail;
     if (r->cpu_seconds > 0) { /* SIGXCPU at the limit, SIGKILL a second later */
@@ -484,6 +543,8 @@ static int qw_vfork_spawn(qw_spawn_req *r, const char *file, pid_t *pid_out) {
         for (int i = 0; i < 3; i++) {
             if (fds[i] == i ? fcntl(i, F_SETFD, 0) < 0 : dup2(fds[i], i) < 0) { child_errno = errno; _exit(127); }
         }
+        if (qw_inherited_count >= 0 && syscall(SYS_close_range, 3, ~0U, QW_CLOSE_RANGE_CLOEXEC) == 0)
+            for (int i = 0; i < qw_inherited_count; i++) fcntl(qw_inherited_fds[i], F_SETFD, 0);
         if (r->cwd && chdir(r->cwd) != 0) { child_errno = errno; _exit(127); }
         if (qw_nofile_raised) {
             struct rlimit nofile = {(rlim_t)qw_nofile_orig[0], (rlim_t)qw_nofile_orig[1]};

@@ -49,9 +49,15 @@ struct Outcome {
 
 /// Runs `qw` with arguments (and optionally standard input) to completion.
 func qw(_ args: [String], stdin: String? = nil, env: [(String, String)] = [], cwd: String? = nil, timeout: Double = 60) -> Outcome {
-    var spec = CommandSpec(argv: [qwBinary] + args)
+    runProgram([qwBinary] + args, stdin: stdin, env: qwTestEnv + env, cwd: cwd, timeout: timeout)
+}
+
+/// Runs any program to completion (`qw` through ``qw(_:stdin:env:cwd:timeout:)``).
+func runProgram(_ argv: [String], stdin: String? = nil, env: [(String, String)] = [], cwd: String? = nil,
+                timeout: Double = 60) -> Outcome {
+    var spec = CommandSpec(argv: argv)
     spec.stdin = stdin.map { Array($0.utf8) }
-    spec.env = qwTestEnv + env
+    spec.env = env
     spec.cwd = cwd
     spec.timeout = timeout
     let reactor = Reactor()
@@ -83,7 +89,7 @@ func qwShell(_ command: String) -> String {
 }
 
 func writeFile(_ path: String, _ text: String) {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     precondition(fd >= 0, "cannot write \(path)")
     _ = text.withCString { write(fd, $0, strlen($0)) }
     close(fd)

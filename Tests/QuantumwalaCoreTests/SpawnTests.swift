@@ -60,6 +60,33 @@ struct SpawnTests {
         #expect(text(r.stdout) == "plain script got an-argument\n")
     }
 
+    /// A program whose file another process still holds open for writing (as a child started
+    /// while the file was being written does, until its own exec): the exec is tried again
+    /// until the writer lets go, instead of failing with "Text file busy".
+    @Test(arguments: modes) func programBusyBeingWrittenStartsOnceTheWriterLetsGo(vfork: Bool) throws {
+        let dir = try makeTempDir()
+        defer { removeTree(dir) }
+        let script = dir + "/busy-script", fifo = dir + "/ready"
+        try writeFile(script, "#!/bin/sh\necho started\n", mode: 0o755)
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reactor = reactor(vfork: vfork)
+        let holderDone = Box<ProcessResult>()
+        // holds the script open for writing, says so through the fifo, then lets go 0.3 s later
+        let holder = ChildProcess.start(CommandSpec(argv: ["sh", "-c", "exec 3>>\"$0\"; echo held > \"$1\"; sleep 0.3", script, fifo]),
+                                        reactor: reactor) { holderDone.value = $0 }
+        let rd = open(fifo, O_RDONLY | O_CLOEXEC)  // returns once the holder has opened its end
+        #expect(rd >= 0)
+        var buf = [UInt8](repeating: 0, count: 16)
+        #expect(read(rd, &buf, buf.count) > 0)
+        close(rd)
+        #expect(!qwCanExec(script), "the script should be busy while the holder has it open")
+        let r = try run(CommandSpec(argv: [script]), reactor: reactor)
+        #expect(r.ok, "\(r.error ?? "")")
+        #expect(text(r.stdout) == "started\n")
+        while holderDone.value == nil { reactor.runOnce(maxWait: 0.5) }
+        withExtendedLifetime(holder) {}
+    }
+
     @Test(arguments: modes) func failedExecIsReportedWithTheReason(vfork: Bool) throws {
         let dir = try makeTempDir()
         defer { removeTree(dir) }
@@ -134,4 +161,18 @@ func writeFile(_ path: String, _ content: String, mode: mode_t) throws {
     defer { close(fd) }
     let bytes = Array(content.utf8)
     #expect(write(fd, bytes, bytes.count) == bytes.count)
+}
+
+/// Whether `path` can be exec'd right now: posix_spawn reports a failed exec, and tries once.
+func qwCanExec(_ path: String) -> Bool {
+    var pid: pid_t = 0
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    var argv: [UnsafeMutablePointer<CChar>?] = [strdup(path), nil]
+    defer { free(argv[0]) }
+    let rc = posix_spawn(&pid, path, &actions, nil, &argv, environ)
+    if rc == 0 { waitpid(pid, nil, 0) }
+    return rc != ETXTBSY
 }

@@ -45,7 +45,10 @@ char **qw_environ(void);
 
 /* ---- Spawning ------------------------------------------------------------------------- */
 /** Raises qw's soft open-file limit to the hard one; children still start with the limit
-    qw was given. */
+    qw was given. Also notes the descriptors qw was started with that are not close-on-exec:
+    from then on children get those and 0-2 only (a file a script opened is not leaked into
+    every command it runs, where it would hold the file open for writing and make its exec
+    fail with ETXTBSY). */
 void qw_raise_fd_limit(void);
 /** One spawn: what to start, and what became of it. It owns copies of its strings and the
     child's three fds (closed once started). */
