@@ -171,6 +171,78 @@ void qw_mem_set_limit(lua_State *L, size_t limit) { heap_of(L)->limit = limit; }
 
 static lua_State *volatile qw_running_L;
 void qw_set_running(lua_State *L) { qw_running_L = L; }
+lua_State *qw_get_running(void) { return qw_running_L; }
+
+/* ---- Coroutines ------------------------------------------------------------------------
+   A task's thread (the script's main chunk, a batch function) is a coroutine of the host,
+   but to the script it is the main thread: yielding from it is the stock error, raised
+   where pcall can catch it, and it is not yieldable. */
+
+int qw_co_yield(lua_State *L) {
+    if (L == qw_running_L) { /* no position, as the stock message has none */
+        lua_pushliteral(L, "attempt to yield from outside a coroutine");
+        return lua_error(L);
+    }
+    return lua_yield(L, lua_gettop(L));
+}
+
+/* coroutine.wrap over stdlib's coroutine.resume (upvalue 2), which passes host yields on;
+   the rest is the stock wrap: an error closes the coroutine's to-be-closed variables (an
+   error there wins) and a string error gets the caller's position. */
+static int qw_wrap_done(lua_State *L, int status, lua_KContext ctx) {
+    (void)status; (void)ctx;
+    if (lua_toboolean(L, 1)) return lua_gettop(L) - 1;
+    lua_settop(L, 2);
+    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+    int stat = lua_status(co);
+    if (stat != LUA_OK && stat != LUA_YIELD) {
+#if LUA_VERSION_RELEASE_NUM >= 50406
+        stat = lua_closethread(co, L);
+#else
+        stat = lua_resetthread(co);
+#endif
+        lua_xmove(co, L, 1);
+    }
+    if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+    }
+    return lua_error(L);
+}
+
+static int qw_wrap_call(lua_State *L) {
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_rotate(L, 1, 2);
+    lua_callk(L, n + 1, LUA_MULTRET, 0, qw_wrap_done);
+    return qw_wrap_done(L, LUA_OK, 0);
+}
+
+static int qw_co_wrap(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_State *co = lua_newthread(L);
+    lua_pushvalue(L, 1);
+    lua_xmove(L, co, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, qw_wrap_call, 2);
+    return 1;
+}
+
+int qw_co_make_wrap(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_pushcclosure(L, qw_co_wrap, 1);
+    return 1;
+}
+
+int qw_co_isyieldable(lua_State *L) {
+    lua_State *co = lua_isnone(L, 1) ? L : lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "thread");
+    lua_pushboolean(L, co != qw_running_L && lua_isyieldable(co));
+    return 1;
+}
 
 static volatile sig_atomic_t qw_lua_stop_reason;
 

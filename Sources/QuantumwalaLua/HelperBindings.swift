@@ -62,6 +62,12 @@ extension Runtime {
             call.stack.push(scheduler.current.map { $0.thread == call.L } ?? true)
             return .values(1)
         }
+        lua_pushcclosure(lua.L, qw_co_yield, 0)
+        s.setField(t, "_co_yield")
+        lua_pushcclosure(lua.L, qw_co_isyieldable, 0)
+        s.setField(t, "_co_isyieldable")
+        lua_pushcclosure(lua.L, qw_co_make_wrap, 0)
+        s.setField(t, "_co_make_wrap")
         lua.setFunction("_is_root_task", in: t) { [unowned self] call in
             call.stack.push(scheduler.current.map { $0.rootID == $0.id } ?? true)
             return .values(1)

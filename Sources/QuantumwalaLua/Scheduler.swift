@@ -201,14 +201,14 @@ final class Scheduler {
                 return
             }
         }
-        let saved = current
+        let saved = current, savedRunning = qw_get_running()
         current = task
         qw_set_running(L)
         qw_mem_set_strict(1)
         var nres: Int32 = 0
         let status = lua_resume(L, lua.L, nargs, &nres)
         qw_mem_set_strict(0)
-        qw_set_running(nil)
+        qw_set_running(savedRunning)
         current = saved
         switch status {
         case LUA_YIELD:

@@ -312,6 +312,46 @@ struct RuntimeTests {
     @Test func yieldingTheMainChunkIsAnError() throws {
         let (o, _) = try runScript("coroutine.yield(1)")
         #expect(o.error?.message.contains("attempt to yield from outside a coroutine") == true)
+        // a batch function is a main thread of its own, as far as the script can tell
+        let (o2, r2) = try runScript("""
+            local rs = qw.batch({ function() return { pcall(coroutine.yield, 1) } end,
+                                  function() return coroutine.isyieldable() end })
+            result = { ok = rs[1][1], err = rs[1][2], yieldable = rs[2] }
+            """)
+        #expect(o2.error == nil)
+        #expect(r2["ok"] == false)
+        #expect(r2["err"] == "attempt to yield from outside a coroutine")
+        #expect(r2["yieldable"] == false)
+    }
+
+    /// One task closes a coroutine of another's while it waits in a primitive: the waiting
+    /// task gets "cannot resume dead coroutine" once the wait ends, the coroutine's
+    /// to-be-closed variables run once, and nothing crashes or is left running.
+    @Test func closingACoroutineSuspendedInsideAPrimitive() throws {
+        let (o, r) = try runScript("""
+            local closed = 0
+            local co = coroutine.create(function()
+              local x <close> = setmetatable({}, { __close = function() closed = closed + 1 end })
+              qw.exec{ "sleep", "0.2" }
+              return "finished"
+            end)
+            local a, b = qw.parallel(
+              function() return { coroutine.resume(co) } end,
+              function() -- runs once the first has started the exec and waits
+                local status = coroutine.status(co)
+                return { status, coroutine.close(co) }
+              end)
+            result = { ok = a[1], err = a[2], status = b[1], close_ok = b[2], closed = closed,
+                       after = coroutine.status(co), running = qw.resources().running }
+            """)
+        #expect(o.error == nil)
+        #expect(r["ok"] == false)
+        #expect(r["err"] == "cannot resume dead coroutine")
+        #expect(r["status"] == "suspended")
+        #expect(r["close_ok"] == true)
+        #expect(r["closed"] == 1)
+        #expect(r["after"] == "dead")
+        #expect(r["running"] == 0)
     }
 
     @Test func spawnHandles() throws {

@@ -26,12 +26,13 @@ local estimate_policy, with_estimate
 -- coroutine never sees it (as OpenResty does).
 
 local HOST = core._host_tag
-local co_resume, co_yield, co_create = coroutine.resume, coroutine.yield, coroutine.create
-local co_running, co_isyieldable, co_close = coroutine.running, coroutine.isyieldable, coroutine.close
+local co_resume, co_yield = coroutine.resume, coroutine.yield
+local co_running, co_isyieldable = coroutine.running, coroutine.isyieldable
 local pack, unpack = table.pack, table.unpack
 
-local function pass_through(co, ok, first, ...)
-  if ok and first == HOST then
+-- `...` stays a vararg throughout: naming its first value would turn "no values" into a nil.
+local function pass_through(co, ok, ...)
+  if ok and (...) == HOST and select("#", ...) == 1 then
     local answer
     if co_isyieldable() then
       answer = pack(co_yield(HOST))
@@ -40,22 +41,14 @@ local function pass_through(co, ok, first, ...)
     end
     return pass_through(co, co_resume(co, unpack(answer, 1, answer.n)))
   end
-  return ok, first, ...
+  return ok, ...
 end
 
 function coroutine.resume(co, ...)
   return pass_through(co, co_resume(co, ...))
 end
 
-function coroutine.wrap(f)
-  local co = co_create(f)
-  return function(...)
-    local r = pack(coroutine.resume(co, ...))
-    if r[1] then return unpack(r, 2, r.n) end
-    if co_close then co_close(co) end
-    error(r[2], type(r[2]) == "string" and 2 or 0)
-  end
-end
+coroutine.wrap = core._co_make_wrap(coroutine.resume)
 
 -- The main chunk runs in a coroutine of the host; to the script it is the main thread.
 function coroutine.running()
@@ -64,10 +57,9 @@ function coroutine.running()
   return co, false
 end
 
-function coroutine.isyieldable()
-  if core._in_task_thread() then return false end
-  return co_isyieldable()
-end
+-- Yielding from it is the stock error, which pcall catches; and it is not yieldable.
+coroutine.yield = core._co_yield
+coroutine.isyieldable = core._co_isyieldable
 
 ---------------------------------------------------------------------------------------------
 -- Logging

@@ -48,6 +48,13 @@ int qw_mem_strict(void);
 /* ---- Interruption ---------------------------------------------------------------------- */
 /** The state (thread) that is running Lua now, for the stop hook set on an interrupt. */
 void qw_set_running(lua_State *L);
+lua_State *qw_get_running(void);
+/** coroutine.yield and coroutine.isyieldable for scripts: the running task's own thread
+    (see qw_set_running) counts as the main thread, from which a yield is an error. */
+int qw_co_yield(lua_State *L);
+int qw_co_isyieldable(lua_State *L);
+/** make_wrap(resume) -> a coroutine.wrap whose functions resume through `resume`. */
+int qw_co_make_wrap(lua_State *L);
 /** Make interrupts (SIGINT) stop running Lua code with an error. */
 void qw_lua_install_stop(void);
 /** Stop Lua code running on `L`, or on threads created from it afterwards, with "time limit
