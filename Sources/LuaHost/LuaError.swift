@@ -4,7 +4,8 @@
 /// holds the stack traceback when one was taken.
 public struct LuaError: Error, CustomStringConvertible, Sendable {
     /// What kind of failure this was.
-    public enum Kind: Sendable { case syntax, runtime, memory, file }
+    /// `interrupted`: the run was stopped by Ctrl-C (SIGINT), not by an error of its own.
+    public enum Kind: Sendable { case syntax, runtime, memory, file, interrupted }
     public var kind: Kind
     public var message: String
     public var traceback: String?

@@ -60,8 +60,10 @@ public final class Runtime {
     /// Past runs' usage by command label, for estimates.
     var history = UsageHistory()
     private let cpuSampler = CPUSampler()
+    /// The machine's CPU reading for `qw.resources()`, with its baseline taken at start.
     private let statusSampler = CPUSampler()
     private var cpuPercent: Double?
+    private var statusBaseline = 0.0
     let options: RuntimeOptions
     let handles = HandleTable()
     var processMethodsRef: Int32 = LUA_NOREF
@@ -72,6 +74,8 @@ public final class Runtime {
     public let stdlibPath: String?
     /// The root task of the line or script running now.
     private var activeRoot: Int?
+    /// The root task that Ctrl-C cancelled, until its run reports it.
+    private var interruptedRoot: Int?
     /// The library table of Swift primitives, kept for `reload()`.
     private var coreRef: Int32 = LUA_NOREF
     /// The policy script that was run, for `reload()`.
@@ -118,6 +122,8 @@ public final class Runtime {
         stdlibPath = options.stdlibPath ?? Self.findStdlib()
         scheduler.onInterrupt = { [unowned self] _ in self.interrupt(reason: "interrupted") }
         try installLibrary()
+        _ = statusSampler.sample()
+        statusBaseline = monotonicSeconds()
     }
 
     deinit {
@@ -127,11 +133,22 @@ public final class Runtime {
 
     func store(_ o: AnyObject) -> Int { handles.store(o) }
 
-    /// The CPU busy percentage, sampled since the previous call.
+    /// The CPU busy percentage, sampled since the previous call. The first reading covers
+    /// at least ``firstCPUWindow`` seconds since start: a call sooner waits for the rest.
     func lastCPUPercent() -> Double? {
         if let c = statusSampler.sample() { cpuPercent = c }
+        if cpuPercent == nil {
+            let left = statusBaseline + Self.firstCPUWindow - monotonicSeconds()
+            if left > 0 {
+                var ts = timespec(tv_sec: 0, tv_nsec: Int(left * 1e9))
+                nanosleep(&ts, nil)
+            }
+            cpuPercent = statusSampler.sample()
+        }
         return cpuPercent
     }
+    /// Long enough for a reading in steps of 10% on 2 cores (clock ticks of 10 ms).
+    static let firstCPUWindow = 0.05
     func object(_ id: Int) -> AnyObject? { handles.object(id) }
     func drop(_ id: Int) { handles.drop(id) }
 
@@ -359,9 +376,13 @@ public final class Runtime {
             scheduler.run(until: { end != nil })
         }
         // An interrupt that the stop hook already acted on must not reach the next line.
-        _ = qw_take_interrupt()
+        let interrupted = qw_take_interrupt() != 0 || interruptedRoot == task.id
+        if interruptedRoot == task.id { interruptedRoot = nil }
         qw_drain_wake()
         switch end {
+        case .failed(let message, _) where interrupted && message.hasSuffix("interrupted"):
+            // Ctrl-C is not an error of the script's: where stdlib was waiting says nothing
+            return .failed(LuaError(.interrupted, message))
         case .failed(let message, let traceback):
             return .failed(LuaError(.runtime, message, traceback: traceback))
         default:
@@ -373,6 +394,7 @@ public final class Runtime {
     /// processes are terminated.
     public func interrupt(reason: String = "interrupted") {
         if let root = activeRoot {
+            if reason == "interrupted" { interruptedRoot = root }
             scheduler.cancelRoot(root, reason: reason)
         } else {
             idleInterrupt?()

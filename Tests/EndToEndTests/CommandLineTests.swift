@@ -11,6 +11,14 @@ struct CommandLineTests {
         #expect(r.stdout.hasPrefix("2\t"))
     }
 
+    /// A fresh qw has a CPU reading at once (a baseline taken at start, the first reading
+    /// over at least 50 ms), even before admission has sampled anything.
+    @Test func cpuPercentIsANumberInAFreshProcess() {
+        let r = qw(["-e", "local c = qw.resources().cpu_percent; print(math.type(c) ~= nil and c >= 0 and c <= 100, qw.resources().cpu_percent ~= nil)"])
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\ttrue\n")
+    }
+
     @Test func versionFlag() {
         let r = qw(["--version"])
         #expect(r.code == 0)
@@ -101,7 +109,9 @@ struct CommandLineTests {
         // Ctrl-C (SIGINT) to qw alone, not its group, once the three sleeps run
         let result = try signalWhenRunning([qwBinary, "run", dir + "/batch.lua"], marker: "1002.5", count: 3, signal: SIGINT)
         #expect(result.code == 1)
-        #expect(String(decoding: result.stderr, as: UTF8.self).contains("interrupted"))
+        let stderr = String(decoding: result.stderr, as: UTF8.self)
+        #expect(stderr.contains("interrupted"))
+        #expect(!stderr.contains("traceback"), "Ctrl-C is not a bug to trace: \(stderr)")
         #expect(noneLeft(matching: "1002.5"))
     }
 
