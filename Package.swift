@@ -42,7 +42,8 @@ let package = Package(
         ),
         .target(
             name: "QuantumwalaCore",
-            dependencies: ["CSystem", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["CSystem", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "GRDBSQLite", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .target(

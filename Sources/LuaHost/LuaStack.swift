@@ -118,6 +118,23 @@ public struct LuaStack {
         guard let p = lua_tolstring(L, t == .number ? -1 : i, &len) else { return nil }
         return Array(UnsafeRawBufferPointer(start: p, count: len))
     }
+    /// The text of a string value (no number conversion), copied once: nil for other types.
+    public func text(at i: Int32) -> String? {
+        guard lua_type(L, i) == LUA_TSTRING else { return nil }
+        var len = 0
+        guard let p = lua_tolstring(L, i, &len) else { return nil }
+        return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+    }
+
+    /// Pushes `t[k]` (raw), where `t` and the key `k` are both on the stack: cheaper than
+    /// ``getField(_:_:)`` in a loop, which makes the key string each time.
+    @discardableResult
+    public func getField(_ table: Int32, keyAt k: Int32) -> LuaType {
+        let t = absolute(table)
+        lua_pushvalue(L, k)
+        return LuaType(rawValue: lua_rawget(L, t)) ?? .nil
+    }
+
     /// The text of a string (or number) value, nil for other types.
     public func string(at i: Int32) -> String? {
         bytes(at: i).map { String(decoding: $0, as: UTF8.self) }

@@ -73,6 +73,8 @@ public final class Runtime {
     /// The folder that `require` finds stdlib modules in.
     public let stdlibPath: String?
     /// The root task of the line or script running now.
+    /// Writes big batches to the store off the event loop (workflow records).
+    lazy var storeWriter = StoreWriter()
     private var activeRoot: Int?
     /// The root task that Ctrl-C cancelled, until its run reports it.
     private var interruptedRoot: Int?

@@ -209,7 +209,8 @@ private func ownCommandLine() -> String {
     return words.joined(separator: " ")
 }
 
-private func currentDirectory() -> String {
+/// The process's working directory ("" when it cannot be read).
+func currentDirectory() -> String {
     var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     guard getcwd(&buf, buf.count) != nil else { return "" }
     return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }

@@ -79,6 +79,20 @@ int qw_spawn_req_slot(const qw_spawn_req *r);
 /** Frees a request that is done (or was never started). */
 void qw_spawn_req_free(qw_spawn_req *r);
 
+/* ---- Content hashes ------------------------------------------------------------------ */
+/** A streaming 128-bit content hash (not cryptographic): whether a file changed. */
+typedef struct qw_hash_state {
+    uint64_t v[4];
+    uint64_t length;
+    unsigned char buf[32];
+    size_t pending;
+} qw_hash_state;
+void qw_hash_init(qw_hash_state *s);
+void qw_hash_update(qw_hash_state *s, const void *data, size_t n);
+void qw_hash_final(const qw_hash_state *s, uint64_t out[2]);
+/** The hash of a file's content; 0 or an errno. */
+int qw_hash_file(const char *path, uint64_t out[2]);
+
 /** Starts a program in a new session on a new pseudo-terminal (rows x cols); returns the
     master side. For driving interactive programs (the REPL) in tests. */
 int qw_spawn_pty(const char *file, char *const argv[], char *const envp[], const char *cwd,

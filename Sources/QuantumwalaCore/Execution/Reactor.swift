@@ -1,4 +1,4 @@
-public import CSystem
+import CSystem
 import Glibc
 
 /// A single-threaded event loop over epoll: file descriptors and timers.
@@ -54,9 +54,12 @@ public final class Reactor {
 
     /// The path `execvp` would run for `name` (a name with a slash is its own path),
     /// remembered per PATH value so that a child does not try every PATH entry first.
+    /// PATH when none is set, as the child's search uses it.
+    nonisolated(unsafe) private static let defaultPath: UnsafeMutablePointer<CChar> = strdup("/usr/local/bin:/usr/bin:/bin")!
+
     public func resolveProgram(_ name: String) -> ProgramLookup {
         if name.utf8.contains(UInt8(ascii: "/")) { return .path(name) }
-        let path = getenv("PATH") ?? UnsafeMutablePointer(mutating: "/usr/local/bin:/usr/bin:/bin")
+        let path = getenv("PATH") ?? Self.defaultPath
         let same = programPathsFor.withUnsafeBufferPointer { $0.count > 0 && strcmp($0.baseAddress!, path) == 0 }
         if !same {
             programPaths = [:]

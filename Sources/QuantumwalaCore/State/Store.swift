@@ -1,4 +1,5 @@
 import GRDB
+import GRDBSQLite
 import Glibc
 
 /// A value in the store with the version it was read at (versions grow with every write).
@@ -51,6 +52,7 @@ public final class StateStore {
             db = try DatabaseQueue(path: path, configuration: config)
             try db.writeWithoutTransaction { db in
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")  // WAL: durable at checkpoints, never corrupt
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
             }
             try Self.migrator.migrate(db)
         } catch {
@@ -137,6 +139,23 @@ public final class StateStore {
                     error TEXT
                 );
                 CREATE INDEX attempts_by_task ON attempts (workflow, task, id);
+                """)
+        }
+        m.registerMigration("v4: task inputs and outputs, and a cache of file content hashes") { db in
+            try db.execute(sql: """
+                ALTER TABLE wf_tasks ADD COLUMN io_base TEXT;
+                ALTER TABLE wf_tasks ADD COLUMN inputs TEXT;
+                ALTER TABLE wf_tasks ADD COLUMN outputs TEXT;
+                ALTER TABLE wf_tasks ADD COLUMN deps TEXT;
+                CREATE TABLE file_hashes (
+                    path TEXT PRIMARY KEY NOT NULL,
+                    device INTEGER NOT NULL,
+                    inode INTEGER NOT NULL,
+                    size INTEGER NOT NULL,
+                    mtime_ns INTEGER NOT NULL,
+                    ctime_ns INTEGER NOT NULL,
+                    hash TEXT NOT NULL
+                ) WITHOUT ROWID;
                 """)
         }
         return m
@@ -250,6 +269,14 @@ public final class StateStore {
         public var error: String?
         /// The result as JSON.
         public var result: [UInt8]?
+        /// The folder that input and output paths are relative to.
+        public var ioBase: String?
+        /// The inputs the task last succeeded with: what ``WorkflowIO/encodeInputs(_:_:)`` writes.
+        public var inputs: String?
+        /// The output patterns it declared, one per line.
+        public var outputs: String?
+        /// The tasks it depends on (declared and implied by its inputs), one per line.
+        public var deps: String?
 
         public init(id: String, fingerprint: String, status: String) {
             self.id = id
@@ -326,19 +353,31 @@ public final class StateStore {
     public func tasks(of workflow: String) throws(StoreError) -> [TaskRecord] {
         try wrap("read the tasks of '\(workflow)'") {
             try db.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM wf_tasks WHERE workflow = ?", arguments: [workflow]).map { r in
-                    var t = TaskRecord(id: r["id"], fingerprint: r["fingerprint"], status: r["status"])
-                    t.attempts = r["attempts"]
-                    t.startedAt = r["started_at"]
-                    t.finishedAt = r["finished_at"]
-                    t.duration = r["duration"]
-                    t.code = r["code"]
-                    t.maxRSS = r["max_rss"]
-                    t.cpuTime = r["cpu_time"]
-                    t.error = r["error"]
-                    t.result = (r["result"] as String?).map { Array($0.utf8) }
-                    return t
+                // columns by position: looking them up by name per row is most of the cost
+                let rows = try Row.fetchCursor(db, sql: """
+                    SELECT id, fingerprint, status, attempts, started_at, finished_at, duration, code, max_rss, cpu_time,
+                           error, result, io_base, inputs, outputs, deps
+                    FROM wf_tasks WHERE workflow = ?
+                    """, arguments: [workflow])
+                var out: [TaskRecord] = []
+                while let r = try rows.next() {
+                    var t = TaskRecord(id: r[0], fingerprint: r[1], status: r[2])
+                    t.attempts = r[3]
+                    t.startedAt = r[4]
+                    t.finishedAt = r[5]
+                    t.duration = r[6]
+                    t.code = r[7]
+                    t.maxRSS = r[8]
+                    t.cpuTime = r[9]
+                    t.error = r[10]
+                    t.result = (r[11] as String?).map { Array($0.utf8) }
+                    t.ioBase = r[12]
+                    t.inputs = r[13]
+                    t.outputs = r[14]
+                    t.deps = r[15]
+                    out.append(t)
                 }
+                return out
             }
         }
     }
@@ -368,35 +407,51 @@ public final class StateStore {
         guard !records.isEmpty || !events.isEmpty || !attempts.isEmpty else { return }
         try wrap("save the tasks of '\(workflow)'") {
             try db.write { db in
+                // Bound through SQLite's own calls: GRDB's argument arrays cost more than the
+                // inserts themselves at 100,000 rows.
                 let upsert = try db.cachedStatement(sql: """
                     INSERT INTO wf_tasks (workflow, id, fingerprint, status, attempts, started_at, finished_at, duration,
-                                          code, max_rss, cpu_time, error, result)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                          code, max_rss, cpu_time, error, result, io_base, inputs, outputs, deps)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(workflow, id) DO UPDATE SET fingerprint = excluded.fingerprint, status = excluded.status,
                         attempts = excluded.attempts, started_at = excluded.started_at, finished_at = excluded.finished_at,
                         duration = excluded.duration, code = excluded.code, max_rss = excluded.max_rss,
-                        cpu_time = excluded.cpu_time, error = excluded.error, result = excluded.result
+                        cpu_time = excluded.cpu_time, error = excluded.error, result = excluded.result,
+                        io_base = excluded.io_base, inputs = excluded.inputs, outputs = excluded.outputs, deps = excluded.deps
                     """)
+                let u = RawStatement(upsert.sqliteStatement, db: db.sqliteConnection)
                 for t in records {
-                    try upsert.execute(arguments: [workflow, t.id, t.fingerprint, t.status, t.attempts, t.startedAt, t.finishedAt,
-                                                   t.duration, t.code, t.maxRSS, t.cpuTime, t.error,
-                                                   t.result.map { String(decoding: $0, as: UTF8.self) }])
+                    u.reset()
+                    u.bind(1, workflow); u.bind(2, t.id); u.bind(3, t.fingerprint); u.bind(4, t.status)
+                    u.bind(5, t.attempts); u.bind(6, t.startedAt); u.bind(7, t.finishedAt); u.bind(8, t.duration)
+                    u.bind(9, t.code); u.bind(10, t.maxRSS); u.bind(11, t.cpuTime); u.bind(12, t.error)
+                    u.bind(13, t.result); u.bind(14, t.ioBase); u.bind(15, t.inputs); u.bind(16, t.outputs)
+                    u.bind(17, t.deps)
+                    try u.step()
                 }
-                let event = try db.cachedStatement(sql: "INSERT INTO events (at, kind, workflow, task, data) VALUES (?, ?, ?, ?, ?)")
+                let event = RawStatement(try db.cachedStatement(sql: "INSERT INTO events (at, kind, workflow, task, data) VALUES (?, ?, ?, ?, ?)").sqliteStatement,
+                                         db: db.sqliteConnection)
+                func log(_ at: Double, _ kind: String, _ task: String, _ data: String?) throws {
+                    event.reset()
+                    event.bind(1, at); event.bind(2, kind); event.bind(3, workflow); event.bind(4, task); event.bind(5, data)
+                    try event.step()
+                }
                 let now = monotonicWallClock()
                 // the log of what the records say: started, and how each task finished
                 for t in records {
                     switch t.status {
                     case "running":
-                        try event.execute(arguments: [t.startedAt ?? now, "task started", workflow, t.id, nil as String?])
-                    case "succeeded", "failed", "skipped":
-                        try event.execute(arguments: [t.finishedAt ?? now, "task " + t.status, workflow, t.id, Self.eventData(t)])
+                        try log(t.startedAt ?? now, "task started", t.id, nil)
+                    case "succeeded":
+                        try log(t.finishedAt ?? now, "task succeeded", t.id, Self.eventData(t))
+                    case "failed", "skipped":
+                        try log(t.finishedAt ?? now, t.status == "failed" ? "task failed" : "task skipped", t.id, Self.eventData(t))
                     default:
                         break
                     }
                 }
                 for e in events {
-                    try event.execute(arguments: [now, e.kind, workflow, e.task, e.data.map { String(decoding: $0, as: UTF8.self) }])
+                    try log(now, e.kind, e.task, e.data.map { String(decoding: $0, as: UTF8.self) })
                 }
                 if !attempts.isEmpty {
                     let run = try Int64.fetchOne(db, sql: "SELECT max(id) FROM runs WHERE workflow = ?", arguments: [workflow]) ?? 0
@@ -415,15 +470,50 @@ public final class StateStore {
 
     /// `{"started_at":...,"attempts":1,...}` for a finished task's event.
     static func eventData(_ t: TaskRecord) -> String {
-        var parts: [String] = []
-        if let v = t.startedAt { parts.append("\"started_at\":\(v)") }
-        if t.status != "skipped" { parts.append("\"attempts\":\(t.attempts)") }
-        if let v = t.duration { parts.append("\"duration\":\(v)") }
-        if let v = t.code { parts.append("\"code\":\(v)") }
-        if let v = t.maxRSS { parts.append("\"max_rss\":\(v)") }
-        if let v = t.cpuTime { parts.append("\"cpu_time\":\(v)") }
-        if let e = t.error { parts.append("\"error\":" + jsonString(e)) }
-        return "{" + parts.joined(separator: ",") + "}"
+        var out = "{"
+        out.reserveCapacity(96)
+        func field(_ name: String, _ value: String) {
+            if out.utf8.count > 1 { out += "," }
+            out += name
+            out += value
+        }
+        if let v = t.startedAt { field("\"started_at\":", v.description) }
+        if t.status != "skipped" { field("\"attempts\":", t.attempts.description) }
+        if let v = t.duration { field("\"duration\":", v.description) }
+        if let v = t.code { field("\"code\":", v.description) }
+        if let v = t.maxRSS { field("\"max_rss\":", v.description) }
+        if let v = t.cpuTime { field("\"cpu_time\":", v.description) }
+        if let e = t.error { field("\"error\":", jsonString(e)) }
+        return out + "}"
+    }
+
+    // MARK: Content hashes
+
+    /// The cached content hash of a file, with the stamp it was taken at.
+    public func cachedHash(_ path: String) throws(StoreError) -> ContentHashes.Entry? {
+        try wrap("read the hash cache") {
+            try db.read { db in
+                let st = try db.cachedStatement(sql: "SELECT device, inode, size, mtime_ns, ctime_ns, hash FROM file_hashes WHERE path = ?")
+                guard let r = try Row.fetchOne(st, arguments: [path]) else { return nil }
+                let stamp = FileStamp(device: UInt64(bitPattern: r[0]), inode: UInt64(bitPattern: r[1]), size: r[2],
+                                      mtimeNs: r[3], ctimeNs: r[4])
+                return ContentHashes.Entry(path: path, stamp: stamp, hash: r[5])
+            }
+        }
+    }
+
+    /// Keeps content hashes for later runs.
+    public func cacheHashes(_ entries: [ContentHashes.Entry]) throws(StoreError) {
+        guard !entries.isEmpty else { return }
+        try wrap("write the hash cache") {
+            try db.write { db in
+                let st = try db.cachedStatement(sql: "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?)")
+                for e in entries {
+                    try st.execute(arguments: [e.path, Int64(bitPattern: e.stamp.device), Int64(bitPattern: e.stamp.inode),
+                                               e.stamp.size, e.stamp.mtimeNs, e.stamp.ctimeNs, e.hash])
+                }
+            }
+        }
     }
 
     /// `PRAGMA integrity_check`: "ok" for a sound database.
@@ -503,4 +593,59 @@ public func monotonicWallClock() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// A prepared statement of GRDB's, bound and stepped through SQLite's C calls.
+struct RawStatement {
+    let handle: OpaquePointer
+    let db: OpaquePointer?
+    /// SQLite copies the bytes before the call returns.
+    private static let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
+
+    init(_ handle: OpaquePointer, db: OpaquePointer?) {
+        self.handle = handle
+        self.db = db
+    }
+
+    func reset() {
+        sqlite3_reset(handle)
+    }
+
+    func bind(_ i: Int32, _ v: String?) {
+        guard var v else {
+            sqlite3_bind_null(handle, i)
+            return
+        }
+        v.withUTF8 { b in
+            let p = UnsafeRawPointer(b.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
+            _ = sqlite3_bind_text(handle, i, p, Int32(b.count), Self.transient)
+        }
+    }
+
+    func bind(_ i: Int32, _ v: [UInt8]?) {
+        guard let v else {
+            sqlite3_bind_null(handle, i)
+            return
+        }
+        v.withUnsafeBytes { b in
+            let p = (b.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
+            _ = sqlite3_bind_text(handle, i, p, Int32(b.count), Self.transient)
+        }
+    }
+
+    func bind(_ i: Int32, _ v: Int?) {
+        if let v { sqlite3_bind_int64(handle, i, sqlite3_int64(v)) } else { sqlite3_bind_null(handle, i) }
+    }
+
+    func bind(_ i: Int32, _ v: Double?) {
+        if let v { sqlite3_bind_double(handle, i, v) } else { sqlite3_bind_null(handle, i) }
+    }
+
+    func step() throws(StoreError) {
+        let rc = sqlite3_step(handle)
+        guard rc == SQLITE_DONE || rc == SQLITE_ROW else {
+            let message = db.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) } ?? "SQLite error \(rc)"
+            throw StoreError(message: message)
+        }
+    }
 }

@@ -63,6 +63,8 @@ struct Status: ParsableCommand {
             throw ExitCode(1)
         }
         let tasks = try store.tasks(of: name).sorted { ($0.startedAt ?? .infinity, $0.id) < ($1.startedAt ?? .infinity, $1.id) }
+        // what the next run would do: kept, or why not (inputs are hashed with the store's cache)
+        let next = WorkflowRun.nextRun(tasks, hashes: ContentHashes(lookup: { try? store.cachedHash($0) ?? nil }))
         if json {
             var list: [LuaValue] = []
             for t in tasks {
@@ -70,6 +72,7 @@ struct Status: ParsableCommand {
                 if let d = t.duration { o["duration"] = .number(d) }
                 if let c = t.code { o["code"] = .integer(Int64(c)) }
                 if let e = t.error { o["error"] = .string(e) }
+                o["next_run"] = .string(next[t.id] ?? "kept")
                 list.append(.table(o))
             }
             let doc: LuaValue = .table(["name": .string(name), "status": .string(w.status), "runs": .integer(Int64(w.runs)),
@@ -79,9 +82,10 @@ struct Status: ParsableCommand {
         }
         writeAll(1, "workflow \(name): \(w.status) (run \(w.runs) time\(w.runs == 1 ? "" : "s"))\n")
         let rows = tasks.map { t in
-            [t.id, t.status, String(t.attempts), t.duration.map { String(format2($0)) + " s" } ?? "-", t.error ?? ""]
+            [t.id, t.status, String(t.attempts), t.duration.map { String(format2($0)) + " s" } ?? "-", next[t.id] ?? "kept", t.error ?? ""]
         }
-        printTable(["task", "status", "attempts", "duration", "error"], rows)
+        printTable(["task", "status", "attempts", "duration", "next run", "error"], rows)
+        writeAll(1, "(next run: judged from the files; a changed definition shows when the script runs, e.g. wf:run{ dry_run = true })\n")
     }
 }
 
