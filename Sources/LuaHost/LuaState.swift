@@ -148,6 +148,49 @@ public final class LuaState {
         try load(bytes, name: "@" + (displayPath ?? path), mode: mode)
     }
 
+    /// ``loadFile(_:displayPath:)`` through a cache of compiled chunks in `cacheDir`: a file
+    /// whose size, mtime and inode are those it was compiled at is loaded from its bytecode
+    /// (with its debug information, so messages and tracebacks are the same), which skips
+    /// the parser. A cache that cannot be read or written is passed over.
+    public func loadFile(_ path: String, displayPath: String? = nil, cacheDir: String?) throws(LuaError) {
+        var st = stat()
+        guard let cacheDir, stat(path, &st) == 0 else { return try loadFile(path, displayPath: displayPath) }
+        let key = "\(path)\u{0}\(displayPath ?? "")\u{0}\(st.st_size)\u{0}\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\u{0}\(st.st_ino)\u{0}\(LUA_VERSION_NUM)"
+        let cached = cacheDir + "/" + Self.cacheName(key) + ".luac"
+        if let code = readFile(cached), code.first == 0x1B, (try? load(code, name: "@" + (displayPath ?? path), mode: "b")) != nil {
+            return
+        }
+        try loadFile(path, displayPath: displayPath)
+        // the chunk is on top: keep its bytecode for next time
+        final class Sink { var bytes: [UInt8] = [] }
+        let sink = Sink()
+        let rc = withExtendedLifetime(sink) {
+            lua_dump(L, { _, p, n, ud in
+                let sink = Unmanaged<Sink>.fromOpaque(ud!).takeUnretainedValue()
+                sink.bytes.append(contentsOf: UnsafeRawBufferPointer(start: p, count: n))
+                return 0
+            }, Unmanaged.passUnretained(sink).toOpaque(), 0)
+        }
+        guard rc == 0, !sink.bytes.isEmpty else { return }
+        _ = mkdir(cacheDir, 0o700)
+        let temp = cached + ".\(getpid()).tmp"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        let written = sink.bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        if written != sink.bytes.count || rename(temp, cached) != 0 { unlink(temp) }
+    }
+
+    /// A file name for a cache key (FNV-1a, 64 bits, in hex).
+    private static func cacheName(_ key: String) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in key.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        return String(h, radix: 16)
+    }
+
     /// Calls the function below `nargs` arguments on the main stack, leaving `nresults`
     /// results (or all, with `LUA_MULTRET`).
     ///

@@ -104,18 +104,26 @@ public final class Runtime {
         qw_lua_install_stop()
         lua = LuaState(memoryLimit: options.memoryLimit)
         reactor = Reactor()
-        let capacity = MachineCapacity.read()
+        // the machine (or cgroup) is measured once, when admission first needs it
+        var measured: MachineCapacity?
+        let capacity = { () -> MachineCapacity in
+            if let m = measured { return m }
+            let m = MachineCapacity.read()
+            measured = m
+            return m
+        }
         let limits = ResourceLimits()
         let sampler = cpuSampler
-        let own = OwnCPUMeter(cores: capacity.cores)
+        var own: OwnCPUMeter?
         var othersCPU: Double?
         weak var weakScheduler: Scheduler?
         // The CPU reading that admission uses is other programs' load: the machine's busy
         // share less qw's own (its children included), sampled over the same window.
-        resources = ResourceManager(reactor: reactor, cores: capacity.cores, memoryTotal: capacity.memoryTotal, limits: limits) {
-            let mine = own.sample(livePids: weakScheduler?.runningPids ?? [])
+        resources = ResourceManager(reactor: reactor, capacity: { (capacity().cores, capacity().memoryTotal) }, limits: limits) {
+            if own == nil { own = OwnCPUMeter(cores: capacity().cores) }
+            let mine = own!.sample(livePids: weakScheduler?.runningPids ?? [])
             if let busy = sampler.sample(), let mine { othersCPU = max(0, busy - mine) }
-            return LoadReading(cpuBusyPercent: othersCPU, memoryUsedPercent: capacity.readMemory().usedPercent)
+            return LoadReading(cpuBusyPercent: othersCPU, memoryUsedPercent: capacity().readMemory().usedPercent)
         }
         let manager = resources
         memoryWatch = MemoryWatch(reactor: reactor) { manager.limits.memoryMargin }
@@ -153,6 +161,23 @@ public final class Runtime {
     static let firstCPUWindow = 0.05
     func object(_ id: Int) -> AnyObject? { handles.object(id) }
     func drop(_ id: Int) { handles.drop(id) }
+
+    /// Where compiled stdlib chunks are kept: `$XDG_CACHE_HOME/qw`, else `~/.cache/qw`
+    /// (nil with `QW_NO_BYTECODE_CACHE` set, or no home).
+    static let bytecodeCache: String? = {
+        if getenv("QW_NO_BYTECODE_CACHE") != nil { return nil }
+        let base: String
+        if let x = getenv("XDG_CACHE_HOME"), x.pointee != 0 {
+            base = String(cString: x)
+        } else if let h = getenv("HOME"), h.pointee != 0 {
+            base = String(cString: h) + "/.cache"
+            _ = mkdir(base, 0o755)
+        } else {
+            return nil
+        }
+        _ = mkdir(base + "/qw", 0o700)
+        return base + "/qw"
+    }()
 
     /// Searches `QW_STDLIB`, then upwards from the executable (a checkout, or
     /// `PREFIX/share/qw/stdlib` of an installed copy), then the checkout this was built from.
@@ -208,7 +233,7 @@ public final class Runtime {
         let s = lua.stack
         let base = s.top
         defer { s.top = base }
-        try lua.loadFile(stdlibPath! + "/qw/init.lua", displayPath: "stdlib/qw/init.lua")
+        try lua.loadFile(stdlibPath! + "/qw/init.lua", displayPath: "stdlib/qw/init.lua", cacheDir: Self.bytecodeCache)
         lua.pushRef(coreRef)
         try lua.call(nargs: 1, nresults: 1)
         s.pushValue(at: -1)

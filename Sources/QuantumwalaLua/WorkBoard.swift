@@ -102,18 +102,31 @@ func number(_ v: LuaValue?) -> Double {
 extension Runtime {
     /// Starts publishing this runtime's work on `board` (see ``WorkBoard``).
     public func publishWork(on board: WorkBoard) {
-        workBoard = board
-        workBoardName = "\(getpid())-\(String(UInt(bitPattern: ObjectIdentifier(self).hashValue), radix: 16)).json"
-        // who this is does not change: worked out once
-        var who: [LuaValue: LuaValue] = [
-            "pid": .integer(Int64(getpid())),
-            "command": .string(ownCommandLine()),
-            "cwd": .string(currentDirectory()),
-            "started": .number(runtimeStarted),
-        ]
-        if let ticks = processStartTicks(getpid()) { who["start_ticks"] = .integer(Int64(ticks)) }
-        workBoardIdentity = who
-        scheduler.onWorkChange = { [unowned self] in workChanged() }
+        publishWork { board }
+    }
+
+    /// Publishes this runtime's work on the board `makeBoard` gives, made when there is
+    /// first work to show (a script that starts no command never touches the board).
+    public func publishWork(onBoard makeBoard: @escaping () -> WorkBoard?) {
+        var make: (() -> WorkBoard?)? = makeBoard
+        scheduler.onWorkChange = { [unowned self] in
+            if let m = make {
+                make = nil
+                guard let board = m() else { return }
+                workBoard = board
+                workBoardName = "\(getpid())-\(String(UInt(bitPattern: ObjectIdentifier(self).hashValue), radix: 16)).json"
+                // who this is does not change: worked out once
+                var who: [LuaValue: LuaValue] = [
+                    "pid": .integer(Int64(getpid())),
+                    "command": .string(ownCommandLine()),
+                    "cwd": .string(currentDirectory()),
+                    "started": .number(runtimeStarted),
+                ]
+                if let ticks = processStartTicks(getpid()) { who["start_ticks"] = .integer(Int64(ticks)) }
+                workBoardIdentity = who
+            }
+            workChanged()
+        }
     }
 
     /// Something started, ended or began waiting: publish within ``WorkBoard/interval``.

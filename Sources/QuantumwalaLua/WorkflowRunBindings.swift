@@ -246,9 +246,9 @@ extension Runtime {
             let defs = readTaskDefs(s, at: 2, fingerprints: 3)
             let run: WorkflowRun
             do throws(WorkflowError) {
-                let store = storeHandle
-                run = try WorkflowRun(name: name, tasks: defs, hashes: ContentHashes(lookup: { path in
-                    try? store?.cachedHash(path) ?? nil
+                // the store's cache of content hashes (the store opens on first use)
+                run = try WorkflowRun(name: name, tasks: defs, hashes: ContentHashes(lookup: { [unowned self] path in
+                    (try? stateStore()).flatMap { try? $0.cachedHash(path) } ?? nil
                 }))
             } catch {
                 throw LuaArgumentError(error.message)
@@ -349,6 +349,14 @@ extension Runtime {
             guard let n = call.stack.integer(at: 2) else { return .values(0) }
             guard let e = h.run.prepareInputs(Int(n) - 1) else { return .values(0) }
             call.stack.push(e)
+            return .values(1)
+        }
+        // h:hashed() -> { files, bytes }: what was read to hash inputs
+        lua.setFunction("hashed", in: -1) { call in
+            let hashes = try handle(call).run.hashes
+            call.stack.newTable(hash: 2)
+            call.stack.push(hashes.filesRead); call.stack.setField(-2, "files")
+            call.stack.push(Int(hashes.bytesRead)); call.stack.setField(-2, "bytes")
             return .values(1)
         }
         // h:outcome() -> succeeded, failed, skipped (lists of ids, in definition order)

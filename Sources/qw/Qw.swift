@@ -26,6 +26,42 @@ struct GlobalOptions: ParsableArguments {
 
     /// A runtime set up from these options, or a message naming what is wrong.
     func makeRuntime() throws -> Runtime {
+        try makeQwRuntime(verbose: verbose, timeLimit: timeLimit, luaMemory: luaMemory, maxConcurrent: maxConcurrent,
+                          state: state, policy: policy)
+    }
+}
+
+/// The global options as the fast path reads them (see ``Qw/fastPath()``).
+struct FastOptions {
+    var verbose = false
+    var timeLimit: Double?
+    var luaMemory = "1G"
+    var maxConcurrent: Int?
+    var state: String?
+    var policy: String?
+
+    /// Makes the runtime and runs `body` with it; the exit status.
+    func run(_ body: (Runtime) throws -> Void) -> Int32 {
+        do {
+            let runtime = try makeQwRuntime(verbose: verbose, timeLimit: timeLimit, luaMemory: luaMemory,
+                                            maxConcurrent: maxConcurrent, state: state, policy: policy)
+            try body(runtime)
+            return 0
+        } catch let e as ExitCode {
+            return e.rawValue
+        } catch let e as ValidationError {
+            writeAll(2, "Error: \(e.message)\n")
+            return ExitCode.validationFailure.rawValue
+        } catch {
+            writeAll(2, "qw: \(error)\n")
+            return 1
+        }
+    }
+}
+
+/// A runtime with the global options' values.
+func makeQwRuntime(verbose: Bool = false, timeLimit: Double? = nil, luaMemory: String = "1G", maxConcurrent: Int? = nil,
+                   state: String? = nil, policy: String? = nil) throws -> Runtime {
         var o = RuntimeOptions()
         o.verbose = verbose
         if let t = timeLimit {
@@ -54,9 +90,8 @@ struct GlobalOptions: ParsableArguments {
         }
         if let n = maxConcurrent { runtime.setMaxConcurrent(n) }
         // what it runs shows in `qw resources` from any terminal
-        if let board = WorkBoard() { runtime.publishWork(on: board) }
+        runtime.publishWork(onBoard: { WorkBoard() })
         return runtime
-    }
 }
 
 /// Reports a run's outcome the way `lua` does and turns it into an exit status.
@@ -81,6 +116,89 @@ struct Qw: ParsableCommand {
         version: quantumwalaVersion,
         subcommands: [Run.self, Repl.self, Status.self, Resume.self, Resources.self, State.self]
     )
+
+    /// The commands that most start-ups are (`qw -e CODE`, `qw run FILE ARGS...`,
+    /// `qw --version`) skip the argument parser, whose type lookups cost more than the rest of
+    /// the start; everything else, errors and help included, goes through it.
+    static func main() {
+        if let status = fastPath() { Glibc.exit(status) }
+        main(nil)
+    }
+
+    /// Runs the command line when it is one of the common forms: `[OPTIONS] -e CODE...`,
+    /// `[OPTIONS] run [OPTIONS] FILE ARGS...` (everything after FILE is the script's), and
+    /// `--version`, where OPTIONS are the global ones. Returns nil for anything else (other
+    /// commands, help, unknown options), which the argument parser then handles. Reads argv
+    /// as C strings: the first generic code to run costs type lookups that are a noticeable
+    /// part of a start.
+    static func fastPath() -> Int32? {
+        let argc = Int(CommandLine.argc), argv = CommandLine.unsafeArgv
+        func arg(_ i: Int) -> String { String(cString: argv[i]!) }
+        func isArg(_ i: Int, _ s: StaticString) -> Bool { strcmp(argv[i]!, UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self)) == 0 }
+        guard argc >= 2 else { return nil }
+        if argc == 2 && isArg(1, "--version") {
+            writeAll(1, quantumwalaVersion + "\n")
+            return 0
+        }
+        var o = FastOptions()
+        var i = 1
+        // options: --name VALUE, --name=VALUE, -v / --verbose; false for anything else
+        func option() -> Bool? {
+            let a = arg(i)
+            guard a.hasPrefix("--") || a == "-v" else { return false }
+            if a == "-v" || a == "--verbose" {
+                o.verbose = true
+                i += 1
+                return true
+            }
+            var name = a, value: String?
+            if let eq = a.firstIndex(of: "=") {
+                name = String(a[..<eq])
+                value = String(a[a.index(after: eq)...])
+            }
+            guard ["--time-limit", "--lua-memory", "--max-concurrent", "--state", "--policy"].contains(name) else { return nil }
+            if value == nil {
+                guard i + 1 < argc else { return nil }
+                value = arg(i + 1)
+                i += 1
+            }
+            i += 1
+            switch name {
+            case "--time-limit": guard let t = Double(value!) else { return nil }; o.timeLimit = t
+            case "--lua-memory": o.luaMemory = value!
+            case "--max-concurrent": guard let n = Int(value!) else { return nil }; o.maxConcurrent = n
+            case "--state": o.state = value
+            default: o.policy = value
+            }
+            return true
+        }
+        func options() -> Bool {
+            while i < argc {
+                guard let took = option() else { return false }
+                if !took { break }
+            }
+            return true
+        }
+        guard options(), i < argc else { return nil }
+        if isArg(i, "-e") {
+            var chunks: [String] = []
+            while i + 1 < argc && isArg(i, "-e") {
+                chunks.append(arg(i + 1))
+                i += 2
+            }
+            guard i == argc else { return nil }
+            return o.run { runtime in
+                runtime.setArguments(script: nil, [])
+                for chunk in chunks { try finish(runtime.runChunk(chunk, name: "=(command line)")) }
+            }
+        }
+        guard isArg(i, "run") else { return nil }
+        i += 1
+        guard options(), i < argc, argv[i]!.pointee != UInt8(ascii: "-") else { return nil }
+        let file = arg(i)
+        let args = (i + 1..<argc).map(arg)
+        return o.run { runtime in try finish(runtime.runFile(file, args: args)) }
+    }
 
     @OptionGroup var global: GlobalOptions
 

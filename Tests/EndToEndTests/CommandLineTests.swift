@@ -19,6 +19,30 @@ struct CommandLineTests {
         #expect(r.stdout == "true\ttrue\n")
     }
 
+    /// Global options go before the command or after `run`; whatever follows the script is
+    /// the script's, options included.
+    @Test func globalOptionsBeforeOrAfterRun() {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        writeFile(dir + "/args.lua", "print(select('#', ...), ...)\n")
+        for form in [["run", "args.lua"], ["run", "--time-limit", "30", "args.lua"], ["--time-limit=30", "run", "args.lua"],
+                     ["-v", "run", "--lua-memory", "64M", "--state", dir + "/s.db", "args.lua"]] {
+            let r = qw(form + ["--x", "-e", "y"], cwd: dir)
+            #expect(r.code == 0, "\(form): \(r.stderr)")
+            #expect(r.stdout == "3\t--x\t-e\ty\n", "\(form)")
+        }
+        #expect(qw(["--max-concurrent", "2", "-e", "io.write(qw.resources().slots_total)", "-e", "io.write(2)"]).stdout == "22")
+        let bad = qw(["-e", "print(1)", "stray"])
+        #expect(bad.code != 0)
+        #expect(bad.stderr.contains("stray"))
+        let invalid = qw(["run", "--time-limit", "-1", "args.lua"], cwd: dir)
+        #expect(invalid.code == 64)
+        #expect(invalid.stderr.contains("--time-limit must be a positive number of seconds"))
+        let unknown = qw(["run", "--no-such-option", "args.lua"], cwd: dir)
+        #expect(unknown.code == 64)
+        #expect(unknown.stderr.contains("no-such-option"))
+    }
+
     @Test func versionFlag() {
         let r = qw(["--version"])
         #expect(r.code == 0)

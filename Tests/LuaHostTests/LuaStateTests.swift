@@ -379,3 +379,68 @@ private func removeTempFile(_ path: String) {
         #expect(state.memoryUsed > 8 << 20)
     }
 }
+
+/// The cache of compiled chunks: used while the source is unchanged, never after it changes,
+/// and passed over when it is broken; messages name the source file either way.
+@Suite struct BytecodeCacheTests {
+    func load(_ state: LuaState, _ path: String, _ cache: String) throws -> LuaValue {
+        try state.loadFile(path, displayPath: "lib/mod.lua", cacheDir: cache)
+        try state.call(nargs: 0, nresults: 1)
+        defer { state.stack.pop() }
+        return try state.stack.value(at: -1)
+    }
+
+    func cacheFiles(_ dir: String) -> [String] {
+        guard let d = opendir(dir) else { return [] }
+        defer { closedir(d) }
+        var out: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name.hasSuffix(".luac") { out.append(dir + "/" + name) }
+        }
+        return out
+    }
+
+    @Test func aCachedChunkIsUsedUntilItsSourceChanges() throws {
+        let src = try tempFile("mod.lua", "return 'from source'\n")
+        let dir = String(src[..<src.lastIndex(of: "/")!])
+        let cache = dir + "/cache"
+        let state = LuaState()
+        #expect(try load(state, src, cache) == "from source")
+        let files = cacheFiles(cache)
+        try #require(files.count == 1)
+        // put other bytecode in the cache: the next load runs it, so the cache was read
+        guard case .string(let other)? = try state.run("return string.dump(load('return \"from the cache\"', '@lib/mod.lua'))").first
+        else { Issue.record("no bytecode"); return }
+        let fd = open(files[0], O_WRONLY | O_TRUNC)
+        _ = other.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        #expect(try load(state, src, cache) == "from the cache")
+        // an edit (a new size and mtime) is compiled again
+        let out = open(src, O_WRONLY | O_TRUNC)
+        _ = "return 'edited' -- and longer\n".withCString { write(out, $0, strlen($0)) }
+        close(out)
+        #expect(try load(state, src, cache) == "edited")
+        // a broken cache file is passed over
+        for f in cacheFiles(cache) {
+            let fd = open(f, O_WRONLY | O_TRUNC)
+            _ = "\u{1B}Lua garbage".withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+        }
+        #expect(try load(state, src, cache) == "edited")
+        _ = system("rm -rf '\(dir)'")
+    }
+
+    @Test func errorsFromACachedChunkNameTheSourceLine() throws {
+        let src = try tempFile("mod.lua", "local x = 1\nerror('boom')\n")
+        let dir = String(src[..<src.lastIndex(of: "/")!])
+        let state = LuaState()
+        for _ in 0..<2 {  // compiled, then from the cache
+            try state.loadFile(src, displayPath: "lib/mod.lua", cacheDir: dir + "/cache")
+            let e = try #require(luaError { try state.call() })
+            #expect(e.message == "lib/mod.lua:2: boom")
+        }
+        #expect(cacheFiles(dir + "/cache").count == 1)
+        _ = system("rm -rf '\(dir)'")
+    }
+}

@@ -354,6 +354,23 @@ struct RuntimeTests {
         #expect(r["running"] == 0)
     }
 
+    /// stdlib's modules load on first use, and are whole once they do, whichever way a
+    /// script first reaches them.
+    @Test func lazyModulesAreWholeOnFirstUse() throws {
+        let (o, r) = try runScript("""
+            local names = {}
+            for k in pairs(qw.state) do names[#names + 1] = k end
+            table.sort(names)
+            result = { state = table.concat(names, ","), fixed = type(qw.retry.fixed),
+                       shown = qw.inspect({ 1 }), wf = getmetatable(qw.workflow("lazy")) ~= nil }
+            """)
+        #expect(o.error == nil)
+        #expect(r["state"]?.stringValue?.contains("get,keys,set,transaction,update") == true)
+        #expect(r["fixed"] == "function")
+        #expect(r["shown"] == "{ 1 }")
+        #expect(r["wf"] == true)
+    }
+
     @Test func spawnHandles() throws {
         let (o, r) = try runScript("""
             local h = qw.spawn{ "sleep", "5" }

@@ -191,6 +191,16 @@ struct WorkflowInputTests {
         #expect(o.error == nil)
         let store = try StateStore(path: dir + "/state.db")
         #expect(try store.cachedHash("/bin/sh") != nil)
+        // the next run reads nothing to know that /bin/sh is unchanged
+        let (o2, r2) = try runScript("""
+            local wf = qw.workflow("settled")
+            wf:task("sh", { "true" }, { inputs = { "/bin/sh" } })
+            local r = wf:run{ dry_run = true }
+            result = { files = r.hashed.files, keep = r.keep[1] }
+            """, options: opts)
+        #expect(o2.error == nil)
+        #expect(r2["files"] == 0)
+        #expect(r2["keep"] == "sh")
         let cached = ContentHashes(lookup: { try? store.cachedHash($0) ?? nil })
         let again = cached.hash("/bin/sh")
         #expect(cached.filesRead == 0)

@@ -77,11 +77,40 @@ qw.log = { debug = log_at("debug"), info = log_at("info"), warn = log_at("warn")
 ---------------------------------------------------------------------------------------------
 -- Execution
 
-qw.retry = require("qw.retry")
-qw.state = assert(loadfile(package.searchpath("qw.state", package.path)))(core)
-local workflows = assert(loadfile(package.searchpath("qw.workflow", package.path)))(core)
+-- Modules are loaded on first use: most scripts use few of them, and parsing all of stdlib
+-- at every start would be most of what `qw -e` costs. A lazy module is a table that becomes
+-- the module itself at its first lookup (or pairs); `qw._load_lazy()` loads them all (the
+-- REPL does, so that Tab completion sees every name).
+local lazy_loaders = {}
+local function lazy(name, load)
+  local proxy = {}
+  local function fill()
+    local m = load()
+    setmetatable(proxy, getmetatable(m))
+    for k, v in pairs(m) do rawset(proxy, k, v) end
+    lazy_loaders[name] = nil
+    return proxy
+  end
+  lazy_loaders[name] = fill
+  return setmetatable(proxy, {
+    __index = function(_, k) return fill()[k] end,
+    __pairs = function() return next, fill(), nil end,
+    __call = function(_, ...) return fill()(...) end,
+  })
+end
+local function with_core(name)
+  return function() return assert(loadfile(package.searchpath(name, package.path)))(core) end
+end
+
+function qw._load_lazy()
+  for _, fill in pairs(lazy_loaders) do fill() end
+end
+
+qw.retry = lazy("qw.retry", function() return require("qw.retry") end)
+qw.state = lazy("qw.state", with_core("qw.state"))
+local workflows = lazy("qw.workflow", with_core("qw.workflow"))
 ---Creates a workflow; see stdlib/qw/workflow.lua.
-qw.workflow = workflows.new
+function qw.workflow(...) return workflows.new(...) end
 local raw_exec = core.exec
 
 local function option(spec, opts, key)
@@ -302,6 +331,6 @@ end
 ---------------------------------------------------------------------------------------------
 -- Pretty printing
 
-qw.inspect = require("qw.inspect")
+qw.inspect = lazy("qw.inspect", function() return require("qw.inspect") end)
 
 return qw

@@ -210,8 +210,8 @@ end
 
 ---Runs the workflow (resuming: tasks that succeeded before, unchanged, are not run again).
 ---@param opts table? { fresh = true, max_concurrent = n, dry_run = true }
----@return table report { ok, succeeded, failed, skipped, results, duration }; with dry_run,
----  { dry_run = true, run = {ids}, keep = {ids}, tasks = decisions } and nothing runs
+---@return table report { ok, succeeded, failed, skipped, results, duration, hashed = { files, bytes } };
+---  with dry_run, { dry_run = true, run = {ids}, keep = {ids}, tasks = decisions, hashed } and nothing runs
 function Workflow:run(opts)
   if opts ~= nil and type(opts) ~= "table" then fail(2, "wf:run: options must be a table (got %s)", type(opts)) end
   opts = opts or {}
@@ -223,7 +223,7 @@ function Workflow:run(opts)
   local h = prepare(self)
   local decisions = h:decide(opts.fresh and true or false, opts.dry_run)
   if opts.dry_run then
-    local report = { dry_run = true, ok = true, run = {}, keep = {}, tasks = decisions }
+    local report = { dry_run = true, ok = true, run = {}, keep = {}, tasks = decisions, hashed = h:hashed() }
     for _, d in ipairs(decisions) do
       local list = d.run and report.run or report.keep
       list[#list + 1] = d.id
@@ -278,7 +278,7 @@ function Workflow:run(opts)
   end
   h:flush()
 
-  local report = { ok = true, results = results }
+  local report = { ok = true, results = results, hashed = h:hashed() }
   report.succeeded, report.failed, report.skipped = h:outcome()
   report.ok = #report.failed == 0 and #report.skipped == 0
   report.duration = qw.now() - started

@@ -69,9 +69,18 @@ public final class ResourceManager {
     public var limits: ResourceLimits {
         didSet { pump() }
     }
-    /// Cores and bytes of the machine (or of the cgroup qw runs in, whichever is smaller).
-    public let cores: Double
-    public let memoryTotal: Int
+    /// Cores and bytes of the machine (or of the cgroup qw runs in, whichever is smaller),
+    /// measured when first needed: reading cgroups costs more than the rest of a start.
+    public var cores: Double { capacity.cores }
+    public var memoryTotal: Int { capacity.memoryTotal }
+    private var measured: (cores: Double, memoryTotal: Int)?
+    private let measure: () -> (cores: Double, memoryTotal: Int)
+    private var capacity: (cores: Double, memoryTotal: Int) {
+        if let m = measured { return m }
+        let m = measure()
+        measured = m
+        return m
+    }
     /// How many later requests may be granted ahead of a waiting one.
     public var maxBypass = 8
     /// How many waiting requests that do not fit a pass looks past for one that does.
@@ -101,11 +110,19 @@ public final class ResourceManager {
     /// - Parameters:
     ///   - readLoad: the live CPU and memory readings; called at most every 100 ms, and only
     ///     when something of ours already runs.
-    public init(reactor: Reactor, cores: Double, memoryTotal: Int, limits: ResourceLimits = ResourceLimits(),
-                readLoad: @escaping () -> LoadReading) {
+    public convenience init(reactor: Reactor, cores: Double, memoryTotal: Int, limits: ResourceLimits = ResourceLimits(),
+                            readLoad: @escaping () -> LoadReading) {
+        self.init(reactor: reactor, capacity: { (cores, memoryTotal) }, limits: limits, readLoad: readLoad)
+    }
+
+    /// - Parameters:
+    ///   - capacity: cores and bytes, asked for once, when first needed.
+    ///   - readLoad: the live CPU and memory readings; called at most every 100 ms, and only
+    ///     when something of ours already runs.
+    public init(reactor: Reactor, capacity: @escaping () -> (cores: Double, memoryTotal: Int),
+                limits: ResourceLimits = ResourceLimits(), readLoad: @escaping () -> LoadReading) {
         self.reactor = reactor
-        self.cores = cores
-        self.memoryTotal = memoryTotal
+        self.measure = capacity
         self.limits = limits
         self.readLoad = readLoad
     }

@@ -28,11 +28,13 @@ public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
 /// Parses a size: plain bytes (`1048576`), or a number with K, M, G or T (powers of 1024,
 /// an optional `B` or `iB` after it: `512M`, `1.5GiB`, `2gb`). Nil when it is not one.
 public func parseByteSize(_ text: String) -> Int? {
-    var t = Substring(text.uppercased()).drop { $0 == " " }
+    // ASCII upper case: String.uppercased() loads Unicode tables, a cost at every start
+    var t = Substring(String(decoding: text.utf8.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }, as: UTF8.self)).drop { $0 == " " }
     while t.last == " " { t.removeLast() }
     if t.hasSuffix("IB") { t.removeLast(2) } else if t.hasSuffix("B") { t.removeLast() }
     var multiplier = 1.0
-    if let last = t.last, let power = ["K": 1, "M": 2, "G": 3, "T": 4][String(last)] {
+    let powers: [Character] = ["K", "M", "G", "T"]
+    if let last = t.last, let power = powers.firstIndex(of: last).map({ $0 + 1 }) {
         multiplier = Double(1 << (10 * power))
         t.removeLast()
     }

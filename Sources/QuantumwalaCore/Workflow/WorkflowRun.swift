@@ -238,7 +238,16 @@ public final class WorkflowRun {
         if !fresh {
             for r in records { if let i = index[r.id] { previous[Int(i)] = r } }
         }
-        // the inputs as they are now (also checks that each exists or will be produced)
+        // every input file, hashed at once on several threads, then each task's inputs as they
+        // are now (which also checks that each exists or will be produced)
+        var all: [String] = []
+        for i in 0..<n {
+            let def = defs[i]
+            for p in def.inputs ?? [] {
+                for rel in expanded(p, base: def.base) { all.append(PathPattern.absolute(rel, base: def.base)) }
+            }
+        }
+        hashes.prefetch(all)
         var current: [String?] = Array(repeating: nil, count: n)
         var notYet: [Int: Set<String>] = [:]
         for i in 0..<n where defs[i].inputs != nil {
@@ -272,6 +281,7 @@ public final class WorkflowRun {
             }
             decisions[i] = Decision(run: !reasons.isEmpty, reasons: reasons)
         }
+        expansions = [:]  // tasks expand their globs again as they start: earlier ones may add files
     }
 
     static func statusReason(_ status: String) -> String {
@@ -295,7 +305,7 @@ public final class WorkflowRun {
         for p in def.inputs ?? [] {
             let matched: [String]
             if PathPattern.isGlob(p) {
-                matched = PathPattern.expand(p, base: def.base)
+                matched = expanded(p, base: def.base)
                 if matched.isEmpty {
                     let abs = PathPattern.absolute(p, base: def.base)
                     let coming = produced[i].filter { PathPattern.matches(abs, $0) }
@@ -324,6 +334,18 @@ public final class WorkflowRun {
             }
         }
         return (WorkflowIO.encodeInputs(def.inputs ?? [], files), notYet)
+    }
+
+    /// Glob expansions while deciding: tasks that share a pattern read the folders once.
+    private var expansions: [String: [String]] = [:]
+
+    private func expanded(_ pattern: String, base: String) -> [String] {
+        guard PathPattern.isGlob(pattern) else { return [pattern] }
+        let key = base + "\u{0}" + pattern
+        if let e = expansions[key] { return e }
+        let e = PathPattern.expand(pattern, base: base)
+        expansions[key] = e
+        return e
     }
 
     // MARK: Running

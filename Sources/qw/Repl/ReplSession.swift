@@ -39,6 +39,12 @@ final class ReplSession {
     init(runtime: Runtime) {
         self.runtime = runtime
         historyPath = Self.historyFile()
+        loadEveryModule()
+    }
+
+    /// stdlib loads its modules on first use; Tab completion needs their names now.
+    private func loadEveryModule() {
+        _ = try? runtime.lua.run("qw._load_lazy()", name: "=repl")
     }
 
     /// `QW_HISTORY`, else `$XDG_STATE_HOME/qw/history`, else `~/.local/state/qw/history`.
@@ -154,6 +160,7 @@ final class ReplSession {
             report(runtime.loadAndRun(arg))
         case ":reload", ":r":
             report(runtime.reload())
+            loadEveryModule()
             writeAll(1, "reloaded stdlib and project modules\n")
         case ":quit", ":q", ":exit":
             return false
