@@ -283,9 +283,7 @@ extension Runtime {
             }
             let maxConcurrent = s.type(at: 2) == .number ? Int(s.integer(at: 2) ?? Int64(n)) : max(n, 1)
             let batch = Batch(items: items, maxConcurrent: maxConcurrent, failFast: s.bool(at: 3), runtime: self)
-            let id = store(batch)
-            let ud = s.newUserdata(size: MemoryLayout<Int>.size, metatable: Self.batchMetatable)
-            ud.storeBytes(of: id, as: Int.self)
+            pushHandle(batch, metatable: Self.batchMetatable, on: s)
             batch.pump()
             return .values(1)
         }
@@ -293,8 +291,7 @@ extension Runtime {
         luaL_newmetatable(lua.L, Self.batchMetatable)
         lua.stack.newTable()
         func batch(_ call: LuaCall) throws(LuaArgumentError) -> Batch {
-            guard let ud = call.stack.userdata(at: 1, Self.batchMetatable),
-                  let b = object(ud.load(as: Int.self)) as? Batch
+            guard let b = handleObject(call.stack, metatable: Self.batchMetatable, as: Batch.self)
             else { throw LuaArgumentError("expected a batch handle (call its methods with ':')") }
             return b
         }

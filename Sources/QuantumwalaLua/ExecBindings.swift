@@ -126,9 +126,7 @@ extension Runtime {
                     }
                 }
             }
-            let id = store(p)
-            let ud = call.stack.newUserdata(size: MemoryLayout<Int>.size, metatable: Self.processMetatable)
-            ud.storeBytes(of: id, as: Int.self)
+            pushHandle(p, metatable: Self.processMetatable, on: call.stack)
             return .values(1)
         }
     }
@@ -139,8 +137,7 @@ extension Runtime {
         luaL_newmetatable(lua.L, Self.processMetatable)
         s.newTable()
         func process(_ call: LuaCall, _ method: String) throws(LuaArgumentError) -> SpawnedProcess {
-            guard let ud = call.stack.userdata(at: 1, Self.processMetatable),
-                  let p = object(ud.load(as: Int.self)) as? SpawnedProcess
+            guard let p = handleObject(call.stack, metatable: Self.processMetatable, as: SpawnedProcess.self)
             else { throw LuaArgumentError("process:\(method)() needs a process handle (call it with ':')") }
             return p
         }

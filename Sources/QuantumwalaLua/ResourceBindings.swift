@@ -192,9 +192,7 @@ extension Runtime {
     }
 
     private func pushLease(_ lease: Lease, on s: LuaStack) {
-        let id = store(LeaseBox(lease))
-        let ud = s.newUserdata(size: MemoryLayout<Int>.size, metatable: Self.leaseMetatable)
-        ud.storeBytes(of: id, as: Int.self)
+        pushHandle(LeaseBox(lease), metatable: Self.leaseMetatable, on: s)
     }
 
     private func pushLimits(_ s: LuaStack) {

@@ -143,6 +143,19 @@ public final class Runtime {
 
     func store(_ o: AnyObject) -> Int { handles.store(o) }
 
+    /// Pushes a userdata that stands for `o` (kept in the handle table), with the metatable
+    /// registered as `metatable`.
+    func pushHandle(_ o: AnyObject, metatable: String, on s: LuaStack) {
+        let ud = s.newUserdata(size: MemoryLayout<Int>.size, metatable: metatable)
+        ud.storeBytes(of: store(o), as: Int.self)
+    }
+
+    /// The object that the handle at `index` stands for, when it is one of `metatable`'s and a `T`.
+    func handleObject<T: AnyObject>(_ s: LuaStack, at index: Int32 = 1, metatable: String, as _: T.Type) -> T? {
+        guard let ud = s.userdata(at: index, metatable) else { return nil }
+        return object(ud.load(as: Int.self)) as? T
+    }
+
     /// The CPU busy percentage, sampled since the previous call. The first reading covers
     /// at least ``firstCPUWindow`` seconds since start: a call sooner waits for the rest.
     func lastCPUPercent() -> Double? {

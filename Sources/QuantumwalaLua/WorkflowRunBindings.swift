@@ -253,17 +253,14 @@ extension Runtime {
             } catch {
                 throw LuaArgumentError(error.message)
             }
-            let h = WorkflowRunHandle(run: run, runtime: self)
-            let ud = s.newUserdata(size: MemoryLayout<Int>.size, metatable: Self.workflowRunMetatable)
-            ud.storeBytes(of: store(h), as: Int.self)
+            pushHandle(WorkflowRunHandle(run: run, runtime: self), metatable: Self.workflowRunMetatable, on: s)
             return .values(1)
         }
 
         luaL_newmetatable(lua.L, Self.workflowRunMetatable)
         lua.stack.newTable()
         func handle(_ call: LuaCall) throws(LuaArgumentError) -> WorkflowRunHandle {
-            guard let ud = call.stack.userdata(at: 1, Self.workflowRunMetatable),
-                  let h = object(ud.load(as: Int.self)) as? WorkflowRunHandle
+            guard let h = handleObject(call.stack, metatable: Self.workflowRunMetatable, as: WorkflowRunHandle.self)
             else { throw LuaArgumentError("expected a workflow run (call its methods with ':')") }
             return h
         }
