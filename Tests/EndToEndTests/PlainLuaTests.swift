@@ -145,6 +145,27 @@ import Testing
         ("runtime error", "local function f() error('boom') end\nf()"),
     ]
 
+    /// A script that requires a C module (a shared library built against Lua's headers,
+    /// not linked to Lua) loads it, as under lua5.4: qw exports Lua's API to it.
+    @Test func cModulesLoadAsUnderStockLua() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        writeFile(dir + "/greet.c", """
+            #include <lua5.4/lua.h>
+            #include <lua5.4/lauxlib.h>
+            static int hi(lua_State *L) { lua_pushstring(L, luaL_checkstring(L, 1)); lua_pushliteral(L, "!"); lua_concat(L, 2); return 1; }
+            int luaopen_greet(lua_State *L) { lua_newtable(L); lua_pushcfunction(L, hi); lua_setfield(L, -2, "hi"); return 1; }
+            """)
+        let cc = runProgram(["cc", "-shared", "-fPIC", "-o", dir + "/greet.so", dir + "/greet.c"])
+        try #require(cc.code == 0, "\(cc.stderr)")
+        writeFile(dir + "/mod.lua", "package.cpath = './?.so;' .. package.cpath\nprint(require('greet').hi('hey'))\n")
+        let stock = runProgram(["lua5.4", "mod.lua"], cwd: dir)
+        let ours = qw(["run", "mod.lua"], cwd: dir)
+        #expect(stock.stdout == "hey!\n")
+        #expect(ours.code == 0, "\(ours.stderr)")
+        #expect(ours.stdout == stock.stdout)
+    }
+
     @Test(arguments: scripts.map(\.0))
     func sameAsStockLua(name: String) throws {
         let code = try #require(Self.scripts.first { $0.0 == name }?.1)

@@ -1,3 +1,4 @@
+import ArgumentParser
 import CReadline
 import Glibc
 import LuaHost
@@ -12,7 +13,7 @@ nonisolated(unsafe) private var completions: [String] = []
 
 private let lineHandler: @convention(c) (UnsafeMutablePointer<CChar>?) -> Void = { line in
     gotLine = true
-    rl_callback_handler_remove()  // or readline shows the prompt again before the line runs
+    qwrl_handler_remove()  // or readline shows the prompt again before the line runs
     if let line {
         pendingLine = String(cString: line)
         free(line)
@@ -68,10 +69,15 @@ final class ReplSession {
     }
 
     func run() throws {
+        var why: UnsafePointer<CChar>?
+        guard qwrl_load(&why) == 0 else {
+            writeAll(2, "qw: the REPL needs GNU readline (Debian: libreadline8): \(why.map { String(cString: $0) } ?? "not found")\n")
+            throw ExitCode(1)
+        }
         activeSession = self
         defer { activeSession = nil }
         qwrl_setup("qw", completionGenerator)
-        if let h = historyPath { read_history(h) }
+        if let h = historyPath { qwrl_read_history(h) }
         runtime.setArguments(script: nil, [])
         let color = useColor(fd: 1)
         writeAll(1, "Quantumwala \(quantumwalaVersion) (Lua 5.4) :help for help, Ctrl-D to leave\n")
@@ -83,8 +89,8 @@ final class ReplSession {
             // Ctrl-C at the prompt drops what was typed, as a shell does.
             buffer = ""
             qwrl_cancel_line()
-            rl_set_prompt(prompt)
-            rl_redisplay()
+            qwrl_set_prompt(prompt)
+            qwrl_redisplay()
         }
         defer { runtime.idleInterrupt = nil }
         while true {
@@ -109,15 +115,15 @@ final class ReplSession {
             }
             buffer = ""
         }
-        rl_callback_handler_remove()
+        qwrl_handler_remove()
     }
 
     private func remember(_ chunk: String) {
         guard !chunk.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\n" }) else { return }
-        add_history(chunk)
+        qwrl_add_history(chunk)
         if let h = historyPath {
-            if access(h, F_OK) != 0 { write_history(h) } else { append_history(1, h) }
-            history_truncate_file(h, 1000)
+            if access(h, F_OK) != 0 { qwrl_write_history(h) } else { qwrl_append_history(1, h) }
+            qwrl_history_truncate_file(h, 1000)
         }
     }
 
@@ -174,8 +180,8 @@ final class ReplSession {
     private func readLine(prompt: String) -> String? {
         gotLine = false
         pendingLine = nil
-        rl_callback_handler_install(prompt, lineHandler)
-        runtime.waitForInput(fd: 0, until: { gotLine }) { rl_callback_read_char() }
+        qwrl_handler_install(prompt, lineHandler)
+        runtime.waitForInput(fd: 0, until: { gotLine }) { qwrl_read_char() }
         return pendingLine
     }
 }
