@@ -239,6 +239,31 @@ struct CommandLineTests {
         #expect(readText(dir + "/.qw/state.db") != nil)
     }
 
+    /// The incremental build example: a second run compiles nothing, a touched source
+    /// changes nothing, an edited one rebuilds its object and program, a deleted program is
+    /// made again.
+    @Test func incrementalBuildExampleRebuildsWhatChanged() {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let example = repoRoot + "/examples/incremental-build.lua"
+        func build() -> Outcome { qw(["--state", dir + "/state.db", "run", example, dir + "/b"], timeout: 120) }
+        let first = build()
+        #expect(first.code == 0, "\(first.stdout)\(first.stderr)")
+        #expect(first.stdout.hasPrefix("10 of 10 tasks to run"))
+        #expect(access(dir + "/b/bin/fib", X_OK) == 0)
+        #expect(build().stdout.hasPrefix("0 of 10 tasks to run"))
+        qwShell("touch '\(dir)/b/src/fib.c'")
+        #expect(build().stdout.hasPrefix("0 of 10 tasks to run"))
+        qwShell("echo '/* edited */' >> '\(dir)/b/src/fib.c'; rm '\(dir)/b/bin/sort'")
+        let again = build()
+        #expect(again.code == 0)
+        #expect(again.stdout.hasPrefix("3 of 10 tasks to run"))
+        #expect(again.stdout.contains("fib.o        input changed: src/fib.c"))
+        #expect(again.stdout.contains("fib          dependency re-run: fib.o"))
+        #expect(again.stdout.contains("sort         output missing: bin/sort"))
+        #expect(access(dir + "/b/bin/sort", X_OK) == 0)
+    }
+
     @Test func parallelBuildExampleRuns() {
         let r = qw(["run", repoRoot + "/examples/parallel-build.lua"], timeout: 120)
         #expect(r.code == 0, "stdout:\n\(r.stdout)\nstderr:\n\(r.stderr)")
