@@ -192,7 +192,13 @@ extension Runtime {
 
     /// Reads the task list that stdlib hands over, `{ id, deps, opts, input_list, output_list,
     /// base }` each, with their fingerprints in a list of their own.
-    private func readTaskDefs(_ s: LuaStack, at list: Int32, fingerprints fps: Int32) -> [WorkflowTaskDef] {
+    ///
+    /// Dependencies are resolved to indices here, by the address of their Lua string: Lua
+    /// keeps one copy of each short string, so a dependency is usually the very string of the
+    /// task's id, and no Swift string is made for it.
+    ///
+    /// - Throws: the engine's message for a dependency on an unknown task.
+    private func readTaskDefs(_ s: LuaStack, at list: Int32, fingerprints fps: Int32, workflow: String) throws(LuaArgumentError) -> [WorkflowTaskDef] {
         let n = s.rawLength(list)
         var defs: [WorkflowTaskDef] = []
         defs.reserveCapacity(n)
@@ -212,12 +218,38 @@ extension Runtime {
             }
             return out
         }
+        // pass 1: ids, by their string's address and by name
+        var byAddress: [UnsafeRawPointer: Int32] = [:], byName: [String: Int32] = [:]
+        byAddress.reserveCapacity(n)
+        byName.reserveCapacity(n)
+        for i in 0..<n {
+            s.getIndex(list, i + 1)
+            s.getField(-1, keyAt: kID)
+            if let p = lua_topointer(s.L, -1) { byAddress[p] = Int32(i) }
+            byName[s.text(at: -1) ?? ""] = Int32(i)
+            s.pop(2)
+        }
         let cwd = currentDirectory()
         for i in 0..<n {
             s.getIndex(list, i + 1)
             let t = s.top
             s.getField(t, keyAt: kID); let id = s.text(at: -1) ?? ""; s.pop()
-            let deps = s.getField(t, keyAt: kDeps) == .table ? strings(s.top) : []; s.pop()
+            var deps: [Int32] = []
+            if s.getField(t, keyAt: kDeps) == .table {
+                let d = s.top, m = s.rawLength(d)
+                deps.reserveCapacity(m)
+                for k in 0..<m {
+                    s.getIndex(d, k + 1)
+                    let found = lua_topointer(s.L, -1).flatMap { byAddress[$0] } ?? byName[s.text(at: -1) ?? s.string(at: -1) ?? "\u{0}"]
+                    guard let j = found else {
+                        let name = s.string(at: -1) ?? "<\(s.type(at: -1).name)>"
+                        throw LuaArgumentError("workflow '\(workflow)': task '\(id)' depends on unknown task '\(name)'")
+                    }
+                    deps.append(j)
+                    s.pop()
+                }
+            }
+            s.pop()
             s.getIndex(fps, i + 1); let fp = s.text(at: -1) ?? ""; s.pop()
             var retries = false, inputs: [String]?, outputs: [String]?, base: String?
             if s.getField(t, keyAt: kOpts) == .table {
@@ -232,8 +264,10 @@ extension Runtime {
             if s.getField(t, keyAt: kOutputs) == .table { outputs = strings(s.top) }
             s.pop()
             s.pop()
-            defs.append(WorkflowTaskDef(id: id, deps: deps, fingerprint: fp, inputs: inputs, outputs: outputs,
-                                        base: base.map { PathPattern.absolute($0, base: cwd) } ?? cwd, retries: retries))
+            var def = WorkflowTaskDef(id: id, deps: [], fingerprint: fp, inputs: inputs, outputs: outputs,
+                                      base: base.map { PathPattern.absolute($0, base: cwd) } ?? cwd, retries: retries)
+            def.depIndices = deps
+            defs.append(def)
         }
         return defs
     }
@@ -243,7 +277,7 @@ extension Runtime {
         lua.setFunction("_wf_prepare", in: t) { [unowned self] call in
             let s = call.stack
             let name = s.string(at: 1) ?? ""
-            let defs = readTaskDefs(s, at: 2, fingerprints: 3)
+            let defs = try readTaskDefs(s, at: 2, fingerprints: 3, workflow: name)
             let run: WorkflowRun
             do throws(WorkflowError) {
                 // the store's cache of content hashes (the store opens on first use)

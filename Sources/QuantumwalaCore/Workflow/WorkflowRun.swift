@@ -14,6 +14,9 @@ public struct WorkflowTaskDef: Sendable {
     public var base: String
     /// Whether the task has a retry policy (then each attempt gets a row of its own).
     public var retries: Bool
+    /// `deps` already resolved to task indices (by a caller that could do it cheaper); nil:
+    /// resolve `deps` by name.
+    public var depIndices: [Int32]?
 
     public init(id: String, deps: [String], fingerprint: String, inputs: [String]? = nil, outputs: [String]? = nil,
                 base: String, retries: Bool = false) {
@@ -108,6 +111,10 @@ public final class WorkflowRun {
         deps = []
         deps.reserveCapacity(n)
         for t in tasks {
+            if let given = t.depIndices {
+                deps.append(given)
+                continue
+            }
             var d: [Int32] = []
             d.reserveCapacity(t.deps.count)
             for name in t.deps {
