@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Lua 5.4 from the system (Debian: liblua5.4-dev), found with pkg-config.
@@ -43,7 +44,8 @@ let package = Package(
         .target(
             name: "QuantumwalaCore",
             dependencies: ["CSystem", .product(name: "GRDB", package: "GRDB.swift"),
-                           .product(name: "GRDBSQLite", package: "GRDB.swift")],
+                           .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                           .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -333,4 +333,7 @@ end
 
 qw.inspect = lazy("qw.inspect", function() return require("qw.inspect") end)
 
+---The agent definitions (see stdlib/qw/agents.lua): `qw.agents()` by name, `qw.agents.check()`.
+qw.agents = lazy("qw.agents", with_core("qw.agents"))
+
 return qw
