@@ -78,6 +78,33 @@ struct AgentDefinitionTests {
         #expect(list.stdout.contains("reviewer"))
     }
 
+    /// The catalogue that ships in this repository: every agent of the spec workflow, each
+    /// valid, and those that change code able to run tests and edit files.
+    @Test func theShippedCatalogueIsCompleteAndValid() {
+        let check = qw(["agents", "--check", "--no-user"], cwd: repoRoot)
+        #expect(check.code == 0, "\(check.stdout)\(check.stderr)")
+        let r = qw(["-e", """
+            local a = qw.agents{ user = false }
+            local out = {}
+            for _, n in ipairs({ "chief-product-manager", "product-manager", "business-analyst", "architect", "uiux-designer",
+                                 "developer", "qa-engineer", "code-reviewer", "security-engineer", "devops-engineer",
+                                 "data-engineer", "genai-engineer", "api-integration-specialist", "performance-optimizer",
+                                 "codebase-analyst", "steering-context-manager", "spec-requirements-validator",
+                                 "spec-design-validator", "spec-task-validator", "spec-task-executor",
+                                 "spec-implementation-reviewer" }) do
+              local x = a[n]
+              if not x then out[#out + 1] = "missing " .. n
+              elseif not x.model or #x.prompt < 400 or not x.prompt:find("STATUS: done", 1, true) then out[#out + 1] = "thin " .. n end
+            end
+            local function has(n, tool) for _, t in ipairs(a[n].tools) do if t == tool then return true end end end
+            for _, n in ipairs({ "developer", "qa-engineer", "spec-task-executor" }) do
+              if not (has(n, "Bash") and has(n, "Edit")) then out[#out + 1] = n .. " cannot run tests and edit" end
+            end
+            print(#out == 0 and "ok" or table.concat(out, "; "))
+            """], cwd: repoRoot)
+        #expect(r.stdout == "ok\n", "\(r.stdout)\(r.stderr)")
+    }
+
     @Test func aCleanCatalogPasses() {
         let dir = makeTempDir()
         defer { removeTree(dir) }
