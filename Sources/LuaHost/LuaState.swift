@@ -178,7 +178,27 @@ public final class LuaState {
         guard fd >= 0 else { return }
         let written = sink.bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
-        if written != sink.bytes.count || rename(temp, cached) != 0 { unlink(temp) }
+        if written != sink.bytes.count || rename(temp, cached) != 0 {
+            unlink(temp)
+            return
+        }
+        Self.pruneCache(cacheDir, keep: 32)
+    }
+
+    /// Removes the oldest compiled chunks beyond `keep` (each edit of a file, and each
+    /// checkout it is read from, leaves one behind). Runs only after a chunk was written.
+    static func pruneCache(_ dir: String, keep: Int) {
+        guard let d = opendir(dir) else { return }
+        var files: [(mtime: Int, path: String)] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard name.hasSuffix(".luac") else { continue }
+            var st = stat()
+            if stat(dir + "/" + name, &st) == 0 { files.append((st.st_mtim.tv_sec, dir + "/" + name)) }
+        }
+        closedir(d)
+        guard files.count > keep else { return }
+        for f in files.sorted(by: { $0.mtime < $1.mtime }).prefix(files.count - keep) { unlink(f.path) }
     }
 
     /// A file name for a cache key (FNV-1a, 64 bits, in hex).

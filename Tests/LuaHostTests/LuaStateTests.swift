@@ -431,6 +431,24 @@ private func removeTempFile(_ path: String) {
         _ = system("rm -rf '\(dir)'")
     }
 
+    /// Every edit (and every checkout a file is read from) leaves a compiled chunk: the cache
+    /// keeps the newest 32.
+    @Test func theCacheKeepsTheNewestChunks() throws {
+        let src = try tempFile("mod.lua", "return 0\n")
+        let dir = String(src[..<src.lastIndex(of: "/")!])
+        let cache = dir + "/cache"
+        let state = LuaState()
+        for i in 1...40 {
+            let out = open(src, O_WRONLY | O_TRUNC)
+            let text = "return \(i) -- " + String(repeating: "x", count: i) + "\n"
+            _ = text.withCString { write(out, $0, strlen($0)) }
+            close(out)
+            #expect(try load(state, src, cache) == .integer(Int64(i)))
+        }
+        #expect(cacheFiles(cache).count == 32)
+        _ = system("rm -rf '\(dir)'")
+    }
+
     @Test func errorsFromACachedChunkNameTheSourceLine() throws {
         let src = try tempFile("mod.lua", "local x = 1\nerror('boom')\n")
         let dir = String(src[..<src.lastIndex(of: "/")!])
