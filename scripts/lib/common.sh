@@ -84,3 +84,32 @@ qw_build() {
     [ -x "$bin_dir/qw" ] || qw_die "build finished but $bin_dir/qw is missing"
     printf '%s\n' "$bin_dir/qw"
 }
+
+# The Claude Code CLI the agent tests run: the binary bundled in PyPI's claude-agent-sdk
+# wheel, pinned, unpacked once into a cache outside the repository.
+QW_CLAUDE_WHEEL_VERSION=0.2.189
+QW_CLAUDE_CLI_VERSION=2.1.332
+
+# ensure_claude_cli : prints the path of the cached `claude` binary, downloading the wheel
+# (pip download, no dependencies) and unpacking the binary when it is not there yet.
+ensure_claude_cli() {
+    local cache="${XDG_CACHE_HOME:-$HOME/.cache}/qw/claude-$QW_CLAUDE_CLI_VERSION"
+    local bin="$cache/claude"
+    if [ -x "$bin" ]; then printf '%s\n' "$bin"; return 0; fi
+    command -v python3 >/dev/null 2>&1 || ensure_packages python3 python3-pip
+    python3 -m pip --version >/dev/null 2>&1 || ensure_packages python3-pip
+    command -v unzip >/dev/null 2>&1 || ensure_packages unzip
+    local tmp
+    tmp="$(mktemp -d)"
+    qw_say "fetching the Claude Code CLI $QW_CLAUDE_CLI_VERSION (claude-agent-sdk $QW_CLAUDE_WHEEL_VERSION)"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 \
+        "claude-agent-sdk==$QW_CLAUDE_WHEEL_VERSION" -d "$tmp" >&2 \
+        || { rm -rf "$tmp"; qw_die "pip download of claude-agent-sdk==$QW_CLAUDE_WHEEL_VERSION failed"; }
+    unzip -q -o "$tmp"/claude_agent_sdk-*.whl 'claude_agent_sdk/_bundled/claude' -d "$tmp/x" >&2 \
+        || { rm -rf "$tmp"; qw_die "the wheel has no claude_agent_sdk/_bundled/claude"; }
+    mkdir -p "$cache"
+    mv "$tmp/x/claude_agent_sdk/_bundled/claude" "$bin.part" && chmod +x "$bin.part" && mv "$bin.part" "$bin"
+    rm -rf "$tmp"
+    [ -x "$bin" ] || qw_die "could not unpack the claude binary into $cache"
+    printf '%s\n' "$bin"
+}

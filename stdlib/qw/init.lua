@@ -335,5 +335,7 @@ qw.inspect = lazy("qw.inspect", function() return require("qw.inspect") end)
 
 ---The agent definitions (see stdlib/qw/agents.lua): `qw.agents()` by name, `qw.agents.check()`.
 qw.agents = lazy("qw.agents", with_core("qw.agents"))
+---Running agents (see stdlib/qw/agent.lua): `qw.agent.run{ agent, prompt, ... }`, `qw.agent.backends`.
+qw.agent = lazy("qw.agent", with_core("qw.agent"))
 
 return qw

@@ -1,0 +1,156 @@
+import Glibc
+import QuantumwalaCore
+import Testing
+
+/// The fake Anthropic Messages API (Tests/FakeModel/fake_anthropic.py) on 127.0.0.1, one
+/// per test process, with the scenarios the agent tests use. Only the model is fake: the
+/// real Claude Code CLI runs against it.
+final class FakeModel: @unchecked Sendable {
+    let port: Int
+    let log: String
+    let pid: pid_t
+
+    static let shared: FakeModel? = FakeModel()
+
+    private init?() {
+        let dir = makeTempDir()
+        log = dir + "/requests.jsonl"
+        writeFile(dir + "/scenarios.json", """
+            {
+              "hello": [{"text": "Hello from the fake", "usage": {"input_tokens": 100, "output_tokens": 20}}],
+              "write": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": "written by the agent\\n"}}},
+                        {"text": "done writing"}],
+              "denied": [{"status": 401, "error": {"type": "authentication_error", "message": "invalid x-api-key"}}],
+              "textonly": [{"text": "no structured output here"}]
+            }
+            """)
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { return nil }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        let argv = ["python3", repoRoot + "/Tests/FakeModel/fake_anthropic.py", "--scenarios", dir + "/scenarios.json", "--log", log]
+        var cArgs = argv.map { strdup($0) } + [nil]
+        defer { for c in cArgs { free(c) } }
+        var p: pid_t = 0
+        let rc = posix_spawnp(&p, "python3", &actions, nil, &cArgs, environ)
+        posix_spawn_file_actions_destroy(&actions)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); return nil }
+        pid = p
+        // the first line it prints is its port
+        var line: [UInt8] = []
+        var c: UInt8 = 0
+        while read(fds[0], &c, 1) == 1 && c != 10 { line.append(c) }
+        close(fds[0])
+        guard let n = Int(String(decoding: line, as: UTF8.self)) else { kill(p, SIGKILL); return nil }
+        port = n
+        fakeModelPid = p
+        atexit { if fakeModelPid > 0 { kill(fakeModelPid, SIGKILL) } }
+    }
+
+    /// The requests it received for a scenario, as raw JSON lines.
+    func requests(_ scenario: String) -> [String] {
+        (readText(log) ?? "").split(separator: "\n").map(String.init).filter { $0.contains("\"scenario\": \"\(scenario)\"") }
+    }
+}
+
+nonisolated(unsafe) private var fakeModelPid: pid_t = 0
+
+/// The Claude Code CLI that scripts/test installs (QW_CLAUDE), else its cache.
+let claudeBinary: String? = {
+    if let p = getenv("QW_CLAUDE").map({ String(cString: $0) }), access(p, X_OK) == 0 { return p }
+    let home = getenv("HOME").map { String(cString: $0) } ?? "/root"
+    let cached = home + "/.cache/qw/claude-2.1.332/claude"
+    return access(cached, X_OK) == 0 ? cached : nil
+}()
+
+/// `qw.agent.run` with the real CLI against the fake model: success is judged from the
+/// result event, whatever the exit code says.
+@Suite(.serialized)
+struct AgentRunTests {
+    /// Runs a script in a fresh project (with the catalogue's developer agent), HOME and
+    /// TMPDIR, pointed at the fake model.
+    func run(_ code: String) throws -> (Outcome, String) {
+        let cli = try #require(claudeBinary, "no Claude Code CLI: scripts/test installs it (QW_CLAUDE or ~/.cache/qw)")
+        let fake = try #require(FakeModel.shared, "the fake model did not start")
+        let dir = makeTempDir()
+        qwShell("mkdir -p '\(dir)/proj/.claude/agents' '\(dir)/home' '\(dir)/tmp' && cp '\(repoRoot)/.claude/agents/developer.md' '\(dir)/proj/.claude/agents/'")
+        writeFile(dir + "/run.lua", code.replacingOccurrences("OUT", dir + "/proj/out.txt"))
+        let r = qw(["run", dir + "/run.lua"], env: [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp"),
+                                                    ("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"),
+                                                    ("CLAUDE_CODE_MAX_RETRIES", "0"), ("API_TIMEOUT_MS", "5000")],
+                   cwd: dir + "/proj", timeout: 120)
+        return (r, dir)
+    }
+
+    @Test func anAgentRunsWithItsModelAndToolsAndWritesRealFiles() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ agent = "developer", prompt = "[[fake:write]] write [[path:OUT]]", permission_mode = "acceptEdits" }
+            print(r.ok, r.code, r.turns, r.text, r.input_tokens, r.output_tokens, r.cost_usd > 0, r.session_id ~= nil, r.terminal_reason)
+            """)
+        defer { removeTree(dir) }
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\t0\t2\tdone writing\t20\t10\ttrue\ttrue\tcompleted\n")
+        #expect(readText(dir + "/proj/out.txt") == "written by the agent\n")
+        let req = try #require(FakeModel.shared?.requests("write").first)
+        #expect(req.contains("\"model\": \"claude-sonnet-5-5\""), "the developer agent's model")
+        #expect(!req.contains("\"name\": \"WebFetch\""), "only the agent's tools")
+    }
+
+    /// An API error: the CLI says `subtype: success` with `is_error: true`.
+    @Test func anAPIErrorIsAFailureWithItsStatus() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:denied]] hi" }
+            print(r.ok, r.code, r.api_error_status, r.terminal_reason, (r.error or ""):find("Invalid API key", 1, true) ~= nil)
+            """)
+        defer { removeTree(dir) }
+        #expect(r.stdout == "false\t1\t401\tapi_error\ttrue\n", "\(r.stderr)")
+    }
+
+    /// The CLI exits 0 when a json_schema run ends with text only: that is not a success.
+    @Test func aMissingStructuredOutputIsAFailureThoughTheCLIExitsZero() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:textonly]] answer", json_schema = { type = "object", properties = { n = { type = "number" } } } }
+            print(r.ok, r.code, r.error)
+            """)
+        defer { removeTree(dir) }
+        #expect(r.stdout == "false\t0\tthe agent gave no structured output for the json_schema\n", "\(r.stderr)")
+    }
+
+    /// An unknown session to resume is a failure with the CLI's reason; a run that prints no
+    /// result at all (bypass mode as root, without IS_SANDBOX) reports the CLI's stderr.
+    @Test func failuresCarryTheCLIsOwnWords() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:hello]] hi", session = "00000000-0000-4000-8000-000000000000" }
+            print(r.ok, r.code, r.error)
+            r = qw.agent.run{ prompt = "[[fake:hello]] hi", permission_mode = "bypassPermissions" }
+            print(r.ok, r.code, r.error)
+            local ok, e = pcall(qw.agent.run, { agent = "nobody", prompt = "hi" })
+            print(ok, e)
+            """)
+        defer { removeTree(dir) }
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 3, "\(r.stdout)\(r.stderr)")
+        #expect(lines[0] == "false\t1\tNo conversation found with session ID: 00000000-0000-4000-8000-000000000000")
+        if getuid() == 0 {
+            #expect(lines[1].hasPrefix("false\t1\tthe CLI gave no result: "), "\(lines[1])")
+            #expect(lines[1].contains("cannot be used with root/sudo privileges"), "\(lines[1])")
+        } else {
+            #expect(lines[1] == "true\t0\tnil")
+        }
+        #expect(lines[2].hasPrefix("false\t") && lines[2].contains("no agent named 'nobody'"), "\(lines[2])")
+    }
+}
+
+private extension String {
+    func replacingOccurrences(_ a: String, _ b: String) -> String {
+        var out = "", rest = Substring(self)
+        while let r = rest.firstRange(of: a) {
+            out += rest[..<r.lowerBound] + b
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+}

@@ -1,0 +1,197 @@
+--- Running coding agents headless: `qw.agent.run{ agent, prompt, ... }`.
+---
+--- A backend is a Lua table that builds the command line for a run and reads its output:
+---   backend.command(opts, agent) -> argv, env
+---   backend.parse(result, opts) -> fields to merge into the result (ok, text, cost_usd, ...)
+--- `claude` (the Claude Code CLI, stream-json) and `command` (any CLI: success by exit code
+--- and an optional `check(result)`) ship here; add another by setting
+--- `qw.agent.backends.NAME = { command = ..., parse = ... }` (see the README for a
+--- `codex exec --json` one).
+---
+--- Success is judged from the CLI's result event, never from its exit code: the Claude Code
+--- CLI exits 0 for some failures (a missing structured output, an interrupted run) and 1
+--- with `subtype: "success"` for API errors.
+local core = ...
+local M = { backends = {} }
+
+local RUN_OPTIONS = { agent = true, prompt = true, cwd = true, timeout = true, model = true, max_turns = true,
+                      budget_usd = true, allowed_tools = true, disallowed_tools = true, permission_mode = true,
+                      append_system_prompt = true, json_schema = true, env = true, session = true, retry = true,
+                      resources = true, name = true, log = true, backend = true, command = true, check = true }
+
+local function fail(fmt, ...) error(fmt:format(...), 3) end
+
+local function list_arg(v)
+  if type(v) == "table" then return table.concat(v, ",") end
+  return v
+end
+
+-- The last lines of a text, for a failure that printed no result.
+local function tail(text, n)
+  local lines = {}
+  for line in (text or ""):gmatch("[^\n]+") do lines[#lines + 1] = line end
+  return table.concat(lines, "\n", math.max(1, #lines - (n or 5) + 1))
+end
+
+---------------------------------------------------------------------------------------------
+-- The Claude Code CLI
+
+local claude = {}
+M.backends.claude = claude
+
+---The CLI binary: opts.command, else $QW_CLAUDE, else `claude` on PATH.
+function claude.binary(opts)
+  return opts.command or os.getenv("QW_CLAUDE") or "claude"
+end
+
+function claude.command(opts, agent)
+  local argv = { claude.binary(opts), "-p", opts.prompt, "--output-format", "stream-json", "--verbose" }
+  local function add(flag, v) if v ~= nil then argv[#argv + 1] = flag; argv[#argv + 1] = tostring(v) end end
+  if agent then add("--agent", agent.name) end
+  add("--model", opts.model)
+  add("--max-turns", opts.max_turns)
+  add("--max-budget-usd", opts.budget_usd)
+  add("--allowedTools", list_arg(opts.allowed_tools))
+  add("--disallowedTools", list_arg(opts.disallowed_tools))
+  add("--permission-mode", opts.permission_mode)
+  add("--append-system-prompt", opts.append_system_prompt)
+  if opts.json_schema ~= nil then
+    add("--json-schema", type(opts.json_schema) == "table" and qw.json.encode(opts.json_schema) or opts.json_schema)
+  end
+  if type(opts.session) == "string" and opts.session ~= "new" and opts.session ~= "resume" then
+    add("--resume", opts.session)
+  end
+  return argv, opts.env
+end
+
+-- Reads the stream-json lines: the result event (the last one, when a background subagent
+-- makes two), the session id and the assistant's text.
+function claude.parse(r, opts)
+  local out = { turns = 0 }
+  local result, texts = nil, {}
+  for line in (r.stdout or ""):gmatch("[^\n]+") do
+    local ok, ev = pcall(qw.json.decode, line)
+    if ok and type(ev) == "table" then
+      if ev.session_id then out.session_id = ev.session_id end
+      if ev.type == "result" then result = ev end
+      if ev.type == "assistant" and type(ev.message) == "table" and not ev.parent_tool_use_id then
+        for _, block in ipairs(ev.message.content or {}) do
+          if block.type == "text" and block.text then texts[#texts + 1] = block.text end
+        end
+      end
+    end
+  end
+  if not result then
+    out.ok = false
+    out.error = "the CLI gave no result: " .. (tail(r.stderr) ~= "" and tail(r.stderr) or (r.error or ("exit " .. tostring(r.code))))
+    return out
+  end
+  local usage = result.usage or {}
+  out.cost_usd = result.total_cost_usd
+  out.input_tokens = usage.input_tokens
+  out.output_tokens = usage.output_tokens
+  out.cache_read_tokens = usage.cache_read_input_tokens
+  out.cache_creation_tokens = usage.cache_creation_input_tokens
+  -- a budget stop leaves the last turn out of usage: modelUsage has it
+  if type(result.modelUsage) == "table" and result.subtype == "error_max_budget_usd" then
+    local i, o, cr, cc = 0, 0, 0, 0
+    for _, m in pairs(result.modelUsage) do
+      i, o = i + (m.inputTokens or 0), o + (m.outputTokens or 0)
+      cr, cc = cr + (m.cacheReadInputTokens or 0), cc + (m.cacheCreationInputTokens or 0)
+    end
+    out.input_tokens, out.output_tokens, out.cache_read_tokens, out.cache_creation_tokens = i, o, cr, cc
+  end
+  out.turns = result.num_turns or out.turns
+  out.text = result.result or table.concat(texts, "\n")
+  out.terminal_reason = result.terminal_reason
+  out.api_error_status = result.api_error_status
+  out.permission_denials = result.permission_denials
+  out.structured_output = result.structured_output
+  out.session_id = result.session_id or out.session_id
+  out.subtype = result.subtype
+  -- success, as the result says it and as the CLI's "successes" that are not
+  local why
+  if result.is_error then
+    why = (type(result.errors) == "table" and table.concat(result.errors, "; ")) or result.result or result.subtype
+  elseif result.subtype ~= "success" then
+    why = result.subtype
+  elseif result.terminal_reason and result.terminal_reason ~= "completed" then
+    why = "stopped: " .. result.terminal_reason
+  elseif opts.json_schema ~= nil and result.structured_output == nil then
+    why = "the agent gave no structured output for the json_schema"
+  end
+  out.ok = why == nil
+  out.error = why
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- Any CLI: success by exit code, and `check(result)` when given
+
+local command = {}
+M.backends.command = command
+
+function command.command(opts)
+  if opts.command == nil then fail("qw.agent.run: the command backend needs 'command' (an argv list or a shell string)") end
+  return opts.command, opts.env
+end
+
+function command.parse(r, opts)
+  local out = { text = r.stdout }
+  if opts.check then
+    local ok, verdict, msg = pcall(opts.check, r)
+    if not ok then return { ok = false, error = "check failed: " .. tostring(verdict), text = r.stdout } end
+    out.ok = verdict and true or false
+    if not out.ok then out.error = msg or "the check said no" end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+
+---Runs an agent headless and returns the exec result plus what the backend read from it.
+---@param opts table { agent, prompt, cwd, timeout, model, ..., backend = "claude" }
+---@return table result { ok, code, stdout, stderr, duration, cost_usd, input_tokens, output_tokens,
+---  cache_read_tokens, cache_creation_tokens, session_id, turns, text, terminal_reason,
+---  api_error_status, permission_denials, structured_output, error }
+function M.run(opts)
+  if type(opts) ~= "table" then fail("qw.agent.run: expects a table of options (got %s)", type(opts)) end
+  for k in pairs(opts) do
+    if not RUN_OPTIONS[k] then fail("qw.agent.run: unknown option '%s'", tostring(k)) end
+  end
+  local backend_name = opts.backend or "claude"
+  local backend = M.backends[backend_name]
+  if type(backend) ~= "table" or type(backend.command) ~= "function" or type(backend.parse) ~= "function" then
+    fail("qw.agent.run: no backend '%s' (qw.agent.backends.%s needs command and parse functions)", tostring(backend_name), tostring(backend_name))
+  end
+  if backend_name == "claude" and (type(opts.prompt) ~= "string" or opts.prompt == "") then
+    fail("qw.agent.run: 'prompt' must be a non-empty string")
+  end
+  local agent
+  if opts.agent ~= nil and backend_name == "claude" then
+    local dir = opts.cwd and (opts.cwd .. "/.claude/agents") or nil
+    agent = qw.agents{ dir = dir }[opts.agent]
+    if not agent then
+      fail("qw.agent.run: no agent named '%s' (qw agents --check lists what is wrong with the files)", tostring(opts.agent))
+    end
+  end
+  local argv, env = backend.command(opts, agent)
+  local function once()
+    local r = qw.exec(argv, { cwd = opts.cwd, env = env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
+                              name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
+    local fields = backend.parse(r, opts)
+    local exec_ok, exec_error = r.ok, r.error
+    for k, v in pairs(fields) do r[k] = v end
+    if fields.ok == nil then r.ok = exec_ok end
+    if r.timed_out then
+      r.ok = false
+      r.error = exec_error
+    end
+    return r
+  end
+  -- the retry policy sees the judged result (ok from the result event), not the exit code
+  if opts.retry ~= nil then return qw.retry.run(opts.retry, once) end
+  return once()
+end
+
+return M
