@@ -73,16 +73,35 @@ struct AgentRunTests {
     /// Runs a script in a fresh project (with the catalogue's developer agent), HOME and
     /// TMPDIR, pointed at the fake model.
     func run(_ code: String) throws -> (Outcome, String) {
+        try runQw { dir in
+            writeFile(dir + "/run.lua", code.replacingOccurrences("OUT", dir + "/proj/out.txt"))
+            return ["run", dir + "/run.lua"]
+        }
+    }
+
+    /// Runs qw with the arguments `args(dir)` gives, in that set-up.
+    func runQw(_ args: (String) -> [String]) throws -> (Outcome, String) {
         let cli = try #require(claudeBinary, "no Claude Code CLI: scripts/test installs it (QW_CLAUDE or ~/.cache/qw)")
         let fake = try #require(FakeModel.shared, "the fake model did not start")
         let dir = makeTempDir()
         qwShell("mkdir -p '\(dir)/proj/.claude/agents' '\(dir)/home' '\(dir)/tmp' && cp '\(repoRoot)/.claude/agents/developer.md' '\(dir)/proj/.claude/agents/'")
-        writeFile(dir + "/run.lua", code.replacingOccurrences("OUT", dir + "/proj/out.txt"))
-        let r = qw(["run", dir + "/run.lua"], env: [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp"),
-                                                    ("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"),
-                                                    ("CLAUDE_CODE_MAX_RETRIES", "0"), ("API_TIMEOUT_MS", "5000")],
+        let r = qw(args(dir), env: [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp"),
+                                    ("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"),
+                                    ("CLAUDE_CODE_MAX_RETRIES", "0"), ("API_TIMEOUT_MS", "5000")],
                    cwd: dir + "/proj", timeout: 120)
         return (r, dir)
+    }
+
+    @Test func qwAgentRunPrintsTheAnswerAndExitsByTheResult() throws {
+        let (ok, dir) = try runQw { _ in ["agent", "run", "-", "[[fake:hello]] hi"] }
+        defer { removeTree(dir) }
+        #expect(ok.code == 0, "\(ok.stderr)")
+        #expect(ok.stdout == "Hello from the fake\n")
+        #expect(ok.stderr.hasPrefix("ok: completed, $0.0008, 100 in / 20 out tokens, 1 turns, session "), "\(ok.stderr)")
+        let (bad, dir2) = try runQw { _ in ["agent", "run", "developer", "[[fake:denied]] hi", "--json"] }
+        defer { removeTree(dir2) }
+        #expect(bad.code == 1)
+        #expect(bad.stdout.contains("\"api_error_status\":401"), "\(bad.stdout)")
     }
 
     @Test func anAgentRunsWithItsModelAndToolsAndWritesRealFiles() throws {
