@@ -4,6 +4,36 @@ import QuantumwalaCore
 
 extension Runtime {
     func registerAgents(in t: Int32) {
+        // qw._agent_record{ started_at, finished_at, agent, model, workflow, task, session, ok,
+        //   session_cost_usd, input_tokens, ..., error } -> this run's own cost
+        lua.setFunction("_agent_record", in: t) { [unowned self] call in
+            let s = call.stack
+            guard s.type(at: 1) == .table else { throw LuaArgumentError("_agent_record: a table is needed") }
+            func str(_ k: String) -> String? {
+                s.getField(1, k)
+                defer { s.pop() }
+                return s.type(at: -1) == .string ? s.string(at: -1) : nil
+            }
+            func num(_ k: String) -> Double? {
+                s.getField(1, k)
+                defer { s.pop() }
+                return s.type(at: -1) == .number ? s.number(at: -1) : nil
+            }
+            s.getField(1, "ok"); let ok = s.bool(at: -1); s.pop()
+            let now = monotonicWallClock()
+            var r = StateStore.AgentRunRecord(startedAt: num("started_at") ?? now, finishedAt: num("finished_at") ?? now, ok: ok)
+            r.agent = str("agent"); r.model = str("model"); r.workflow = str("workflow"); r.task = str("task")
+            r.session = str("session"); r.sessionCostUSD = num("session_cost_usd")
+            r.inputTokens = Int(num("input_tokens") ?? 0); r.outputTokens = Int(num("output_tokens") ?? 0)
+            r.cacheReadTokens = Int(num("cache_read_tokens") ?? 0); r.cacheCreationTokens = Int(num("cache_creation_tokens") ?? 0)
+            r.duration = num("duration"); r.turns = num("turns").map { Int($0) }
+            r.terminalReason = str("terminal_reason"); r.error = str("error")
+            let store = try stateStore()
+            let own = try storeCall { () throws(StoreError) in try store.recordAgentRun(r) }
+            s.push(own)
+            return .values(1)
+        }
+
         // qw._agent_files(dir) -> { { path, stem, prompt, prompt_line, problems = { {line, message} },
         //   fields = { { key, text, list, line, items = { {text, line} } } } }, ... } (sorted by path)
         lua.setFunction("_agent_files", in: t) { call in

@@ -92,6 +92,30 @@ struct AgentRunTests {
         return (r, dir)
     }
 
+    /// The CLI's cost of a resumed session counts the earlier runs again: the ledger keeps
+    /// each run's own spend, and `qw cost` adds them up once.
+    @Test func aResumedSessionIsCountedOnceInTheLedger() throws {
+        let (r, dir) = try run("""
+            local a = qw.agent.run{ agent = "developer", prompt = "[[fake:hello]] one" }
+            local b = qw.agent.run{ agent = "developer", prompt = "[[fake:hello]] two", session = a.session_id }
+            print(a.cost_usd, b.cost_usd, b.session_cost_usd, b.session_id == a.session_id)
+            """)
+        defer { removeTree(dir) }
+        // sonnet: 100 input tokens at $2/M and 20 output tokens at $10/M per run
+        #expect(r.stdout == "0.0004\t0.0004\t0.0008\ttrue\n", "\(r.stdout)\(r.stderr)")
+        let report = qw(["cost", "--by", "agent", "--json"], cwd: dir + "/proj")
+        #expect(report.code == 0, "\(report.stderr)")
+        #expect(report.stdout.contains("\"agent\": \"developer\""), "\(report.stdout)")
+        #expect(report.stdout.contains("\"runs\": 2"))
+        #expect(report.stdout.contains("\"cost_usd\": 0.0008"))
+        let byModel = qw(["cost", "--by", "model", "--since", "1h"], cwd: dir + "/proj")
+        #expect(byModel.stdout.contains("claude-sonnet-5-5"), "\(byModel.stdout)")
+        #expect(byModel.stdout.contains("$0.0008"))
+        #expect(qw(["cost", "--since", "2999-01-01"], cwd: dir + "/proj").stdout.hasPrefix("no agent runs"))
+        let bad = qw(["cost", "--by", "colour"], cwd: dir + "/proj")
+        #expect(bad.code == 1 && bad.stderr.contains("--by must be agent, model, workflow, task or day"))
+    }
+
     @Test func qwAgentRunPrintsTheAnswerAndExitsByTheResult() throws {
         let (ok, dir) = try runQw { _ in ["agent", "run", "-", "[[fake:hello]] hi"] }
         defer { removeTree(dir) }

@@ -109,6 +109,15 @@ function claude.parse(r, opts)
   out.structured_output = result.structured_output
   out.session_id = result.session_id or out.session_id
   out.subtype = result.subtype
+  -- the models that ran, the costliest first (subagents may run others)
+  if type(result.modelUsage) == "table" then
+    local models = {}
+    for id, m in pairs(result.modelUsage) do models[#models + 1] = { id, m.costUSD or 0 } end
+    table.sort(models, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[1] < b[1] end)
+    local ids = {}
+    for i, m in ipairs(models) do ids[i] = m[1] end
+    out.model = ids[1] and table.concat(ids, ",") or nil
+  end
   -- success, as the result says it and as the CLI's "successes" that are not
   local why
   if result.is_error then
@@ -177,6 +186,7 @@ function M.run(opts)
   end
   local argv, env = backend.command(opts, agent)
   local function once()
+    local started = core._time()
     local r = qw.exec(argv, { cwd = opts.cwd, env = env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
                               name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
     local fields = backend.parse(r, opts)
@@ -187,6 +197,15 @@ function M.run(opts)
       r.ok = false
       r.error = exec_error
     end
+    -- the ledger: every run, with its own cost (the CLI's is cumulative over a resumed session)
+    r.session_cost_usd = r.cost_usd
+    r.cost_usd = core._agent_record{
+      started_at = started, finished_at = core._time(), agent = opts.agent, model = r.model or opts.model or (agent and agent.model),
+      session = r.session_id, ok = r.ok and true or false, session_cost_usd = r.session_cost_usd,
+      input_tokens = r.input_tokens, output_tokens = r.output_tokens, cache_read_tokens = r.cache_read_tokens,
+      cache_creation_tokens = r.cache_creation_tokens, duration = r.duration, turns = r.turns,
+      terminal_reason = r.terminal_reason, error = r.error and tostring(r.error) or nil,
+    }
     return r
   end
   -- the retry policy sees the judged result (ok from the result event), not the exit code

@@ -158,6 +158,33 @@ public final class StateStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v5: the cost ledger of agent runs") { db in
+            try db.execute(sql: """
+                CREATE TABLE agent_runs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    started_at REAL NOT NULL,
+                    finished_at REAL NOT NULL,
+                    agent TEXT,
+                    model TEXT,
+                    workflow TEXT,
+                    task TEXT,
+                    session TEXT,
+                    ok INTEGER NOT NULL,
+                    cost_usd REAL NOT NULL,
+                    session_cost_usd REAL,
+                    input_tokens INTEGER NOT NULL DEFAULT 0,
+                    output_tokens INTEGER NOT NULL DEFAULT 0,
+                    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+                    cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+                    duration REAL,
+                    turns INTEGER,
+                    terminal_reason TEXT,
+                    error TEXT
+                );
+                CREATE INDEX agent_runs_by_time ON agent_runs (finished_at);
+                CREATE INDEX agent_runs_by_session ON agent_runs (session, id);
+                """)
+        }
         return m
     }
 
@@ -495,6 +522,92 @@ public final class StateStore {
         if let v = t.cpuTime { field("\"cpu_time\":", v.description) }
         if let e = t.error { field("\"error\":", jsonString(e)) }
         return out + "}"
+    }
+
+    // MARK: The cost ledger
+
+    /// One agent run as the ledger keeps it. `sessionCostUSD` is what the CLI reports, which
+    /// counts every earlier run of a resumed session; ``recordAgentRun(_:)`` works out the
+    /// run's own spend from it.
+    public struct AgentRunRecord: Sendable {
+        public var startedAt: Double
+        public var finishedAt: Double
+        public var agent: String?
+        public var model: String?
+        public var workflow: String?
+        public var task: String?
+        public var session: String?
+        public var ok: Bool
+        public var sessionCostUSD: Double?
+        public var inputTokens = 0, outputTokens = 0, cacheReadTokens = 0, cacheCreationTokens = 0
+        public var duration: Double?
+        public var turns: Int?
+        public var terminalReason: String?
+        public var error: String?
+        public init(startedAt: Double, finishedAt: Double, ok: Bool) {
+            self.startedAt = startedAt
+            self.finishedAt = finishedAt
+            self.ok = ok
+        }
+    }
+
+    /// Records an agent run; returns its own cost: the session's cost less what the ledger
+    /// already holds for that session (the CLI's cost is cumulative across resumes).
+    @discardableResult
+    public func recordAgentRun(_ r: AgentRunRecord) throws(StoreError) -> Double {
+        try wrap("record an agent run") {
+            try db.write { db -> Double in
+                let total = r.sessionCostUSD ?? 0
+                var own = total
+                if let session = r.session,
+                   let prev = try Double.fetchOne(db, sql: "SELECT session_cost_usd FROM agent_runs WHERE session = ? AND session_cost_usd IS NOT NULL ORDER BY id DESC LIMIT 1",
+                                                  arguments: [session]), total >= prev {
+                    own = total - prev
+                }
+                try db.execute(sql: """
+                    INSERT INTO agent_runs (started_at, finished_at, agent, model, workflow, task, session, ok, cost_usd, session_cost_usd,
+                                            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, duration, turns,
+                                            terminal_reason, error)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [r.startedAt, r.finishedAt, r.agent, r.model, r.workflow, r.task, r.session, r.ok, own, r.sessionCostUSD,
+                                     r.inputTokens, r.outputTokens, r.cacheReadTokens, r.cacheCreationTokens, r.duration, r.turns,
+                                     r.terminalReason, r.error])
+                return own
+            }
+        }
+    }
+
+    /// One row of ``costReport(by:since:)``.
+    public struct CostRow: Sendable {
+        public var key: String
+        public var runs: Int
+        public var failed: Int
+        public var costUSD: Double
+        public var inputTokens: Int, outputTokens: Int, cacheReadTokens: Int, cacheCreationTokens: Int
+        public var duration: Double
+    }
+
+    /// The ledger summed by `agent`, `model`, `workflow`, `task` or `day` (UTC), most costly
+    /// first, for runs that finished at or after `since` (seconds since the epoch).
+    public func costReport(by: String, since: Double?) throws(StoreError) -> [CostRow] {
+        let key: String
+        switch by {
+        case "agent", "model", "workflow", "task": key = "coalesce(\(by), '-')"
+        case "day": key = "strftime('%Y-%m-%d', finished_at, 'unixepoch')"
+        default: throw StoreError(message: "qw cost: --by must be agent, model, workflow, task or day (got '\(by)')")
+        }
+        return try wrap("read the cost ledger") {
+            try db.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT \(key) AS k, count(*), sum(ok = 0), sum(cost_usd), sum(input_tokens), sum(output_tokens),
+                           sum(cache_read_tokens), sum(cache_creation_tokens), coalesce(sum(duration), 0)
+                    FROM agent_runs WHERE finished_at >= ? GROUP BY k ORDER BY sum(cost_usd) DESC, k
+                    """, arguments: [since ?? 0]).map { r in
+                    CostRow(key: r[0], runs: r[1], failed: r[2], costUSD: r[3], inputTokens: r[4], outputTokens: r[5],
+                            cacheReadTokens: r[6], cacheCreationTokens: r[7], duration: r[8])
+                }
+            }
+        }
     }
 
     // MARK: Content hashes
