@@ -1,9 +1,36 @@
 import CLua
+import Glibc
 import LuaHost
 import QuantumwalaCore
 
 extension Runtime {
     func registerAgents(in t: Int32) {
+        // qw._mkdtemp(prefix) -> a new private folder; qw._rmtree(path)
+        lua.setFunction("_mkdtemp", in: t) { call in
+            guard let dir = makeTemporaryFolder(prefix: call.stack.string(at: 1) ?? "qw-") else {
+                throw LuaArgumentError("cannot make a temporary folder: \(errnoText(errno))")
+            }
+            call.stack.push(dir)
+            return .values(1)
+        }
+        lua.setFunction("_rmtree", in: t) { call in
+            if let p = call.stack.string(at: 1), p.count > 1 { removeFolder(p) }
+            return .values(0)
+        }
+        // qw._pid() -> this process's id
+        lua.setFunction("_pid", in: t) { call in
+            call.stack.push(Int(getpid()))
+            return .values(1)
+        }
+        // qw._kill_marked(name, value) -> how many processes it killed (see MarkedProcesses)
+        lua.setFunction("_kill_marked", in: t) { call in
+            guard let name = call.stack.string(at: 1), let value = call.stack.string(at: 2), !value.isEmpty else {
+                throw LuaArgumentError("_kill_marked: a name and a value are needed")
+            }
+            call.stack.push(MarkedProcesses.kill(name: name, value: value).count)
+            return .values(1)
+        }
+
         // qw._agent_record{ started_at, finished_at, agent, model, workflow, task, session, ok,
         //   session_cost_usd, input_tokens, ..., error } -> this run's own cost
         lua.setFunction("_agent_record", in: t) { [unowned self] call in

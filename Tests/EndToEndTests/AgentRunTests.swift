@@ -21,7 +21,11 @@ final class FakeModel: @unchecked Sendable {
               "write": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": "written by the agent\\n"}}},
                         {"text": "done writing"}],
               "denied": [{"status": 401, "error": {"type": "authentication_error", "message": "invalid x-api-key"}}],
-              "textonly": [{"text": "no structured output here"}]
+              "textonly": [{"text": "no structured output here"}],
+              "sleeper": [{"tool_use": {"name": "Bash", "input": {"command": "nohup python3 -c 'import time; time.sleep(100.4321)' >/dev/null 2>&1 &", "description": "start a sleeper"}}},
+                          {"hang": true}],
+              "sleeper-done": [{"tool_use": {"name": "Bash", "input": {"command": "nohup python3 -c 'import time; time.sleep(100.4322)' >/dev/null 2>&1 &", "description": "start a sleeper"}}},
+                               {"text": "left it running"}]
             }
             """)
         var fds: [Int32] = [-1, -1]
@@ -114,6 +118,23 @@ struct AgentRunTests {
         #expect(qw(["cost", "--since", "2999-01-01"], cwd: dir + "/proj").stdout.hasPrefix("no agent runs"))
         let bad = qw(["cost", "--by", "colour"], cwd: dir + "/proj")
         #expect(bad.code == 1 && bad.stderr.contains("--by must be agent, model, workflow, task or day"))
+    }
+
+    /// The CLI's Bash tool starts commands in sessions of their own: killing the CLI's
+    /// process group leaves them running. Nothing of a run outlives it, timed out or not.
+    @Test func noProcessOfAnAgentRunOutlivesIt() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:sleeper]] go", timeout = 4, allowed_tools = { "Bash" } }
+            print(r.ok, r.timed_out)
+            r = qw.agent.run{ prompt = "[[fake:sleeper-done]] go", allowed_tools = { "Bash" } }
+            print(r.ok, r.text)
+            """)
+        defer { removeTree(dir) }
+        #expect(r.stdout == "false\ttrue\ntrue\tleft it running\n", "\(r.stdout)\(r.stderr)")
+        #expect(FakeModel.shared?.requests("sleeper").count == 2, "the sleeper was started (the Bash call went through)")
+        #expect(noneLeft(matching: "100.4321"), "a timed-out run's background process")
+        #expect(noneLeft(matching: "100.4322"), "a finished run's background process")
+        #expect(qwShell("ls '\(dir)/tmp'").isEmpty, "each run's TMPDIR is removed")
     }
 
     @Test func qwAgentRunPrintsTheAnswerAndExitsByTheResult() throws {

@@ -14,6 +14,10 @@
 local core = ...
 local M = { backends = {} }
 
+-- The environment variable that marks the processes of one agent run.
+local MARK = "QW_AGENT_RUN"
+local runs = 0
+
 local RUN_OPTIONS = { agent = true, prompt = true, cwd = true, timeout = true, model = true, max_turns = true,
                       budget_usd = true, allowed_tools = true, disallowed_tools = true, permission_mode = true,
                       append_system_prompt = true, json_schema = true, env = true, session = true, retry = true,
@@ -187,7 +191,19 @@ function M.run(opts)
   local argv, env = backend.command(opts, agent)
   local function once()
     local started = core._time()
-    local r = qw.exec(argv, { cwd = opts.cwd, env = env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
+    -- every process of the run carries this mark, so that none outlives it (the CLI's Bash
+    -- tool starts commands in sessions of their own, out of reach of its process group)
+    runs = runs + 1
+    local mark = ("%d-%d-%.0f"):format(core._pid(), runs, started * 1000)
+    -- and a TMPDIR of its own (the CLI leaves sockets and probe folders there), removed after
+    local tmp = core._mkdtemp("qw-agent-")
+    local run_env = { [MARK] = mark, TMPDIR = tmp }
+    for k, v in pairs(env or {}) do run_env[k] = v end
+    local leftovers <close> = setmetatable({}, { __close = function()
+      core._kill_marked(MARK, mark)
+      core._rmtree(tmp)
+    end })
+    local r = qw.exec(argv, { cwd = opts.cwd, env = run_env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
                               name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
     local fields = backend.parse(r, opts)
     local exec_ok, exec_error = r.ok, r.error
