@@ -105,6 +105,17 @@ struct AgentDefinitionTests {
         #expect(r.stdout == "ok\n", "\(r.stdout)\(r.stderr)")
     }
 
+    /// A project replaces the routing rules from .qw/policy.lua, without recompiling.
+    @Test func routingRulesComeFromThePolicyFile() {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        qwShell("mkdir -p '\(dir)/.qw'")
+        writeFile(dir + "/.qw/policy.lua", "qw.router.clear()\nqw.router.rule{ match = '%f[%a]tests?%f[%A]', agent = 'test-writer' }\nqw.router.default = 'generalist'\n")
+        let r = qw(["-e", "print((qw.router.route('write tests')), (qw.router.route('anything else')))"], cwd: dir)
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout == "test-writer\tgeneralist\n")
+    }
+
     @Test func aCleanCatalogPasses() {
         let dir = makeTempDir()
         defer { removeTree(dir) }

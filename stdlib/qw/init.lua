@@ -78,25 +78,27 @@ qw.log = { debug = log_at("debug"), info = log_at("info"), warn = log_at("warn")
 -- Execution
 
 -- Modules are loaded on first use: most scripts use few of them, and parsing all of stdlib
--- at every start would be most of what `qw -e` costs. A lazy module is a table that becomes
--- the module itself at its first lookup (or pairs); `qw._load_lazy()` loads them all (the
--- REPL does, so that Tab completion sees every name).
+-- at every start would be most of what `qw -e` costs. A lazy module is a table that stands
+-- for the module: once loaded, lookups, assignments, pairs and calls all go to the module
+-- itself (so `qw.router.default = "x"` sets what the router reads). `qw._load_lazy()`
+-- loads them all (the REPL does, so that Tab completion, which follows __index, sees them).
 local lazy_loaders = {}
 local function lazy(name, load)
-  local proxy = {}
+  local proxy, mt = {}, {}
   local function fill()
     local m = load()
-    setmetatable(proxy, getmetatable(m))
-    for k, v in pairs(m) do rawset(proxy, k, v) end
     lazy_loaders[name] = nil
-    return proxy
+    mt.__index, mt.__newindex = m, m
+    mt.__pairs = function() return next, m, nil end
+    mt.__call = function(_, ...) return m(...) end
+    return m
   end
   lazy_loaders[name] = fill
-  return setmetatable(proxy, {
-    __index = function(_, k) return fill()[k] end,
-    __pairs = function() return next, fill(), nil end,
-    __call = function(_, ...) return fill()(...) end,
-  })
+  mt.__index = function(_, k) return fill()[k] end
+  mt.__newindex = function(_, k, v) fill()[k] = v end
+  mt.__pairs = function() return next, fill(), nil end
+  mt.__call = function(_, ...) return fill()(...) end
+  return setmetatable(proxy, mt)
 end
 local function with_core(name)
   return function() return assert(loadfile(package.searchpath(name, package.path)))(core) end
@@ -335,6 +337,8 @@ qw.inspect = lazy("qw.inspect", function() return require("qw.inspect") end)
 
 ---The agent definitions (see stdlib/qw/agents.lua): `qw.agents()` by name, `qw.agents.check()`.
 qw.agents = lazy("qw.agents", with_core("qw.agents"))
+---Routing tasks to agents (see stdlib/qw/router.lua): `qw.router.rule{...}`, `route`, `explain`.
+qw.router = lazy("qw.router", function() return require("qw.router") end)
 ---Running agents (see stdlib/qw/agent.lua): `qw.agent.run{ agent, prompt, ... }`, `qw.agent.backends`.
 qw.agent = lazy("qw.agent", with_core("qw.agent"))
 
