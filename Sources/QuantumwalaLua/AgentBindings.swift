@@ -17,6 +17,16 @@ extension Runtime {
             if let p = call.stack.string(at: 1), p.count > 1 { removeFolder(p) }
             return .values(0)
         }
+        // qw._last_session(workflow, task, agent) -> the session to resume, or nil
+        lua.setFunction("_last_session", in: t) { [unowned self] call in
+            let s = call.stack
+            let store = try stateStore()
+            let id = try storeCall { () throws(StoreError) in
+                try store.lastSession(workflow: s.string(at: 1), task: s.string(at: 2), agent: s.string(at: 3))
+            }
+            if let id { s.push(id) } else { s.pushNil() }
+            return .values(1)
+        }
         // qw._pid() -> this process's id
         lua.setFunction("_pid", in: t) { call in
             call.stack.push(Int(getpid()))

@@ -78,7 +78,7 @@ struct AgentRunTests {
     /// TMPDIR, pointed at the fake model.
     func run(_ code: String) throws -> (Outcome, String) {
         try runQw { dir in
-            writeFile(dir + "/run.lua", code.replacingOccurrences("OUT", dir + "/proj/out.txt"))
+            writeFile(dir + "/run.lua", code.replacingOccurrences("OUT", dir + "/proj/out.txt").replacingOccurrences("[[TESTDIR]]", "'" + dir + "'"))
             return ["run", dir + "/run.lua"]
         }
     }
@@ -88,7 +88,7 @@ struct AgentRunTests {
         let cli = try #require(claudeBinary, "no Claude Code CLI: scripts/test installs it (QW_CLAUDE or ~/.cache/qw)")
         let fake = try #require(FakeModel.shared, "the fake model did not start")
         let dir = makeTempDir()
-        qwShell("mkdir -p '\(dir)/proj/.claude/agents' '\(dir)/home' '\(dir)/tmp' && cp '\(repoRoot)/.claude/agents/developer.md' '\(dir)/proj/.claude/agents/'")
+        qwShell("mkdir -p '\(dir)/proj/.claude/agents' '\(dir)/home' '\(dir)/tmp' && cp '\(repoRoot)'/.claude/agents/*.md '\(dir)/proj/.claude/agents/'")
         let r = qw(args(dir), env: [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp"),
                                     ("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"),
                                     ("CLAUDE_CODE_MAX_RETRIES", "0"), ("API_TIMEOUT_MS", "5000")],
@@ -135,6 +135,36 @@ struct AgentRunTests {
         #expect(noneLeft(matching: "100.4321"), "a timed-out run's background process")
         #expect(noneLeft(matching: "100.4322"), "a finished run's background process")
         #expect(qwShell("ls '\(dir)/tmp'").isEmpty, "each run's TMPDIR is removed")
+    }
+
+    /// Agent tasks in a workflow: one named, one routed; kept on the next run; the ledger
+    /// knows their workflow and task; session = "resume" continues the task's conversation,
+    /// and starts a new one when the CLI no longer knows it.
+    @Test func agentTasksInAWorkflowAndResumedSessions() throws {
+        let (r, dir) = try run("""
+            local wf = qw.workflow("agents")
+            wf:task("impl", { agent = "developer", prompt = "[[fake:write]] write [[path:OUT]]", permission_mode = "acceptEdits" })
+            wf:task("check", { agent = qw.router.route, prompt = "[[fake:hello]] write tests for it" }, { deps = { "impl" } })
+            local a = wf:run()
+            local b = wf:run()
+            print(a.ok, #a.succeeded, a.results.check.text, b.ok, #b.succeeded, b.results.impl.ok)
+            local one = qw.agent.run{ prompt = "[[fake:hello]] one", task = "solo", session = "resume" }
+            local two = qw.agent.run{ prompt = "[[fake:hello]] two", task = "solo", session = "resume" }
+            print(one.resumed_from, two.resumed_from == one.session_id, two.session_cost_usd > two.cost_usd)
+            local gone = qw.agent.run{ prompt = "[[fake:hello]] three", task = "solo", session = "resume", env = { HOME = DIR .. "/other-home" } }
+            print(gone.ok, gone.resumed_from, gone.session_id ~= one.session_id)
+            """.replacingOccurrences("DIR", "[[TESTDIR]]"))
+        defer { removeTree(dir) }
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 3, "\(r.stdout)\(r.stderr)")
+        #expect(lines[0] == "true\t2\tHello from the fake\ttrue\t2\ttrue", "\(lines[0])")
+        #expect(lines[1] == "nil\ttrue\ttrue")
+        #expect(lines[2] == "true\tnil\ttrue")
+        #expect(r.stderr.contains("is gone; starting a new one"))
+        let byTask = qw(["cost", "--by", "task", "--json"], cwd: dir + "/proj")
+        #expect(byTask.stdout.contains("\"task\": \"impl\"") && byTask.stdout.contains("\"task\": \"check\""), "\(byTask.stdout)")
+        let byAgent = qw(["cost", "--by", "agent"], cwd: dir + "/proj")
+        #expect(byAgent.stdout.contains("qa-engineer"), "the routed task ran as qa-engineer: \(byAgent.stdout)")
     }
 
     @Test func qwAgentRunPrintsTheAnswerAndExitsByTheResult() throws {

@@ -21,7 +21,8 @@ local runs = 0
 local RUN_OPTIONS = { agent = true, prompt = true, cwd = true, timeout = true, model = true, max_turns = true,
                       budget_usd = true, allowed_tools = true, disallowed_tools = true, permission_mode = true,
                       append_system_prompt = true, json_schema = true, env = true, session = true, retry = true,
-                      resources = true, name = true, log = true, backend = true, command = true, check = true }
+                      resources = true, name = true, log = true, backend = true, command = true, check = true,
+                      workflow = true, task = true }
 
 local function fail(fmt, ...) error(fmt:format(...), 3) end
 
@@ -217,12 +218,36 @@ function M.run(opts)
     r.session_cost_usd = r.cost_usd
     r.cost_usd = core._agent_record{
       started_at = started, finished_at = core._time(), agent = opts.agent, model = r.model or opts.model or (agent and agent.model),
+      workflow = opts.workflow, task = opts.task,
       session = r.session_id, ok = r.ok and true or false, session_cost_usd = r.session_cost_usd,
       input_tokens = r.input_tokens, output_tokens = r.output_tokens, cache_read_tokens = r.cache_read_tokens,
       cache_creation_tokens = r.cache_creation_tokens, duration = r.duration, turns = r.turns,
       terminal_reason = r.terminal_reason, error = r.error and tostring(r.error) or nil,
     }
     return r
+  end
+  -- session = "resume": the conversation of this task's (or agent's) last run goes on
+  if opts.session == "resume" then
+    local id = core._last_session(opts.workflow, opts.task, opts.agent)
+    local plain = once
+    once = function()
+      if not id then return plain() end
+      local copy = {}
+      for k, v in pairs(opts) do copy[k] = v end
+      copy.session = id
+      argv, env = backend.command(copy, agent)
+      local r = plain()
+      if not r.ok and tostring(r.error):find("No conversation found", 1, true) then
+        qw.log.warn(("agent %s: session %s is gone; starting a new one"):format(tostring(opts.agent or "-"), id))
+        copy.session = "new"
+        argv, env = backend.command(copy, agent)
+        r = plain()
+        r.resumed_from = nil
+      else
+        r.resumed_from = id
+      end
+      return r
+    end
   end
   -- the retry policy sees the judged result (ok from the result event), not the exit code
   if opts.retry ~= nil then return qw.retry.run(opts.retry, once) end

@@ -30,6 +30,11 @@ local TASK_OPTIONS = { deps = true, retry = true, timeout = true, resources = tr
 -- options of the engine's, not of the command: they do not go to qw.exec, nor into the fingerprint
 local ENGINE_OPTIONS = { deps = true, retry = true, name = true, agent = true, inputs = true, outputs = true }
 
+-- An agent task's spec: a table with a prompt and no argv.
+local function is_agent_spec(spec)
+  return type(spec) == "table" and spec.prompt ~= nil and spec[1] == nil
+end
+
 local function fail(level, fmt, ...)
   error(fmt:format(...), level + 1)
 end
@@ -87,6 +92,15 @@ function Workflow:task(id, spec, opts)
   if type(deps) ~= "table" then fail(2, "workflow '%s': deps of task '%s' must be a list of task ids", self.name, id) end
   if opts.inputs ~= nil then check_paths(self, id, "inputs", opts.inputs) end
   if opts.outputs ~= nil then check_paths(self, id, "outputs", opts.outputs) end
+  if is_agent_spec(spec) then
+    if type(spec.prompt) ~= "string" or spec.prompt == "" then
+      fail(2, "workflow '%s': the prompt of agent task '%s' must be a non-empty string", self.name, id)
+    end
+    if spec.agent ~= nil and type(spec.agent) ~= "string" and type(spec.agent) ~= "function" then
+      fail(2, "workflow '%s': the agent of task '%s' must be a name or a function(task) -> name (got %s)",
+           self.name, id, type(spec.agent))
+    end
+  end
   local task = { id = id, spec = spec, opts = opts, deps = deps }
   self.tasks[id] = task
   self.order[#self.order + 1] = task
@@ -95,8 +109,30 @@ end
 
 -- What identifies a task's work: its command and options, or its function's bytecode.
 local dumped = setmetatable({}, { __mode = "k" })  -- many tasks often share one function
+-- A value for the fingerprint: functions (a router as `agent`) by their code.
+local function stable(v)
+  if type(v) == "function" then
+    local ok, code = pcall(string.dump, v, true)
+    return "function:" .. core._hash(ok and code or tostring(v))
+  end
+  if type(v) == "table" then
+    local t = {}
+    for k, x in pairs(v) do t[k] = stable(x) end
+    return t
+  end
+  return v
+end
+
 local function fingerprint(task)
   local spec, payload = task.spec, nil
+  if is_agent_spec(spec) then
+    local o = {}
+    for k, v in pairs(task.opts) do
+      if not ENGINE_OPTIONS[k] or k == "agent" then o[k] = v end
+    end
+    local ok, json = pcall(qw.json.encode, { agent_task = stable(spec), opts = stable(o) })
+    return core._hash("agent\0" .. (ok and json or tostring(spec)))
+  end
   if type(spec) == "function" then
     local h = dumped[spec]
     if h then return h end
@@ -122,8 +158,26 @@ end
 -- Runs one task; returns its result (a failure is a result with ok == false) and, for a
 -- function task with a retry policy, how many attempts it took. `h:attempt` hears of each
 -- failed attempt of a task with a retry policy.
-local function run_task(t, h, i)
+-- What an agent task passes to qw.agent.run besides its prompt.
+local AGENT_FIELDS = { "model", "max_turns", "budget_usd", "allowed_tools", "disallowed_tools", "permission_mode",
+                       "append_system_prompt", "json_schema", "session", "backend", "command" }
+
+local function run_agent_task(t, wf_name)
   local spec, opts = t.spec, t.opts
+  local agent = spec.agent
+  -- `agent = qw.router.route` (or any function) picks the agent for this task
+  if type(agent) == "function" then agent = agent({ id = t.id, prompt = spec.prompt, title = spec.title, files = spec.files }) end
+  local run = { agent = agent, prompt = spec.prompt, cwd = opts.cwd, env = opts.env, timeout = opts.timeout,
+                retry = opts.retry, name = opts.name or t.id, log = opts.log, workflow = wf_name, task = t.id,
+                -- the CLI's measured peak is 225-300 MB
+                resources = opts.resources or { memory = "300M" } }
+  for _, k in ipairs(AGENT_FIELDS) do run[k] = spec[k] end
+  return qw.agent.run(run)
+end
+
+local function run_task(t, h, i, wf_name)
+  local spec, opts = t.spec, t.opts
+  if is_agent_spec(spec) then return run_agent_task(t, wf_name) end
   if type(spec) == "function" then
     if not opts.retry then return spec() end
     local attempts, value = 0, nil
@@ -257,7 +311,7 @@ function Workflow:run(opts)
           results[t.id] = { ok = false, error = why }
           i = h:step(i, false, why)
         else
-          local ok, r, attempts = pcall(run_task, t, h, i)
+          local ok, r, attempts = pcall(run_task, t, h, i, name)
           if ok then
             if r ~= nil then results[t.id] = r end
           else

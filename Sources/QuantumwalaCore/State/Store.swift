@@ -577,6 +577,20 @@ public final class StateStore {
         }
     }
 
+    /// The session of the last recorded run of this workflow task (or agent, outside
+    /// workflows), to resume it.
+    public func lastSession(workflow: String?, task: String?, agent: String?) throws(StoreError) -> String? {
+        try wrap("read the cost ledger") {
+            try db.read { db in
+                try String.fetchOne(db, sql: """
+                    SELECT session FROM agent_runs
+                    WHERE workflow IS ? AND task IS ? AND (? IS NULL OR agent IS ?) AND session IS NOT NULL
+                    ORDER BY id DESC LIMIT 1
+                    """, arguments: [workflow, task, agent, agent])
+            }
+        }
+    }
+
     /// One row of ``costReport(by:since:)``.
     public struct CostRow: Sendable {
         public var key: String
