@@ -27,6 +27,21 @@ extension Runtime {
             if let id { s.push(id) } else { s.pushNil() }
             return .values(1)
         }
+        // qw._cost_sum(workflow) -> what the ledger holds for it
+        lua.setFunction("_cost_sum", in: t) { [unowned self] call in
+            let name = call.stack.string(at: 1) ?? ""
+            let store = try stateStore()
+            call.stack.push(try storeCall { () throws(StoreError) in try store.costSum(workflow: name) })
+            return .values(1)
+        }
+        // qw._cost_average(agent, model) -> the mean cost of its recent runs, or nil
+        lua.setFunction("_cost_average", in: t) { [unowned self] call in
+            let s = call.stack
+            let store = try stateStore()
+            let avg = try storeCall { () throws(StoreError) in try store.averageCost(agent: s.string(at: 1), model: s.string(at: 2)) }
+            if let avg { s.push(avg) } else { s.pushNil() }
+            return .values(1)
+        }
         // qw._pid() -> this process's id
         lua.setFunction("_pid", in: t) { call in
             call.stack.push(Int(getpid()))

@@ -167,6 +167,34 @@ struct AgentRunTests {
         #expect(byAgent.stdout.contains("qa-engineer"), "the routed task ran as qa-engineer: \(byAgent.stdout)")
     }
 
+    /// A workflow's budget keeps the third of five agent tasks from starting: two runs cost
+    /// $0.0008 and the history says the next costs $0.0004, which would pass $0.001.
+    @Test func aWorkflowBudgetStopsTheThirdTaskFromStarting() throws {
+        let (r, dir) = try run("""
+            local wf = qw.workflow("budgeted", { budget_usd = 0.001 })
+            local prev
+            for i = 1, 5 do
+              wf:task("t" .. i, { agent = "developer", prompt = "[[fake:hello]] step " .. i }, { deps = prev and { prev } or nil })
+              prev = "t" .. i
+            end
+            local r = wf:run()
+            print(table.concat(r.succeeded, ","), table.concat(r.failed, ","), table.concat(r.skipped, ","), table.concat(r.not_started, ","))
+            print(r.results.t3.error)
+            -- the process's budget counts the workflow's $0.0008 too
+            qw.limits{ budget_usd = 0.0013 }
+            local a = qw.agent.run{ agent = "developer", prompt = "[[fake:hello]] a" }
+            local b = qw.agent.run{ agent = "developer", prompt = "[[fake:hello]] b" }
+            print(a.ok, b.ok, b.budget_exceeded, qw.limits().budget_usd)
+            """)
+        defer { removeTree(dir) }
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 3, "\(r.stdout)\(r.stderr)")
+        #expect(lines[0] == "t1,t2\tt3\tt4,t5\tt3")
+        #expect(lines[1] == "not started: workflow 'budgeted''s budget of $0.0010 would be passed ($0.0008 spent, this run expects $0.0004)")
+        #expect(lines[2] == "true\tfalse\ttrue\t0.0013")
+        #expect(FakeModel.shared?.requests("hello").filter { $0.contains("step 3") }.isEmpty == true, "t3 never reached the model")
+    }
+
     @Test func qwAgentRunPrintsTheAnswerAndExitsByTheResult() throws {
         let (ok, dir) = try runQw { _ in ["agent", "run", "-", "[[fake:hello]] hi"] }
         defer { removeTree(dir) }

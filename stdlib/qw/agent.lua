@@ -12,7 +12,9 @@
 --- CLI exits 0 for some failures (a missing structured output, an interrupted run) and 1
 --- with `subtype: "success"` for API errors.
 local core = ...
-local M = { backends = {} }
+-- limits: set with qw.limits{ budget_usd = N } (this process's agent spend)
+local M = { backends = {}, limits = {} }
+local spent_here = 0
 
 -- The environment variable that marks the processes of one agent run.
 local MARK = "QW_AGENT_RUN"
@@ -22,7 +24,7 @@ local RUN_OPTIONS = { agent = true, prompt = true, cwd = true, timeout = true, m
                       budget_usd = true, allowed_tools = true, disallowed_tools = true, permission_mode = true,
                       append_system_prompt = true, json_schema = true, env = true, session = true, retry = true,
                       resources = true, name = true, log = true, backend = true, command = true, check = true,
-                      workflow = true, task = true }
+                      workflow = true, task = true, workflow_budget_usd = true }
 
 local function fail(fmt, ...) error(fmt:format(...), 3) end
 
@@ -189,7 +191,39 @@ function M.run(opts)
       fail("qw.agent.run: no agent named '%s' (qw agents --check lists what is wrong with the files)", tostring(opts.agent))
     end
   end
-  local argv, env = backend.command(opts, agent)
+  -- Budgets: a run is not started when what was spent plus what it is expected to cost (its
+  -- own budget_usd, else the average of this agent's and model's past runs) would pass the
+  -- process's or the workflow's budget; otherwise the CLI gets --max-budget-usd = what is left.
+  local function over_budget()
+    local model = opts.model or (agent and agent.model)
+    if type(model) == "string" and not model:match("^claude%-") then model = nil end  -- an alias: by agent alone
+    local expected = opts.budget_usd or core._cost_average(opts.agent, model) or 0
+    local left
+    for _, b in ipairs({ { M.limits.budget_usd, spent_here, "this process's" },
+                         { opts.workflow_budget_usd, opts.workflow and core._cost_sum(opts.workflow) or 0,
+                           ("workflow '%s''s"):format(tostring(opts.workflow)) } }) do
+      local budget, spent, whose = b[1], b[2], b[3]
+      if budget then
+        if spent + expected > budget + 1e-12 then
+          return ("not started: %s budget of $%.4f would be passed ($%.4f spent, this run expects $%.4f)")
+                 :format(whose, budget, spent, expected)
+        end
+        left = math.min(left or math.huge, budget - spent)
+      end
+    end
+    return nil, left
+  end
+  local capped = opts
+  local why, left = over_budget()
+  if why then
+    return { ok = false, budget_exceeded = true, error = why, cost_usd = 0, attempts = 0 }
+  end
+  if left then
+    capped = {}
+    for k, v in pairs(opts) do capped[k] = v end
+    capped.budget_usd = math.min(opts.budget_usd or left, left)
+  end
+  local argv, env = backend.command(capped, agent)
   local function once()
     local started = core._time()
     -- every process of the run carries this mark, so that none outlives it (the CLI's Bash
@@ -224,6 +258,7 @@ function M.run(opts)
       cache_creation_tokens = r.cache_creation_tokens, duration = r.duration, turns = r.turns,
       terminal_reason = r.terminal_reason, error = r.error and tostring(r.error) or nil,
     }
+    spent_here = spent_here + (r.cost_usd or 0)
     return r
   end
   -- session = "resume": the conversation of this task's (or agent's) last run goes on
@@ -233,7 +268,7 @@ function M.run(opts)
     once = function()
       if not id then return plain() end
       local copy = {}
-      for k, v in pairs(opts) do copy[k] = v end
+      for k, v in pairs(capped) do copy[k] = v end
       copy.session = id
       argv, env = backend.command(copy, agent)
       local r = plain()

@@ -160,8 +160,26 @@ function qw.limits(limits)
     end
     estimate_policy = limits.estimate or nil
   end
-  local current = core.limits(limits)
+  -- the agent limits are the agent layer's (stdlib/qw/agent.lua); the rest are admission's
+  local rest = limits
+  if limits and (limits.budget_usd ~= nil or limits.max_agents ~= nil or limits.agent_stagger ~= nil) then
+    rest = {}
+    for k, v in pairs(limits) do
+      if k == "budget_usd" or k == "max_agents" or k == "agent_stagger" then
+        if v ~= false and (type(v) ~= "number" or v < 0) then
+          error(("qw.limits: %s must be a number >= 0, or false to remove it (got %s)"):format(k, tostring(v)), 2)
+        end
+        qw.agent.limits[k] = v or nil
+      else
+        rest[k] = v
+      end
+    end
+  end
+  local current = core.limits(rest)
   current.estimate = estimate_policy
+  if not lazy_loaders["qw.agent"] then
+    for k, v in pairs(qw.agent.limits) do current[k] = v end
+  end
   return current
 end
 

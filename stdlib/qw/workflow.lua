@@ -49,7 +49,12 @@ function M.new(name, opts)
   if opts ~= nil and type(opts) ~= "table" then fail(2, "qw.workflow: options must be a table (got %s)", type(opts)) end
   opts = opts or {}
   for k in pairs(opts) do
-    if k ~= "max_concurrent" then fail(2, "qw.workflow: unknown option '%s' (max_concurrent)", tostring(k)) end
+    if k ~= "max_concurrent" and k ~= "budget_usd" then
+      fail(2, "qw.workflow: unknown option '%s' (max_concurrent, budget_usd)", tostring(k))
+    end
+  end
+  if opts.budget_usd ~= nil and (type(opts.budget_usd) ~= "number" or opts.budget_usd < 0) then
+    fail(2, "qw.workflow: budget_usd must be a number >= 0 (got %s)", tostring(opts.budget_usd))
   end
   return setmetatable({ name = name, opts = opts, tasks = {}, order = {} }, Workflow)
 end
@@ -162,22 +167,23 @@ end
 local AGENT_FIELDS = { "model", "max_turns", "budget_usd", "allowed_tools", "disallowed_tools", "permission_mode",
                        "append_system_prompt", "json_schema", "session", "backend", "command" }
 
-local function run_agent_task(t, wf_name)
+local function run_agent_task(t, wf_name, wf_budget)
   local spec, opts = t.spec, t.opts
   local agent = spec.agent
   -- `agent = qw.router.route` (or any function) picks the agent for this task
   if type(agent) == "function" then agent = agent({ id = t.id, prompt = spec.prompt, title = spec.title, files = spec.files }) end
   local run = { agent = agent, prompt = spec.prompt, cwd = opts.cwd, env = opts.env, timeout = opts.timeout,
                 retry = opts.retry, name = opts.name or t.id, log = opts.log, workflow = wf_name, task = t.id,
+                workflow_budget_usd = wf_budget,
                 -- the CLI's measured peak is 225-300 MB
                 resources = opts.resources or { memory = "300M" } }
   for _, k in ipairs(AGENT_FIELDS) do run[k] = spec[k] end
   return qw.agent.run(run)
 end
 
-local function run_task(t, h, i, wf_name)
+local function run_task(t, h, i, wf_name, wf_budget)
   local spec, opts = t.spec, t.opts
-  if is_agent_spec(spec) then return run_agent_task(t, wf_name) end
+  if is_agent_spec(spec) then return run_agent_task(t, wf_name, wf_budget) end
   if type(spec) == "function" then
     if not opts.retry then return spec() end
     local attempts, value = 0, nil
@@ -311,7 +317,7 @@ function Workflow:run(opts)
           results[t.id] = { ok = false, error = why }
           i = h:step(i, false, why)
         else
-          local ok, r, attempts = pcall(run_task, t, h, i, name)
+          local ok, r, attempts = pcall(run_task, t, h, i, name, self.opts.budget_usd)
           if ok then
             if r ~= nil then results[t.id] = r end
           else
@@ -334,6 +340,12 @@ function Workflow:run(opts)
 
   local report = { ok = true, results = results, hashed = h:hashed() }
   report.succeeded, report.failed, report.skipped = h:outcome()
+  -- the agent tasks the budget kept from starting
+  report.not_started = {}
+  for _, id in ipairs(report.failed) do
+    local r = results[id]
+    if type(r) == "table" and r.budget_exceeded then report.not_started[#report.not_started + 1] = id end
+  end
   report.ok = #report.failed == 0 and #report.skipped == 0
   report.duration = qw.now() - started
   core._wf_end(name, report.ok and "succeeded" or "failed")

@@ -591,6 +591,25 @@ public final class StateStore {
         }
     }
 
+    /// What the ledger holds for a workflow (all its runs and resumes).
+    public func costSum(workflow: String) throws(StoreError) -> Double {
+        try wrap("read the cost ledger") {
+            try db.read { db in try Double.fetchOne(db, sql: "SELECT sum(cost_usd) FROM agent_runs WHERE workflow = ?", arguments: [workflow]) ?? 0 }
+        }
+    }
+
+    /// The mean own cost of the last 20 runs of an agent (and model, when given); nil with no history.
+    public func averageCost(agent: String?, model: String?) throws(StoreError) -> Double? {
+        try wrap("read the cost ledger") {
+            try db.read { db in
+                try Double.fetchOne(db, sql: """
+                    SELECT avg(cost_usd) FROM (SELECT cost_usd FROM agent_runs
+                        WHERE agent IS ? AND (? IS NULL OR model LIKE ? || '%') ORDER BY id DESC LIMIT 20)
+                    """, arguments: [agent, model, model])
+            }
+        }
+    }
+
     /// One row of ``costReport(by:since:)``.
     public struct CostRow: Sendable {
         public var key: String
