@@ -42,6 +42,42 @@ extension Runtime {
             if let avg { s.push(avg) } else { s.pushNil() }
             return .values(1)
         }
+        // qw._gate_acquire(run, max_agents, stagger, backoff) -> granted, wait
+        // qw._gate_release(run, limited, retry_after, backoff); qw._gate_status() -> { running, closed_until, probing }
+        func settings(_ s: LuaStack, from: Int32) -> AgentGate.Settings {
+            AgentGate.Settings(maxAgents: Int(s.number(at: from) ?? 3), stagger: s.number(at: from + 1) ?? 1,
+                               backoff: s.number(at: from + 2) ?? 1)
+        }
+        lua.setFunction("_gate_acquire", in: t) { [unowned self] call in
+            let s = call.stack
+            let run = s.string(at: 1) ?? ""
+            let store = try stateStore()
+            let set = settings(s, from: 2)
+            let (granted, wait) = try storeCall { () throws(StoreError) in try store.gateAcquire(run: run, settings: set) }
+            s.push(granted)
+            s.push(wait)
+            return .values(2)
+        }
+        lua.setFunction("_gate_release", in: t) { [unowned self] call in
+            let s = call.stack
+            let run = s.string(at: 1) ?? ""
+            let limited = s.bool(at: 2)
+            let retryAfter = s.type(at: 3) == .number ? s.number(at: 3) : nil
+            let set = AgentGate.Settings(backoff: s.number(at: 4) ?? 1)
+            let store = try stateStore()
+            try storeCall { () throws(StoreError) in try store.gateRelease(run: run, limited: limited, retryAfter: retryAfter, settings: set) }
+            return .values(0)
+        }
+        lua.setFunction("_gate_status", in: t) { [unowned self] call in
+            let s = call.stack
+            let store = try stateStore()
+            let st = try storeCall { () throws(StoreError) in try store.gateStatus() }
+            s.newTable(hash: 3)
+            s.push(st.running); s.setField(-2, "running")
+            if let u = st.closedUntil { s.push(u); s.setField(-2, "closed_until") }
+            s.push(st.probing); s.setField(-2, "probing")
+            return .values(1)
+        }
         // qw._pid() -> this process's id
         lua.setFunction("_pid", in: t) { call in
             call.stack.push(Int(getpid()))

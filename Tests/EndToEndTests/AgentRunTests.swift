@@ -22,6 +22,9 @@ final class FakeModel: @unchecked Sendable {
                         {"text": "done writing"}],
               "denied": [{"status": 401, "error": {"type": "authentication_error", "message": "invalid x-api-key"}}],
               "textonly": [{"text": "no structured output here"}],
+              "storm": {"first": 6, "reject": {"status": 429, "headers": {"retry-after": "1"},
+                                                "error": {"type": "rate_limit_error", "message": "slow down"}},
+                        "then": [{"text": "through"}]},
               "sleeper": [{"tool_use": {"name": "Bash", "input": {"command": "nohup python3 -c 'import time; time.sleep(100.4321)' >/dev/null 2>&1 &", "description": "start a sleeper"}}},
                           {"hang": true}],
               "sleeper-done": [{"tool_use": {"name": "Bash", "input": {"command": "nohup python3 -c 'import time; time.sleep(100.4322)' >/dev/null 2>&1 &", "description": "start a sleeper"}}},
@@ -78,7 +81,9 @@ struct AgentRunTests {
     /// TMPDIR, pointed at the fake model.
     func run(_ code: String) throws -> (Outcome, String) {
         try runQw { dir in
-            writeFile(dir + "/run.lua", code.replacingOccurrences("OUT", dir + "/proj/out.txt").replacingOccurrences("[[TESTDIR]]", "'" + dir + "'"))
+            // no stagger between starts: the tests would only wait
+            writeFile(dir + "/run.lua", "qw.limits{ agent_stagger = 0 }\n" +
+                      code.replacingOccurrences("OUT", dir + "/proj/out.txt").replacingOccurrences("[[TESTDIR]]", "'" + dir + "'"))
             return ["run", dir + "/run.lua"]
         }
     }
@@ -193,6 +198,42 @@ struct AgentRunTests {
         #expect(lines[1] == "not started: workflow 'budgeted''s budget of $0.0010 would be passed ($0.0008 spent, this run expects $0.0004)")
         #expect(lines[2] == "true\tfalse\ttrue\t0.0013")
         #expect(FakeModel.shared?.requests("hello").filter { $0.contains("step 3") }.isEmpty == true, "t3 never reached the model")
+    }
+
+    /// A 429 storm: 12 agent tasks, 4 at a time, against a model that rejects its first 6
+    /// requests. The gate closes for everyone at the first rejection and reopens for one run
+    /// at a time until one gets through: every task ends ok, none counts as failed, and the
+    /// probes reach the model one after another.
+    @Test func aRateLimitStormClosesTheGateAndEveryTaskEndsOk() throws {
+        let (r, dir) = try run("""
+            qw.limits{ max_agents = 4, agent_backoff = 0.3 }
+            local wf = qw.workflow("storm", { max_concurrent = 12 })
+            for i = 1, 12 do wf:task("t" .. i, { prompt = "[[fake:storm]] task " .. i }) end
+            local r = wf:run()
+            local retried = 0
+            for _, res in pairs(r.results) do retried = retried + (res.rate_limit_retries or 0) end
+            print(r.ok, #r.succeeded, #r.failed, retried)
+            """)
+        defer { removeTree(dir) }
+        #expect(r.stdout == "true\t12\t0\t6\n", "\(r.stdout)\(r.stderr)")
+        // from the fake's log: after the first burst (at most 4 in flight before the gate
+        // closed), the rejected probes and the first success come one at a time
+        let log = (FakeModel.shared?.requests("storm") ?? []).compactMap { line -> (Double, Int)? in
+            guard let at = line.firstRange(of: "\"at\": "), let st = line.firstRange(of: "\"status\": ") else { return nil }
+            let t = Double(line[at.upperBound...].prefix { $0.isNumber || $0 == "." }) ?? 0
+            let code = Int(line[st.upperBound...].prefix { $0.isNumber }) ?? 0
+            return (t, code)
+        }.sorted { $0.0 < $1.0 }
+        #expect(log.filter { $0.1 == 429 }.count == 6)
+        #expect(log.filter { $0.1 == 200 }.count == 12)
+        let firstOk = try #require(log.firstIndex { $0.1 == 200 })
+        #expect(firstOk >= 6)
+        let probes = Array(log[4...firstOk])
+        for k in 1..<probes.count {
+            #expect(probes[k].0 - probes[k - 1].0 >= 0.25, "probe \(k) came \(probes[k].0 - probes[k - 1].0) s after the one before")
+        }
+        let status = qw(["-e", "local g = qw.agent.gate() print(g.running, g.probing)"], cwd: dir + "/proj")
+        #expect(status.stdout == "0\tfalse\n", "\(status.stdout)\(status.stderr)")
     }
 
     @Test func qwAgentRunPrintsTheAnswerAndExitsByTheResult() throws {

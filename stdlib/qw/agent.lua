@@ -16,6 +16,19 @@ local core = ...
 local M = { backends = {}, limits = {} }
 local spent_here = 0
 
+-- Defaults of the agent limits (qw.limits{ max_agents, agent_stagger, agent_backoff }).
+local DEFAULT_MAX_AGENTS, DEFAULT_STAGGER, DEFAULT_BACKOFF = 3, 1, 1
+-- How often a run that hit a rate limit goes back into the queue before it counts as failed.
+M.max_rate_limit_retries = 10
+
+-- Whether a result is a rate limit or an overload: the gate closes for everyone.
+local function rate_limited(r)
+  local s = r.api_error_status
+  if s == 429 or s == 529 then return true end
+  local e = tostring(r.error or "")
+  return e:find("rate_limit", 1, true) ~= nil or e:find("(429)", 1, true) ~= nil or e:find("529 Overloaded", 1, true) ~= nil
+end
+
 -- The environment variable that marks the processes of one agent run.
 local MARK = "QW_AGENT_RUN"
 local runs = 0
@@ -24,7 +37,7 @@ local RUN_OPTIONS = { agent = true, prompt = true, cwd = true, timeout = true, m
                       budget_usd = true, allowed_tools = true, disallowed_tools = true, permission_mode = true,
                       append_system_prompt = true, json_schema = true, env = true, session = true, retry = true,
                       resources = true, name = true, log = true, backend = true, command = true, check = true,
-                      workflow = true, task = true, workflow_budget_usd = true }
+                      workflow = true, task = true, workflow_budget_usd = true, gate = true }
 
 local function fail(fmt, ...) error(fmt:format(...), 3) end
 
@@ -165,6 +178,11 @@ end
 
 ---------------------------------------------------------------------------------------------
 
+---The shared agent gate: { running, probing, closed_until (seconds since the epoch, when closed) }.
+function M.gate()
+  return core._gate_status()
+end
+
 ---Runs an agent headless and returns the exec result plus what the backend read from it.
 ---@param opts table { agent, prompt, cwd, timeout, model, ..., backend = "claude" }
 ---@return table result { ok, code, stdout, stderr, duration, cost_usd, input_tokens, output_tokens,
@@ -234,10 +252,25 @@ function M.run(opts)
     local tmp = core._mkdtemp("qw-agent-")
     local run_env = { [MARK] = mark, TMPDIR = tmp }
     for k, v in pairs(env or {}) do run_env[k] = v end
+    -- the shared gate: a place among max_agents, starts staggered, closed after a rate limit
+    local gate = backend_name == "claude" and opts.gate ~= false
+    local lim = M.limits
+    local max_agents, stagger = lim.max_agents or DEFAULT_MAX_AGENTS, lim.agent_stagger or DEFAULT_STAGGER
+    local backoff = lim.agent_backoff or DEFAULT_BACKOFF
+    local holding = false
     local leftovers <close> = setmetatable({}, { __close = function()
       core._kill_marked(MARK, mark)
       core._rmtree(tmp)
+      if holding then pcall(core._gate_release, mark, false, nil, backoff) end
     end })
+    if gate then
+      while true do
+        local granted, wait = core._gate_acquire(mark, max_agents, stagger, backoff)
+        if granted then break end
+        qw.sleep(math.max(0.01, math.min(wait, 0.5)))
+      end
+      holding = true
+    end
     local r = qw.exec(argv, { cwd = opts.cwd, env = run_env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
                               name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
     local fields = backend.parse(r, opts)
@@ -259,6 +292,24 @@ function M.run(opts)
       terminal_reason = r.terminal_reason, error = r.error and tostring(r.error) or nil,
     }
     spent_here = spent_here + (r.cost_usd or 0)
+    if holding then
+      r.rate_limited = rate_limited(r) or nil
+      core._gate_release(mark, r.rate_limited or false, nil, backoff)
+      holding = false
+    end
+    return r
+  end
+  -- a run that hit a rate limit waits for the gate and goes again, without counting as a failure
+  local single = once
+  once = function()
+    local r = single()
+    local tries = 0
+    while r.rate_limited and tries < M.max_rate_limit_retries do
+      tries = tries + 1
+      qw.log.debug(("agent %s: rate limited, back in the queue (%d)"):format(tostring(opts.agent or "-"), tries))
+      r = single()
+    end
+    r.rate_limit_retries = tries
     return r
   end
   -- session = "resume": the conversation of this task's (or agent's) last run goes on

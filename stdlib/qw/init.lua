@@ -162,10 +162,13 @@ function qw.limits(limits)
   end
   -- the agent limits are the agent layer's (stdlib/qw/agent.lua); the rest are admission's
   local rest = limits
-  if limits and (limits.budget_usd ~= nil or limits.max_agents ~= nil or limits.agent_stagger ~= nil) then
+  local AGENT_LIMITS = { budget_usd = true, max_agents = true, agent_stagger = true, agent_backoff = true }
+  local has_agent_limit = false
+  for k in pairs(limits or {}) do if AGENT_LIMITS[k] then has_agent_limit = true end end
+  if has_agent_limit then
     rest = {}
     for k, v in pairs(limits) do
-      if k == "budget_usd" or k == "max_agents" or k == "agent_stagger" then
+      if AGENT_LIMITS[k] then
         if v ~= false and (type(v) ~= "number" or v < 0) then
           error(("qw.limits: %s must be a number >= 0, or false to remove it (got %s)"):format(k, tostring(v)), 2)
         end

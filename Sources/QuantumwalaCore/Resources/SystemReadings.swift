@@ -436,7 +436,7 @@ private func rooted(_ root: String, _ path: String) -> String {
 /// The whole of a small file (a /proc or cgroup file) as text, or nil when it cannot be read.
 ///
 /// /proc files have no size to stat, so this reads until end of file, up to 4 MiB.
-private func readSmallFile(_ path: String) -> String? {
+func readSmallFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

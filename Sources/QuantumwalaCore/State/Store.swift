@@ -185,7 +185,41 @@ public final class StateStore {
                 CREATE INDEX agent_runs_by_session ON agent_runs (session, id);
                 """)
         }
+        m.registerMigration("v6: the agent gate") { db in
+            try db.execute(sql: """
+                CREATE TABLE agent_gate (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    closed_until REAL NOT NULL DEFAULT 0,
+                    probing INTEGER NOT NULL DEFAULT 0,
+                    backoff REAL NOT NULL DEFAULT 1,
+                    last_start REAL NOT NULL DEFAULT 0
+                );
+                INSERT INTO agent_gate (id) VALUES (1);
+                CREATE TABLE agent_holders (
+                    run TEXT PRIMARY KEY NOT NULL,
+                    pid INTEGER NOT NULL,
+                    start_ticks INTEGER NOT NULL,
+                    since REAL NOT NULL,
+                    probe INTEGER NOT NULL DEFAULT 0
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
+    }
+
+    /// Runs `body` in one write transaction (the gate's read-modify-write).
+    func writeGate<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+        // IMMEDIATE: the write lock first, so that two processes never act on the same reading
+        try wrap("use the agent gate") {
+            try db.writeWithoutTransaction { db in
+                var out: T?
+                try db.inTransaction(.immediate) {
+                    out = try body(db)
+                    return .commit
+                }
+                return out!
+            }
+        }
     }
 
     private static func makeDirectories(_ dir: String) {
