@@ -22,6 +22,13 @@ final class FakeModel: @unchecked Sendable {
                         {"text": "done writing"}],
               "denied": [{"status": 401, "error": {"type": "authentication_error", "message": "invalid x-api-key"}}],
               "textonly": [{"text": "no structured output here"}],
+              "delegate": [{"tool_use": {"name": "Agent", "input": {"subagent_type": "code-reviewer", "description": "review it",
+                                                                    "prompt": "[[fake:sub-review]] review the diff", "run_in_background": false}}},
+                           {"tool_use": {"name": "Agent", "input": {"subagent_type": "spec-task-executor", "description": "do task 1",
+                                                                    "prompt": "[[fake:sub-exec]] do task 1", "run_in_background": false}}},
+                           {"text": "delegated"}],
+              "sub-review": [{"text": "reviewed: nothing blocking"}],
+              "sub-exec": [{"text": "task 1 done"}],
               "storm": {"first": 6, "reject": {"status": 429, "headers": {"retry-after": "1"},
                                                 "error": {"type": "rate_limit_error", "message": "slow down"}},
                         "then": [{"text": "through"}]},
@@ -234,6 +241,45 @@ struct AgentRunTests {
         }
         let status = qw(["-e", "local g = qw.agent.gate() print(g.running, g.probing)"], cwd: dir + "/proj")
         #expect(status.stdout == "0\tfalse\n", "\(status.stdout)\(status.stderr)")
+    }
+
+    /// The whole catalogue loaded into the real CLI: every agent is offered to the model, and
+    /// an Agent tool call reaches a subagent whose request carries that agent's prompt, model
+    /// and only its tools.
+    @Test func theCatalogueReachesTheRealCLIAndItsSubagents() throws {
+        let (r, dir) = try runQw { _ in ["agent", "run", "-", "[[fake:delegate]] go"] }
+        defer { removeTree(dir) }
+        #expect(r.code == 0, "\(r.stderr)")
+        #expect(r.stdout == "delegated\n")
+        let log = try #require(FakeModel.shared?.log)
+        let names = qwShell("ls '\(repoRoot)/.claude/agents'").split(separator: "\n").map { String($0.dropLast(3)) }
+        #expect(names.count == 21)
+        let check = qw(["-e", """
+            local names = { \(names.map { "\"\($0)\"" }.joined(separator: ", ")) }
+            local offered, subs = {}, {}
+            local function texts(v, out)
+              if type(v) == "string" then out[#out + 1] = v elseif type(v) == "table" then for _, x in pairs(v) do texts(x, out) end end
+              return out
+            end
+            for line in io.lines([[\(log)]]) do
+              local e = qw.json.decode(line)
+              local body = table.concat(texts(e.body, {}), "\\n")
+              if e.scenario == "delegate" and e.turn == 0 then
+                for _, n in ipairs(names) do if body:find("\\n%- " .. n:gsub("%-", "%%-") .. ":") then offered[#offered + 1] = n end end
+              elseif e.scenario == "sub-review" or e.scenario == "sub-exec" then
+                local tools = {}
+                for _, t in ipairs(e.body.tools) do tools[#tools + 1] = t.name end
+                table.sort(tools)
+                subs[e.scenario] = e.body.model .. " " .. table.concat(tools, ",") .. " " ..
+                  tostring(body:find("You are the code reviewer", 1, true) ~= nil or body:find("You execute one task of a spec", 1, true) ~= nil)
+              end
+            end
+            print(#offered, subs["sub-review"], subs["sub-exec"])
+            """])
+        #expect(check.code == 0, "\(check.stderr)")
+        // code-reviewer: opus, Read, Glob, Grep, Bash (Glob and Grep come only without Bash);
+        // spec-task-executor: sonnet, Read, Write, Edit, Bash, Glob, Grep
+        #expect(check.stdout == "21\tclaude-opus-5-5 Bash,Read true\tclaude-sonnet-5-5 Bash,Edit,Read,Write true\n", "\(check.stdout)")
     }
 
     @Test func qwAgentRunPrintsTheAnswerAndExitsByTheResult() throws {
