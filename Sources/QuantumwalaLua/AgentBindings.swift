@@ -63,7 +63,7 @@ extension Runtime {
             let run = s.string(at: 1) ?? ""
             let limited = s.bool(at: 2)
             let retryAfter = s.type(at: 3) == .number ? s.number(at: 3) : nil
-            let set = AgentGate.Settings(backoff: s.number(at: 4) ?? 1)
+            let set = AgentGate.Settings(maxAgents: Int(s.number(at: 5) ?? 3), backoff: s.number(at: 4) ?? 1)
             let store = try stateStore()
             try storeCall { () throws(StoreError) in try store.gateRelease(run: run, limited: limited, retryAfter: retryAfter, settings: set) }
             return .values(0)

@@ -16,7 +16,8 @@ Scenarios file (JSON): { "NAME": [ turn, ... ], ... } where a turn is
   {"delay": 0.5, ...}                               waits before answering
 and may carry "usage": {input_tokens, output_tokens, cache_read_input_tokens,
 cache_creation_input_tokens}. Past the last turn the last one is repeated. A scenario may be
-{"first": N, "then": [turns], "reject": turn} to answer the first N requests with `reject`.
+{"first": N, "then": [turns], "reject": turn} to answer the first N requests with `reject`,
+or {"rate": R, "then": [turns], "reject": turn} to admit at most R requests a second.
 
 Usage: fake_anthropic.py --scenarios FILE --log FILE [--port 0]; prints the port on stdout.
 """
@@ -52,6 +53,7 @@ class State:
         self.log = log
         self.lock = threading.Lock()
         self.counts = {}
+        self.windows = {}
         self.seq = 0
 
     def next_id(self):
@@ -101,7 +103,16 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             n = st.counts.get(name, 0)
             st.counts[name] = n + 1
-        if isinstance(script, dict):  # {"first": N, "reject": turn, "then": [...]}
+        if isinstance(script, dict) and "rate" in script:  # {"rate": R, "reject": turn, "then": [...]}: R per second
+            now = time.time()
+            with st.lock:
+                window = [t for t in st.windows.get(name, []) if now - t < 1.0]
+                admitted = len(window) < script["rate"]
+                if admitted:
+                    window.append(now)
+                st.windows[name] = window
+            step = script["then"][min(turn, len(script["then"]) - 1)] if admitted else script["reject"]
+        elif isinstance(script, dict):  # {"first": N, "reject": turn, "then": [...]}
             step = script["reject"] if n < script.get("first", 0) else script["then"][min(turn, len(script["then"]) - 1)]
         elif script:
             step = script[min(turn, len(script) - 1)]

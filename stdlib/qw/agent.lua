@@ -261,7 +261,7 @@ function M.run(opts)
     local leftovers <close> = setmetatable({}, { __close = function()
       core._kill_marked(MARK, mark)
       core._rmtree(tmp)
-      if holding then pcall(core._gate_release, mark, false, nil, backoff) end
+      if holding then pcall(core._gate_release, mark, false, nil, backoff, max_agents) end
     end })
     if gate then
       while true do
@@ -294,7 +294,7 @@ function M.run(opts)
     spent_here = spent_here + (r.cost_usd or 0)
     if holding then
       r.rate_limited = rate_limited(r) or nil
-      core._gate_release(mark, r.rate_limited or false, nil, backoff)
+      core._gate_release(mark, r.rate_limited or false, nil, backoff, max_agents)
       holding = false
     end
     return r

@@ -5,6 +5,10 @@ import Glibc
 /// project shares it: at most `maxAgents` runs at once, starts `stagger` seconds apart, and
 /// closed for everyone when a run hits a rate limit. It then reopens for one run at a time
 /// (a probe) until a run gets through, with an exponential backoff between probes.
+///
+/// After a rate limit the gate also keeps a window, as TCP does: the number of runs at once
+/// is halved at each limit and grows by one per window's worth of runs that get through, so
+/// a steady rate limit is met at about its rate instead of in bursts that it rejects.
 public struct AgentGate {
     public struct Settings: Sendable {
         public var maxAgents: Int
@@ -43,12 +47,13 @@ extension StateStore {
         return try writeGate { db in
             try Self.dropDeadHolders(db)
             let now = monotonicWallClock()
-            let row = try Row.fetchOne(db, sql: "SELECT closed_until, probing, last_start FROM agent_gate WHERE id = 1")!
-            let closedUntil: Double = row[0], probing: Bool = row[1], lastStart: Double = row[2]
+            let row = try Row.fetchOne(db, sql: "SELECT closed_until, probing, last_start, window FROM agent_gate WHERE id = 1")!
+            let closedUntil: Double = row[0], probing: Bool = row[1], lastStart: Double = row[2], window: Double = row[3]
             let holders = try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0
             if now < closedUntil { return (false, closedUntil - now) }
             if probing && holders >= 1 { return (false, 0.1) }
-            if holders >= max(1, settings.maxAgents) { return (false, 0.1) }
+            let limit = window > 0 ? min(max(1, settings.maxAgents), max(1, Int(window))) : max(1, settings.maxAgents)
+            if holders >= limit { return (false, 0.05) }
             if now < lastStart + settings.stagger { return (false, lastStart + settings.stagger - now) }
             try db.execute(sql: "INSERT OR REPLACE INTO agent_holders (run, pid, start_ticks, since, probe) VALUES (?, ?, ?, ?, ?)",
                            arguments: [run, pid, ticks, now, probing])
@@ -65,8 +70,20 @@ extension StateStore {
             let wasProbe = try Bool.fetchOne(db, sql: "SELECT probe FROM agent_holders WHERE run = ?", arguments: [run]) ?? false
             try db.execute(sql: "DELETE FROM agent_holders WHERE run = ?", arguments: [run])
             let now = monotonicWallClock()
-            let row = try Row.fetchOne(db, sql: "SELECT probing, backoff, closed_until FROM agent_gate WHERE id = 1")!
-            let probing: Bool = row[0], backoff: Double = row[1], closedUntil: Double = row[2]
+            let row = try Row.fetchOne(db, sql: "SELECT probing, backoff, closed_until, window FROM agent_gate WHERE id = 1")!
+            let probing: Bool = row[0], backoff: Double = row[1], closedUntil: Double = row[2], window: Double = row[3]
+            let holders = try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0
+            if limited && !probing {
+                // the first limit of a closing: halve what was running
+                let running = Double(holders + 1)
+                try db.execute(sql: "UPDATE agent_gate SET window = ? WHERE id = 1",
+                               arguments: [max(1, (window > 0 ? min(window, running) : running) / 2)])
+            } else if !limited && window > 0 {
+                // additive increase: one more run at once per window's worth of successes
+                let grown = window + 1 / window
+                try db.execute(sql: "UPDATE agent_gate SET window = ? WHERE id = 1",
+                               arguments: [grown >= Double(settings.maxAgents) ? 0 : grown])
+            }
             if limited {
                 // a failed probe doubles the wait; runs that were already in flight when the
                 // gate closed only keep it closed

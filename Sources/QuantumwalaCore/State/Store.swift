@@ -192,7 +192,8 @@ public final class StateStore {
                     closed_until REAL NOT NULL DEFAULT 0,
                     probing INTEGER NOT NULL DEFAULT 0,
                     backoff REAL NOT NULL DEFAULT 1,
-                    last_start REAL NOT NULL DEFAULT 0
+                    last_start REAL NOT NULL DEFAULT 0,
+                    window REAL NOT NULL DEFAULT 0
                 );
                 INSERT INTO agent_gate (id) VALUES (1);
                 CREATE TABLE agent_holders (
