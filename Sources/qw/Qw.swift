@@ -18,6 +18,9 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("max-concurrent"), help: "Most processes running at once (default 8; wins over .qw/policy.lua).")
     var maxConcurrent: Int?
 
+    @Option(name: .customLong("max-agents"), help: "Most agent runs at once, shared by every qw of the project (default 3).")
+    var maxAgents: Int?
+
     @Option(name: .customLong("state"), help: "The state store (default: $QW_STATE, else .qw/state.db).")
     var state: String?
 
@@ -27,7 +30,7 @@ struct GlobalOptions: ParsableArguments {
     /// A runtime set up from these options, or a message naming what is wrong.
     func makeRuntime() throws -> Runtime {
         try makeQwRuntime(verbose: verbose, timeLimit: timeLimit, luaMemory: luaMemory, maxConcurrent: maxConcurrent,
-                          state: state, policy: policy)
+                          maxAgents: maxAgents, state: state, policy: policy)
     }
 }
 
@@ -37,6 +40,7 @@ struct FastOptions {
     var timeLimit: Double?
     var luaMemory = "1G"
     var maxConcurrent: Int?
+    var maxAgents: Int?
     var state: String?
     var policy: String?
 
@@ -44,7 +48,7 @@ struct FastOptions {
     func run(_ body: (Runtime) throws -> Void) -> Int32 {
         do {
             let runtime = try makeQwRuntime(verbose: verbose, timeLimit: timeLimit, luaMemory: luaMemory,
-                                            maxConcurrent: maxConcurrent, state: state, policy: policy)
+                                            maxConcurrent: maxConcurrent, maxAgents: maxAgents, state: state, policy: policy)
             try body(runtime)
             return 0
         } catch let e as ExitCode {
@@ -61,7 +65,7 @@ struct FastOptions {
 
 /// A runtime with the global options' values.
 func makeQwRuntime(verbose: Bool = false, timeLimit: Double? = nil, luaMemory: String = "1G", maxConcurrent: Int? = nil,
-                   state: String? = nil, policy: String? = nil) throws -> Runtime {
+                   maxAgents: Int? = nil, state: String? = nil, policy: String? = nil) throws -> Runtime {
         var o = RuntimeOptions()
         o.verbose = verbose
         if let t = timeLimit {
@@ -76,6 +80,9 @@ func makeQwRuntime(verbose: Bool = false, timeLimit: Double? = nil, luaMemory: S
         if let n = maxConcurrent {
             guard n >= 1 else { throw ValidationError("--max-concurrent must be at least 1") }
         }
+        if let n = maxAgents {
+            guard n >= 1 else { throw ValidationError("--max-agents must be at least 1") }
+        }
         let runtime: Runtime
         do {
             runtime = try Runtime(options: o)
@@ -89,6 +96,7 @@ func makeQwRuntime(verbose: Bool = false, timeLimit: Double? = nil, luaMemory: S
             try finish(runtime.runPolicy(policyFile))
         }
         if let n = maxConcurrent { runtime.setMaxConcurrent(n) }
+        if let n = maxAgents { try finish(runtime.runChunk("qw.limits{ max_agents = \(n) }", name: "=(--max-agents)")) }
         // what it runs shows in `qw resources` from any terminal
         runtime.publishWork(onBoard: { WorkBoard() })
         return runtime
@@ -156,7 +164,7 @@ struct Qw: ParsableCommand {
                 name = String(a[..<eq])
                 value = String(a[a.index(after: eq)...])
             }
-            guard ["--time-limit", "--lua-memory", "--max-concurrent", "--state", "--policy"].contains(name) else { return nil }
+            guard ["--time-limit", "--lua-memory", "--max-concurrent", "--max-agents", "--state", "--policy"].contains(name) else { return nil }
             if value == nil {
                 guard i + 1 < argc else { return nil }
                 value = arg(i + 1)
@@ -167,6 +175,7 @@ struct Qw: ParsableCommand {
             case "--time-limit": guard let t = Double(value!) else { return nil }; o.timeLimit = t
             case "--lua-memory": o.luaMemory = value!
             case "--max-concurrent": guard let n = Int(value!) else { return nil }; o.maxConcurrent = n
+            case "--max-agents": guard let n = Int(value!) else { return nil }; o.maxAgents = n
             case "--state": o.state = value
             default: o.policy = value
             }

@@ -115,10 +115,12 @@ struct AgentRunTests {
             local a = qw.agent.run{ agent = "developer", prompt = "[[fake:hello]] one" }
             local b = qw.agent.run{ agent = "developer", prompt = "[[fake:hello]] two", session = a.session_id }
             print(a.cost_usd, b.cost_usd, b.session_cost_usd, b.session_id == a.session_id)
+            local g = qw.resources().agents
+            print(g.running, g.probing, g.max_agents)
             """)
         defer { removeTree(dir) }
         // sonnet: 100 input tokens at $2/M and 20 output tokens at $10/M per run
-        #expect(r.stdout == "0.0004\t0.0004\t0.0008\ttrue\n", "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout == "0.0004\t0.0004\t0.0008\ttrue\n0\tfalse\t3\n", "\(r.stdout)\(r.stderr)")
         let report = qw(["cost", "--by", "agent", "--json"], cwd: dir + "/proj")
         #expect(report.code == 0, "\(report.stderr)")
         #expect(report.stdout.contains("\"agent\": \"developer\""), "\(report.stdout)")
@@ -283,6 +285,9 @@ struct AgentRunTests {
     }
 
     @Test func qwAgentRunPrintsTheAnswerAndExitsByTheResult() throws {
+        let (limit, dir0) = try runQw { _ in ["--max-agents", "2", "-e", "print(qw.limits().max_agents)"] }
+        defer { removeTree(dir0) }
+        #expect(limit.stdout == "2\n", "\(limit.stderr)")
         let (ok, dir) = try runQw { _ in ["agent", "run", "-", "[[fake:hello]] hi"] }
         defer { removeTree(dir) }
         #expect(ok.code == 0, "\(ok.stderr)")

@@ -104,6 +104,20 @@ local function with_core(name)
   return function() return assert(loadfile(package.searchpath(name, package.path)))(core) end
 end
 
+---The resource readings (see lua-api.md); with `agents = { running, probing, closed_until,
+---max_agents }`, the shared agent gate, once this process has used agents.
+function qw.resources()
+  local r = core.resources()
+  if not lazy_loaders["qw.agent"] then
+    local ok, g = pcall(qw.agent.gate)
+    if ok then
+      g.max_agents = qw.agent.limits.max_agents or 3
+      r.agents = g
+    end
+  end
+  return r
+end
+
 function qw._load_lazy()
   for _, fill in pairs(lazy_loaders) do fill() end
 end
