@@ -66,40 +66,40 @@ struct FastOptions {
 /// A runtime with the global options' values.
 func makeQwRuntime(verbose: Bool = false, timeLimit: Double? = nil, luaMemory: String = "1G", maxConcurrent: Int? = nil,
                    maxAgents: Int? = nil, state: String? = nil, policy: String? = nil) throws -> Runtime {
-        var o = RuntimeOptions()
-        o.verbose = verbose
-        if let t = timeLimit {
-            guard t > 0 else { throw ValidationError("--time-limit must be a positive number of seconds") }
-            o.timeLimit = t
-        }
-        guard let bytes = parseByteSize(luaMemory) else {
-            throw ValidationError("--lua-memory: '\(luaMemory)' is not a size (try 512M or 2G)")
-        }
-        o.memoryLimit = bytes
-        o.statePath = state
-        if let n = maxConcurrent {
-            guard n >= 1 else { throw ValidationError("--max-concurrent must be at least 1") }
-        }
-        if let n = maxAgents {
-            guard n >= 1 else { throw ValidationError("--max-agents must be at least 1") }
-        }
-        let runtime: Runtime
-        do {
-            runtime = try Runtime(options: o)
-        } catch {
-            writeAll(2, "qw: \(error)\n")
-            throw ExitCode(1)
-        }
-        // The project's policy first, then the command line, which is more specific.
-        let policyFile = policy ?? (access(Runtime.defaultPolicyPath, R_OK) == 0 ? Runtime.defaultPolicyPath : nil)
-        if let policyFile {
-            try finish(runtime.runPolicy(policyFile))
-        }
-        if let n = maxConcurrent { runtime.setMaxConcurrent(n) }
-        if let n = maxAgents { try finish(runtime.runChunk("qw.limits{ max_agents = \(n) }", name: "=(--max-agents)")) }
-        // what it runs shows in `qw resources` from any terminal
-        runtime.publishWork(onBoard: { WorkBoard() })
-        return runtime
+    var o = RuntimeOptions()
+    o.verbose = verbose
+    if let t = timeLimit {
+        guard t > 0 else { throw ValidationError("--time-limit must be a positive number of seconds") }
+        o.timeLimit = t
+    }
+    guard let bytes = parseByteSize(luaMemory) else {
+        throw ValidationError("--lua-memory: '\(luaMemory)' is not a size (try 512M or 2G)")
+    }
+    o.memoryLimit = bytes
+    o.statePath = state
+    if let n = maxConcurrent {
+        guard n >= 1 else { throw ValidationError("--max-concurrent must be at least 1") }
+    }
+    if let n = maxAgents {
+        guard n >= 1 else { throw ValidationError("--max-agents must be at least 1") }
+    }
+    let runtime: Runtime
+    do {
+        runtime = try Runtime(options: o)
+    } catch {
+        writeAll(2, "qw: \(error)\n")
+        throw ExitCode(1)
+    }
+    // The project's policy first, then the command line, which is more specific.
+    let policyFile = policy ?? (access(Runtime.defaultPolicyPath, R_OK) == 0 ? Runtime.defaultPolicyPath : nil)
+    if let policyFile {
+        try finish(runtime.runPolicy(policyFile))
+    }
+    if let n = maxConcurrent { runtime.setMaxConcurrent(n) }
+    if let n = maxAgents { try finish(runtime.runChunk("qw.limits{ max_agents = \(n) }", name: "=(--max-agents)")) }
+    // what it runs shows in `qw resources` from any terminal
+    runtime.publishWork(onBoard: { WorkBoard() })
+    return runtime
 }
 
 /// Reports a run's outcome the way `lua` does and turns it into an exit status.
