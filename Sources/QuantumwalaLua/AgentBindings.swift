@@ -128,6 +128,12 @@ extension Runtime {
             let s = call.stack
             guard let dir = s.string(at: 1) else { throw LuaArgumentError("_agent_files: a folder is needed") }
             let files = AgentFile.files(in: dir).map(AgentFile.read)
+            // { [key] = text, line = N }: a problem (key "message") or a list item (key "text")
+            func pushLined(_ text: String, _ line: Int, as key: String) {
+                s.newTable(hash: 2)
+                s.push(text); s.setField(-2, key)
+                s.push(line); s.setField(-2, "line")
+            }
             s.newTable(array: Int32(files.count))
             for (i, f) in files.enumerated() {
                 s.newTable(hash: 6)
@@ -137,9 +143,7 @@ extension Runtime {
                 s.push(f.promptLine); s.setField(-2, "prompt_line")
                 s.newTable(array: Int32(f.problems.count))
                 for (k, p) in f.problems.enumerated() {
-                    s.newTable(hash: 2)
-                    s.push(p.line); s.setField(-2, "line")
-                    s.push(p.message); s.setField(-2, "message")
+                    pushLined(p.message, p.line, as: "message")
                     s.setIndex(-2, k + 1)
                 }
                 s.setField(-2, "problems")
@@ -152,9 +156,7 @@ extension Runtime {
                     s.push(field.line); s.setField(-2, "line")
                     s.newTable(array: Int32(field.items.count))
                     for (j, item) in field.items.enumerated() {
-                        s.newTable(hash: 2)
-                        s.push(item.text); s.setField(-2, "text")
-                        s.push(item.line); s.setField(-2, "line")
+                        pushLined(item.text, item.line, as: "text")
                         s.setIndex(-2, j + 1)
                     }
                     s.setField(-2, "items")

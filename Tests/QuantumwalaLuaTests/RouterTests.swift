@@ -51,3 +51,22 @@ import Testing
         ])
     }
 }
+
+/// The agent limits in qw.limits: checked, and a call with a bad limit changes nothing.
+@Suite struct AgentLimitTests {
+    @Test func aBadLimitChangesNothing() throws {
+        let (o, r) = try runScript("""
+            local ok1 = pcall(qw.limits, { max_agents = 5, cpu_percent = 500 })
+            local ok2 = pcall(qw.limits, { max_agents = 6, budget_usd = "lots" })
+            local before = qw.limits().max_agents
+            qw.limits{ max_agents = 4, agent_stagger = 0 }
+            result = { ok1 = ok1, ok2 = ok2, before = before == nil, after = qw.limits().max_agents, stagger = qw.limits().agent_stagger }
+            """)
+        #expect(o.error == nil, "\(o.error?.message ?? "")")
+        #expect(r["ok1"] == false && r["ok2"] == false)
+        #expect(r["before"] == true)
+        #expect(r["after"] == 4)
+        #expect(r["stagger"] == 0)
+        try expectFailures([("qw.limits{ budget_usd = -1 }", "test.lua:1: qw.limits: budget_usd must be a number >= 0")])
+    }
+}

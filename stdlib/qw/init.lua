@@ -180,19 +180,23 @@ function qw.limits(limits)
   local has_agent_limit = false
   for k in pairs(limits or {}) do if AGENT_LIMITS[k] then has_agent_limit = true end end
   if has_agent_limit then
-    rest = {}
+    -- all checked before any is set: a bad one changes nothing
     for k, v in pairs(limits) do
-      if AGENT_LIMITS[k] then
-        if v ~= false and (type(v) ~= "number" or v < 0) then
-          error(("qw.limits: %s must be a number >= 0, or false to remove it (got %s)"):format(k, tostring(v)), 2)
-        end
-        qw.agent.limits[k] = v or nil
-      else
-        rest[k] = v
+      if AGENT_LIMITS[k] and v ~= false and (type(v) ~= "number" or v < 0) then
+        error(("qw.limits: %s must be a number >= 0, or false to remove it (got %s)"):format(k, tostring(v)), 2)
       end
     end
+    rest = {}
+    for k, v in pairs(limits) do
+      if not AGENT_LIMITS[k] then rest[k] = v end
+    end
   end
-  local current = core.limits(rest)
+  local current = core.limits(rest)  -- admission's limits first: it raises on a bad one
+  if has_agent_limit then
+    for k in pairs(AGENT_LIMITS) do
+      if limits[k] ~= nil then qw.agent.limits[k] = limits[k] or nil end
+    end
+  end
   current.estimate = estimate_policy
   if not lazy_loaders["qw.agent"] then
     for k, v in pairs(qw.agent.limits) do current[k] = v end
