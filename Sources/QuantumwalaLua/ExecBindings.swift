@@ -50,23 +50,56 @@ final class SpawnedProcess {
     var child: AdmittedProcess?
     var result: ProcessResult?
     var waiters: [Waiter] = []
+    /// `handle:read()` calls waiting for more output, and how much of it they have had.
+    var readers: [Waiter] = []
+    var readOffset = 0
     let name: String
     init(name: String) { self.name = name }
     /// 0 while it waits for admission.
     var pid: Int32 { child?.pid ?? result?.pid ?? 0 }
+
+    /// The standard output not yet given to `read`, or nil when the process has ended and all
+    /// of it was given.
+    func unread() -> [UInt8]? {
+        if let r = result {
+            guard readOffset < r.stdout.count else { return nil }
+            return Array(r.stdout[readOffset...])
+        }
+        return child?.child?.stdout(from: readOffset) ?? []
+    }
+
+    /// Answers the waiting readers with what came since (all of them get the same piece).
+    func wakeReaders() {
+        guard !readers.isEmpty else { return }
+        let bytes = unread()
+        if let bytes, bytes.isEmpty { return }  // nothing new yet
+        readOffset += bytes?.count ?? 0
+        let ws = readers
+        readers = []
+        for w in ws {
+            w.succeed { s in
+                if let bytes { s.push(bytes: bytes) } else { s.pushNil() }
+                return 1
+            }
+        }
+    }
 }
 
 extension Runtime {
     static let processMetatable = "qw.process"
 
     /// Starts a parsed command through admission, watching its memory when it asked for some.
-    func startProcess(_ o: ExecOptions, onExit: @escaping (ProcessResult) -> Void) -> AdmittedProcess? {
+    ///
+    /// - Parameter onStart: called once the process runs.
+    func startProcess(_ o: ExecOptions, onStart: ((ChildProcess) -> Void)? = nil,
+                      onExit: @escaping (ProcessResult) -> Void) -> AdmittedProcess? {
         let request = o.request ?? estimate(for: o.spec)
         let label = o.spec.label
         let enforce = o.request.map { $0.memory > 0 } ?? false
         return scheduler.startProcess(o.spec, request: request, admissionTimeout: o.admissionTimeout,
-                                      onStart: enforce ? { [unowned self] child in
-                                          memoryWatch.watch(child, limit: request.memory)
+                                      onStart: enforce || onStart != nil ? { [unowned self] child in
+                                          if enforce { memoryWatch.watch(child, limit: request.memory) }
+                                          onStart?(child)
                                       } : nil) { [unowned self] r in
             var r = r
             let sampled = enforce ? memoryWatch.peak(of: r.pid) : nil
@@ -114,9 +147,12 @@ extension Runtime {
             let p = SpawnedProcess(name: spec.label)
             var prepared = o
             prepared.spec = spec
-            p.child = startProcess(prepared) { r in
+            p.child = startProcess(prepared, onStart: { [weak p] child in
+                child.onStdout = { p?.wakeReaders() }
+            }) { r in
                 p.result = r
                 p.child = nil
+                p.wakeReaders()
                 let ws = p.waiters
                 p.waiters = []
                 for w in ws {
@@ -154,6 +190,25 @@ extension Runtime {
                 // Cancelling a wait stops the wait, and the process with it (no orphans).
                 p?.child?.terminate(reason: reason)
             }
+            return scheduler.wait(w, call)
+        }
+        // handle:read() -> the standard output that came since the last read (waiting for
+        // some when there is none yet), or nil once the process has ended and all was read
+        lua.setFunction("read", in: -1) { [unowned self] call in
+            let p = try process(call, "read")
+            if let bytes = p.unread(), p.result != nil || !bytes.isEmpty {
+                p.readOffset += bytes.count
+                call.stack.push(bytes: bytes)
+                return .values(1)
+            }
+            if p.result != nil {
+                call.stack.pushNil()
+                return .values(1)
+            }
+            try scheduler.checkCancelled()
+            let w = scheduler.waiter()
+            p.readers.append(w)
+            w.onCancel = { [weak p] reason in p?.child?.terminate(reason: reason) }
             return scheduler.wait(w, call)
         }
         lua.setFunction("kill", in: -1) { call in

@@ -392,6 +392,35 @@ struct RuntimeTests {
         #expect(r["again"] == "spawned\n")
     }
 
+    /// `handle:read()` gives the output as it comes: the child prints a line, then waits for
+    /// the script (through a fifo) before it prints the next, so the first read can only
+    /// return while the child runs. After the end, `nil`; `wait()` still has all of it.
+    @Test func spawnReadFollowsTheOutputAsItComes() throws {
+        let dir = tempDir()
+        let fifo = dir + "/fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo); rmdir(dir) }
+        let (o, r) = try runScript("""
+            local h = qw.spawn{ "sh", "-c", "echo one; read x < \(fifo); echo two; printf three" }
+            local first = h:read()
+            local running = h:running()
+            local f = assert(io.open("\(fifo)", "w")); f:write("go\\n"); f:close()
+            local rest = {}
+            while true do
+              local piece = h:read()
+              if not piece then break end
+              rest[#rest + 1] = piece
+            end
+            result = { first = first, running = running, rest = table.concat(rest), all = h:wait().stdout, after = h:read() }
+            """)
+        #expect(o.error == nil)
+        #expect(r["first"] == "one\n")
+        #expect(r["running"] == true)
+        #expect(r["rest"] == "two\nthree")
+        #expect(r["all"] == "one\ntwo\nthree")
+        #expect(r["after"] == nil)
+    }
+
     @Test func timeoutKillsTheWholeGroup() throws {
         let (o, r) = try runScript("""
             local s = "1006" .. ".5"

@@ -18,6 +18,15 @@ public final class ChildProcess {
     public private(set) var terminationReason: String?
     public private(set) var exited = false
     public var running: Bool { !finished }
+    /// Called after each read that adds to standard output (for readers that follow it as it
+    /// comes: ``stdout(from:)``).
+    public var onStdout: (() -> Void)?
+    /// How many bytes of standard output have been read so far.
+    public var stdoutCount: Int { result.stdout.count }
+    /// The standard output read so far from byte `offset` on.
+    public func stdout(from offset: Int) -> [UInt8] {
+        offset < result.stdout.count ? Array(result.stdout[max(0, offset)...]) : []
+    }
 
     private unowned let reactor: Reactor
     private var onExit: ((ProcessResult) -> Void)?
@@ -262,6 +271,7 @@ public final class ChildProcess {
             let chunk = UnsafeRawBufferPointer(rebasing: buf[0..<n])
             if isOut { result.stdout.append(contentsOf: chunk) } else { result.stderr.append(contentsOf: chunk) }
             if logFd >= 0 { _ = write(logFd, chunk.baseAddress, n) }
+            if isOut, let cb = onStdout { cb() }
         }
         return n
     }
@@ -325,6 +335,7 @@ public final class ChildProcess {
                 result.error = "exited with code \(result.code)"
             }
         }
+        onStdout = nil
         let cb = onExit
         onExit = nil
         cb?(result)
