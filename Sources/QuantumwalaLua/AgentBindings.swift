@@ -43,7 +43,9 @@ extension Runtime {
             return .values(1)
         }
         // qw._gate_acquire(run, max_agents, stagger, backoff) -> granted, wait
-        // qw._gate_release(run, limited, retry_after, backoff); qw._gate_status() -> { running, closed_until, probing }
+        // qw._gate_admitted(run, max_agents, stagger, backoff): the model answered the run
+        // qw._gate_release(run, limited, retry_after, backoff, max_agents)
+        // qw._gate_status() -> { running, closed_until, probing, rate, window }
         func settings(_ s: LuaStack, from: Int32) -> AgentGate.Settings {
             AgentGate.Settings(maxAgents: Int(s.number(at: from) ?? 3), stagger: s.number(at: from + 1) ?? 1,
                                backoff: s.number(at: from + 2) ?? 1)
@@ -57,6 +59,14 @@ extension Runtime {
             s.push(granted)
             s.push(wait)
             return .values(2)
+        }
+        lua.setFunction("_gate_admitted", in: t) { [unowned self] call in
+            let s = call.stack
+            let run = s.string(at: 1) ?? ""
+            let store = try stateStore()
+            let set = settings(s, from: 2)
+            try storeCall { () throws(StoreError) in try store.gateAdmitted(run: run, settings: set) }
+            return .values(0)
         }
         lua.setFunction("_gate_release", in: t) { [unowned self] call in
             let s = call.stack
@@ -72,9 +82,11 @@ extension Runtime {
             let s = call.stack
             let store = try stateStore()
             let st = try storeCall { () throws(StoreError) in try store.gateStatus() }
-            s.newTable(hash: 3)
+            s.newTable(hash: 5)
             s.push(st.running); s.setField(-2, "running")
             if let u = st.closedUntil { s.push(u); s.setField(-2, "closed_until") }
+            if let r = st.rate { s.push(r); s.setField(-2, "rate") }
+            if let w = st.window { s.push(w); s.setField(-2, "window") }
             s.push(st.probing); s.setField(-2, "probing")
             return .values(1)
         }
@@ -111,15 +123,43 @@ extension Runtime {
             let now = monotonicWallClock()
             var r = StateStore.AgentRunRecord(startedAt: num("started_at") ?? now, finishedAt: num("finished_at") ?? now, ok: ok)
             r.agent = str("agent"); r.model = str("model"); r.workflow = str("workflow"); r.task = str("task")
-            r.session = str("session"); r.sessionCostUSD = num("session_cost_usd")
+            r.session = str("session"); r.run = str("run"); r.sessionCostUSD = num("session_cost_usd")
             r.inputTokens = Int(num("input_tokens") ?? 0); r.outputTokens = Int(num("output_tokens") ?? 0)
             r.cacheReadTokens = Int(num("cache_read_tokens") ?? 0); r.cacheCreationTokens = Int(num("cache_creation_tokens") ?? 0)
-            r.duration = num("duration"); r.turns = num("turns").map { Int($0) }
+            r.duration = num("duration"); r.turns = num("turns").map { Int($0) }; r.maxRSS = num("max_rss").map { Int($0) }
             r.terminalReason = str("terminal_reason"); r.error = str("error")
             let store = try stateStore()
             let own = try storeCall { () throws(StoreError) in try store.recordAgentRun(r) }
             s.push(own)
             return .values(1)
+        }
+
+        // qw._agent_peak(agent) -> the highest peak memory of its last runs, or nil
+        lua.setFunction("_agent_peak", in: t) { [unowned self] call in
+            let s = call.stack
+            let agent = s.type(at: 1) == .string ? s.string(at: 1) : nil
+            let store = try stateStore()
+            if let peak = try storeCall({ () throws(StoreError) in try store.agentPeakMemory(agent: agent) }) {
+                s.push(peak)
+            } else {
+                s.pushNil()
+            }
+            return .values(1)
+        }
+
+        // qw._agent_session(run, workflow, task, agent, session, started_at): the CLI named its session
+        lua.setFunction("_agent_session", in: t) { [unowned self] call in
+            let s = call.stack
+            guard let run = s.string(at: 1), let session = s.string(at: 5) else {
+                throw LuaArgumentError("_agent_session: a run and a session are needed")
+            }
+            let (workflow, task, agent) = (s.string(at: 2), s.string(at: 3), s.string(at: 4))
+            let at = s.number(at: 6) ?? monotonicWallClock()
+            let store = try stateStore()
+            try storeCall { () throws(StoreError) in
+                try store.agentSessionStarted(run: run, workflow: workflow, task: task, agent: agent, session: session, startedAt: at)
+            }
+            return .values(0)
         }
 
         // qw._agent_files(dir) -> { { path, stem, prompt, prompt_line, problems = { {line, message} },

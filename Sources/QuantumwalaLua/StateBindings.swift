@@ -5,9 +5,12 @@ import QuantumwalaCore
 
 extension Runtime {
     /// The store, opened on first use: `--state PATH`, else `QW_STATE`, else `.qw/state.db`.
+    /// Where the store is: `--state`, else `$QW_STATE`, else `.qw/state.db`.
+    public var statePath: String { options.statePath ?? getenv("QW_STATE").map { String(cString: $0) } ?? ".qw/state.db" }
+
     func stateStore() throws(LuaArgumentError) -> StateStore {
         if let s = storeHandle { return s }
-        let path = options.statePath ?? getenv("QW_STATE").map { String(cString: $0) } ?? ".qw/state.db"
+        let path = statePath
         do {
             let s = try StateStore(path: path)
             storeHandle = s

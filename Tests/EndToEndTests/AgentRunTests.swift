@@ -35,7 +35,15 @@ final class FakeModel: @unchecked Sendable {
               "sleeper": [{"tool_use": {"name": "Bash", "input": {"command": "nohup python3 -c 'import time; time.sleep(100.4321)' >/dev/null 2>&1 &", "description": "start a sleeper"}}},
                           {"hang": true}],
               "sleeper-done": [{"tool_use": {"name": "Bash", "input": {"command": "nohup python3 -c 'import time; time.sleep(100.4322)' >/dev/null 2>&1 &", "description": "start a sleeper"}}},
-                               {"text": "left it running"}]
+                               {"text": "left it running"}],
+              "resumable": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": "first half\\n"}}},
+                            {"hang": true}],
+              "resumed": [{"text": "carried on"}],
+              "stopcap": [{"text": "I think I am done"}],
+              "hookstop": [{"tool_use": {"name": "Bash", "input": {"command": "echo hi", "description": "say hi"}}},
+                           {"text": "after the tool"}],
+              "costly": [{"tool_use": {"name": "Bash", "input": {"command": "echo again", "description": "loop"}},
+                          "usage": {"input_tokens": 100000, "output_tokens": 1000}}]
             }
             """)
         var fds: [Int32] = [-1, -1]
@@ -44,6 +52,8 @@ final class FakeModel: @unchecked Sendable {
         posix_spawn_file_actions_init(&actions)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
         posix_spawn_file_actions_addclose(&actions, fds[0])
+        // not the test process's stderr: a crashed test run must not wait for the fake's end
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         let argv = ["python3", repoRoot + "/Tests/FakeModel/fake_anthropic.py", "--scenarios", dir + "/scenarios.json", "--log", log]
         var cArgs = argv.map { strdup($0) } + [nil]
         defer { for c in cArgs { free(c) } }
@@ -86,8 +96,9 @@ let claudeBinary: String? = {
 struct AgentRunTests {
     /// Runs a script in a fresh project (with the catalogue's developer agent), HOME and
     /// TMPDIR, pointed at the fake model.
-    func run(_ code: String) throws -> (Outcome, String) {
+    func run(_ code: String, setup: (String) -> Void = { _ in }) throws -> (Outcome, String) {
         try runQw { dir in
+            setup(dir)
             // no stagger between starts: the tests would only wait
             writeFile(dir + "/run.lua", "qw.limits{ agent_stagger = 0 }\n" +
                       code.replacingOccurrences("OUT", dir + "/proj/out.txt").replacingOccurrences("[[TESTDIR]]", "'" + dir + "'"))
@@ -97,15 +108,21 @@ struct AgentRunTests {
 
     /// Runs qw with the arguments `args(dir)` gives, in that set-up.
     func runQw(_ args: (String) -> [String]) throws -> (Outcome, String) {
+        let dir = makeTempDir()
+        let env = try agentEnv(dir)
+        let r = qw(args(dir), env: env, cwd: dir + "/proj", timeout: 120)
+        return (r, dir)
+    }
+
+    /// Makes the project, HOME and TMPDIR under `dir`; the environment that points qw and
+    /// the CLI at them and at the fake model.
+    func agentEnv(_ dir: String) throws -> [(String, String)] {
         let cli = try #require(claudeBinary, "no Claude Code CLI: scripts/test installs it (QW_CLAUDE or ~/.cache/qw)")
         let fake = try #require(FakeModel.shared, "the fake model did not start")
-        let dir = makeTempDir()
         qwShell("mkdir -p '\(dir)/proj/.claude/agents' '\(dir)/home' '\(dir)/tmp' && cp '\(repoRoot)'/.claude/agents/*.md '\(dir)/proj/.claude/agents/'")
-        let r = qw(args(dir), env: [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp"),
-                                    ("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"),
-                                    ("CLAUDE_CODE_MAX_RETRIES", "0"), ("API_TIMEOUT_MS", "5000")],
-                   cwd: dir + "/proj", timeout: 120)
-        return (r, dir)
+        return [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp"),
+                ("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"),
+                ("CLAUDE_CODE_MAX_RETRIES", "0"), ("API_TIMEOUT_MS", "5000")]
     }
 
     /// The CLI's cost of a resumed session counts the earlier runs again: the ledger keeps
@@ -179,6 +196,9 @@ struct AgentRunTests {
         #expect(byTask.stdout.contains("\"task\": \"impl\"") && byTask.stdout.contains("\"task\": \"check\""), "\(byTask.stdout)")
         let byAgent = qw(["cost", "--by", "agent"], cwd: dir + "/proj")
         #expect(byAgent.stdout.contains("qa-engineer"), "the routed task ran as qa-engineer: \(byAgent.stdout)")
+        // the ledger keeps each run's peak memory, which the next memory requests read
+        let peak = try StateStore(path: dir + "/proj/.qw/state.db").agentPeakMemory(agent: "developer")
+        #expect((peak ?? 0) > 50 << 20, "the CLI's peak: \(String(describing: peak))")
     }
 
     /// A workflow's budget keeps the third of five agent tasks from starting: two runs cost
@@ -243,6 +263,137 @@ struct AgentRunTests {
         }
         let status = qw(["-e", "local g = qw.agent.gate() print(g.running, g.probing)"], cwd: dir + "/proj")
         #expect(status.stdout == "0\tfalse\n", "\(status.stdout)\(status.stderr)")
+    }
+
+    /// Runs the CLI calls a success that are not: a Stop hook that keeps blocking ends the run
+    /// with an empty result, a PostToolUse hook that stops it ends it as `hook_stopped`, and
+    /// an unknown slash command goes to the model as plain text. A known command is fine.
+    @Test func exitZeroRunsThatDidNotDoTheWorkAreFailures() throws {
+        let (r, dir) = try run("""
+            local function show(r) print(r.ok, r.code, r.error) end
+            show(qw.agent.run{ prompt = "[[fake:hello]] /nonexistent is not a command", cwd = DIR .. "/plain" })
+            show(qw.agent.run{ prompt = "/nonexistent [[fake:hello]] hi", cwd = DIR .. "/plain" })
+            show(qw.agent.run{ prompt = "/greet [[fake:hello]] world", cwd = DIR .. "/plain" })
+            show(qw.agent.run{ prompt = "[[fake:stopcap]] go", cwd = DIR .. "/stopper" })
+            show(qw.agent.run{ prompt = "[[fake:hookstop]] go", cwd = DIR .. "/stopper", allowed_tools = { "Bash" } })
+            """.replacingOccurrences("DIR", "[[TESTDIR]]")) { dir in
+            qwShell("mkdir -p '\(dir)/plain/.claude/commands' '\(dir)/stopper/.claude'")
+            writeFile(dir + "/plain/.claude/commands/greet.md", "---\ndescription: Greets\n---\nGreet $ARGUMENTS politely.\n")
+            writeFile(dir + "/stopper/.claude/settings.json", #"""
+                {"hooks": {
+                  "Stop": [{"hooks": [{"type": "command", "command": "echo '{\"decision\": \"block\", \"reason\": \"keep going\"}'"}]}],
+                  "PostToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "echo '{\"continue\": false, \"stopReason\": \"enough\"}'"}]}]
+                }}
+                """#)
+        }
+        defer { removeTree(dir) }
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 5, "\(r.stdout)\(r.stderr)")
+        #expect(lines[0] == "true\t0\tnil")
+        #expect(lines[1] == "false\t0\tunknown slash command /nonexistent (not in .claude/commands, nor one of the CLI's)")
+        #expect(lines[2] == "true\t0\tnil")
+        #expect(lines[3] == "false\t0\tthe agent ended with no answer (a hook stopped it)")
+        #expect(lines[4] == "false\t0\tstopped: hook_stopped")
+        // the Stop hook really blocked: the model was asked again and again
+        #expect((FakeModel.shared?.requests("stopcap").count ?? 0) > 2)
+    }
+
+    /// A budget stop: the CLI's `usage` leaves the last turn out, so the tokens come from
+    /// `modelUsage`: every turn of 100k input tokens is counted.
+    @Test func aBudgetStopCountsTheTokensOfEveryTurn() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:costly]] spend", budget_usd = 0.5 }
+            print(r.ok, r.subtype, r.input_tokens, r.output_tokens, r.cost_usd > 0.5)
+            """)
+        defer { removeTree(dir) }
+        let turns = FakeModel.shared?.requests("costly").count ?? 0
+        #expect(turns >= 2, "the budget stopped it after the turn that passed it")
+        #expect(r.stdout == "false\terror_max_budget_usd\t\(turns * 100000)\t\(turns * 1000)\ttrue\n", "\(r.stdout)\(r.stderr)")
+        let cost = qw(["cost", "--json"], cwd: dir + "/proj")
+        #expect(cost.stdout.contains("\"input_tokens\": \(turns * 100000)"), "\(cost.stdout)")
+    }
+
+    /// `kill -9` of qw while an agent task runs: the CLI it started is left behind, and the
+    /// session is in the store from the CLI's first line. The next run with session =
+    /// "resume" ends that leftover and continues the conversation.
+    @Test func aKillNineOfQwThenResumeContinuesTheConversation() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let env = try agentEnv(dir)
+        let script = { (prompt: String) in """
+            qw.limits{ agent_stagger = 0 }
+            local wf = qw.workflow("crashing")
+            wf:task("impl", { agent = "developer", prompt = "\(prompt)", session = "resume", permission_mode = "acceptEdits" })
+            local r = wf:run()
+            print(r.ok, r.results.impl.text, r.results.impl.resumed_from ~= nil)
+            """ }
+        writeFile(dir + "/one.lua", script("[[fake:resumable]] write [[path:\(dir)/proj/half.txt]]"))
+        writeFile(dir + "/two.lua", script("[[fake:resumed]] carry on"))
+        var spec = CommandSpec(argv: [qwBinary, "run", dir + "/one.lua"])
+        spec.env = qwTestEnv + env
+        spec.cwd = dir + "/proj"
+        let reactor = Reactor()
+        var result: ProcessResult?
+        let child = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })
+        // until the model is asked for the turn after the Write: the run is mid-conversation
+        let deadline = monotonicSeconds() + 30
+        while result == nil && monotonicSeconds() < deadline
+            && !(FakeModel.shared?.requests("resumable").contains { $0.contains("\"turn\": 1") } ?? false) {
+            reactor.runOnce(maxWait: 0.02)
+        }
+        try #require(result == nil, "qw ended before the kill: \(String(decoding: result?.stderr ?? [], as: UTF8.self))")
+        kill(child.pid, SIGKILL)
+        while result == nil { reactor.runOnce() }
+        #expect(readText(dir + "/proj/half.txt") == "first half\n")
+        #expect(!livePids(matching: "[[fake:resumable]]").isEmpty, "the CLI outlives a kill -9 of qw")
+
+        let two = qw(["run", dir + "/two.lua"], env: env, cwd: dir + "/proj", timeout: 120)
+        #expect(two.stdout == "true\tcarried on\ttrue\n", "\(two.stdout)\(two.stderr)")
+        #expect(livePids(matching: "[[fake:resumable]]").isEmpty, "the leftover CLI was ended")
+        // the resumed request carries the first run's conversation: its Write and its result
+        let resumed = try #require(FakeModel.shared?.requests("resumed").last)
+        #expect(resumed.contains("first half") && resumed.contains("tool_result"), "\(resumed.prefix(400))")
+    }
+
+    /// `qw resources` shows the shared gate: how many agents run, and that a rate limit shut it
+    /// and when it reopens (here as another qw process left it in the store).
+    @Test func qwResourcesShowsTheGate() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let store = try StateStore(path: dir + "/state.db")
+        let set = AgentGate.Settings(maxAgents: 3, stagger: 0, backoff: 1)
+        #expect(try store.gateAcquire(run: "a", settings: set).granted)
+        try store.gateRelease(run: "a", limited: true, retryAfter: 90, settings: set)
+        let table = qw(["--state", dir + "/state.db", "resources"])
+        #expect(table.stdout.contains("agents running    0 of max_agents 3"), "\(table.stdout)")
+        #expect(table.stdout.contains("agent gate        closed by a rate limit, reopens in 1m29s, paced at 0.75 starts/s, window 1 at once")
+                || table.stdout.contains("agent gate        closed by a rate limit, reopens in 1m30s, paced at 0.75 starts/s, window 1 at once"),
+                "\(table.stdout)")
+        let json = qw(["--state", dir + "/state.db", "resources", "--json"])
+        #expect(json.stdout.contains("\"closed_until\": "), "\(json.stdout)")
+        // no store: the gate is open, and none is made just to say so
+        let bare = qw(["--state", dir + "/none.db", "resources"])
+        #expect(bare.stdout.contains("agent gate        open\n"))
+        #expect(access(dir + "/none.db", F_OK) != 0)
+    }
+
+    /// An agent task asks admission for the CLI's measured peak (300 MB), or more when the
+    /// ledger shows that the agent's last runs used more.
+    @Test func agentMemoryRequestsComeFromTheLedger() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let store = try StateStore(path: dir + "/state.db")
+        var big = StateStore.AgentRunRecord(startedAt: 1, finishedAt: 2, ok: true)
+        big.agent = "architect"
+        big.maxRSS = 500 << 20
+        try store.recordAgentRun(big)
+        var small = StateStore.AgentRunRecord(startedAt: 3, finishedAt: 4, ok: true)
+        small.agent = "developer"
+        small.maxRSS = 200 << 20
+        try store.recordAgentRun(small)
+        let r = qw(["--state", dir + "/state.db", "-e",
+                    "for _, a in ipairs{ 'architect', 'developer', 'qa-engineer' } do print(a, qw.agent.memory_request(a).memory >> 20) end"])
+        #expect(r.stdout == "architect\t600\ndeveloper\t300\nqa-engineer\t300\n", "\(r.stdout)\(r.stderr)")
     }
 
     /// The whole catalogue loaded into the real CLI: every agent is offered to the model, and

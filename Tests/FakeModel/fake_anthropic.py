@@ -3,8 +3,9 @@
 
 It serves POST /v1/messages on 127.0.0.1 (streaming SSE, or one JSON body for
 `stream: false`) and answers from scripted scenarios. The scenario is named by a marker
-`[[fake:NAME]]` anywhere in the request's messages or system prompt; the turn is the number
-of assistant messages already in the request. Every request is appended to the log as one
+`[[fake:NAME]]` in the system prompt or in the text of a user message; the last one wins, so
+a resumed conversation follows the marker of its new prompt. The turn is the number of
+assistant messages already in the request. Every request is appended to the log as one
 JSON line: {"at", "scenario", "turn", "status", "body"}.
 
 Scenarios file (JSON): { "NAME": [ turn, ... ], ... } where a turn is
@@ -23,6 +24,7 @@ Usage: fake_anthropic.py --scenarios FILE --log FILE [--port 0]; prints the port
 """
 import argparse
 import json
+import os
 import re
 import sys
 import threading
@@ -45,6 +47,22 @@ def texts(value):
         for k, v in value.items():
             if k in ("text", "content", "system", "messages", "prompt", "input"):
                 yield from texts(v)
+
+
+def marker_texts(body):
+    """The texts that may name the scenario, in order: the system prompt, then the user's
+    own words (not tool results, which may quote other prompts)."""
+    yield from texts(body.get("system"))
+    for m in body.get("messages") or []:
+        if m.get("role") != "user":
+            continue
+        c = m.get("content")
+        if isinstance(c, str):
+            yield c
+        elif isinstance(c, list):
+            for b in c:
+                if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str):
+                    yield b["text"]
 
 
 class State:
@@ -90,10 +108,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         name = path = None
-        for t in list(texts(body.get("system"))) + list(texts(body.get("messages"))):
-            m = MARK.search(t)
-            if m and name is None:
+        for t in marker_texts(body):
+            for m in MARK.finditer(t):
                 name = m.group(1)
+        for t in list(texts(body.get("system"))) + list(texts(body.get("messages"))):
             p = PATH_MARK.search(t)
             if p and path is None:
                 path = p.group(1)
@@ -190,6 +208,15 @@ def main():
     server.daemon_threads = True
     server.state = State(scenarios, a.log)
     print(server.server_address[1], flush=True)
+    # it ends with whoever started it, even one that could not say so (a crashed test run)
+    parent = os.getppid()
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     server.serve_forever()
 
 

@@ -84,16 +84,33 @@ function claude.command(opts, agent)
   return argv, opts.env
 end
 
+-- A stream-json line as it comes: { session_id = ID } at the init event, { admitted = true }
+-- at the model's first answer (an API error comes as a "<synthetic>" assistant message).
+function claude.watch(line)
+  if line:find('"type":"assistant"', 1, true) then
+    if not line:find('"model":"<synthetic>"', 1, true) then return { admitted = true } end
+  elseif line:find('"subtype":"init"', 1, true) then
+    local ok, ev = pcall(qw.json.decode, line)
+    if ok and type(ev) == "table" and type(ev.session_id) == "string" then return { session_id = ev.session_id } end
+  end
+end
+
+-- The slash command a prompt starts with, if any.
+local function slash_command(prompt)
+  return type(prompt) == "string" and prompt:match("^%s*/([%w_.:%-]+)") or nil
+end
+
 -- Reads the stream-json lines: the result event (the last one, when a background subagent
 -- makes two), the session id and the assistant's text.
 function claude.parse(r, opts)
   local out = { turns = 0 }
-  local result, texts = nil, {}
+  local result, texts, commands = nil, {}, nil
   for line in (r.stdout or ""):gmatch("[^\n]+") do
     local ok, ev = pcall(qw.json.decode, line)
     if ok and type(ev) == "table" then
       if ev.session_id then out.session_id = ev.session_id end
       if ev.type == "result" then result = ev end
+      if ev.type == "system" and ev.subtype == "init" and type(ev.slash_commands) == "table" then commands = ev.slash_commands end
       if ev.type == "assistant" and type(ev.message) == "table" and not ev.parent_tool_use_id then
         for _, block in ipairs(ev.message.content or {}) do
           if block.type == "text" and block.text then texts[#texts + 1] = block.text end
@@ -148,6 +165,18 @@ function claude.parse(r, opts)
     why = "stopped: " .. result.terminal_reason
   elseif opts.json_schema ~= nil and result.structured_output == nil then
     why = "the agent gave no structured output for the json_schema"
+  elseif result.result == "" then
+    -- a Stop hook that kept blocking, or a hook that stopped the run, ends it with no answer
+    why = "the agent ended with no answer (a hook stopped it)"
+  end
+  local slash = slash_command(opts.prompt)
+  if not why and slash and commands then
+    local known = false
+    for _, c in ipairs(commands) do if c == slash then known = true; break end end
+    if not known then
+      -- the CLI sends an unknown command to the model as plain text and calls that a success
+      why = ("unknown slash command /%s (not in .claude/commands, nor one of the CLI's)"):format(slash)
+    end
   end
   out.ok = why == nil
   out.error = why
@@ -177,6 +206,16 @@ function command.parse(r, opts)
 end
 
 ---------------------------------------------------------------------------------------------
+
+-- What an agent run asks admission for when it names no resources: the CLI's measured peak
+-- (225-300 MB), or more when this agent's last runs used more (their peak, plus a fifth).
+M.default_memory = 300 * 1024 * 1024
+
+---The memory request of a run of `agent` (a name, or nil): { memory = bytes }.
+function M.memory_request(agent)
+  local peak = core._agent_peak(agent)
+  return { memory = math.floor(math.max(M.default_memory, (peak or 0) * 1.2)) }
+end
 
 ---The shared agent gate: { running, probing, closed_until (seconds since the epoch, when closed) }.
 function M.gate()
@@ -257,7 +296,7 @@ function M.run(opts)
     local lim = M.limits
     local max_agents, stagger = lim.max_agents or DEFAULT_MAX_AGENTS, lim.agent_stagger or DEFAULT_STAGGER
     local backoff = lim.agent_backoff or DEFAULT_BACKOFF
-    local holding = false
+    local holding, admitted = false, false
     local leftovers <close> = setmetatable({}, { __close = function()
       core._kill_marked(MARK, mark)
       core._rmtree(tmp)
@@ -271,8 +310,37 @@ function M.run(opts)
       end
       holding = true
     end
-    local r = qw.exec(argv, { cwd = opts.cwd, env = run_env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
-                              name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
+    local h = qw.spawn(argv, { cwd = opts.cwd, env = run_env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
+                               name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
+    -- the output as it comes: the gate learns that the run got through at its first answer
+    -- from the model, not at its end (a probe of a long run would keep it shut meanwhile);
+    -- and the store learns the session as soon as the CLI names it, so that a kill of qw
+    -- does not lose it (session = "resume" continues it)
+    local want_admitted = holding
+    local want_session = opts.task ~= nil or opts.workflow ~= nil or opts.session == "resume"
+    if backend.watch and (want_admitted or want_session) then
+      local partial = ""
+      while want_admitted or want_session do
+        local chunk = h:read()
+        if not chunk then break end
+        local text, rest = partial .. chunk, 1
+        for line, after in text:gmatch("([^\n]*)\n()") do
+          rest = after
+          local news = backend.watch(line)
+          if news and news.admitted and want_admitted then
+            want_admitted = false
+            admitted = true
+            core._gate_admitted(mark, max_agents, stagger, backoff)
+          end
+          if news and news.session_id and want_session then
+            want_session = false
+            core._agent_session(mark, opts.workflow, opts.task, opts.agent, news.session_id, started)
+          end
+        end
+        partial = text:sub(rest)  -- the line not yet ended
+      end
+    end
+    local r = h:wait()
     local fields = backend.parse(r, opts)
     local exec_ok, exec_error = r.ok, r.error
     for k, v in pairs(fields) do r[k] = v end
@@ -284,16 +352,17 @@ function M.run(opts)
     -- the ledger: every run, with its own cost (the CLI's is cumulative over a resumed session)
     r.session_cost_usd = r.cost_usd
     r.cost_usd = core._agent_record{
-      started_at = started, finished_at = core._time(), agent = opts.agent, model = r.model or opts.model or (agent and agent.model),
+      run = mark, started_at = started, finished_at = core._time(), agent = opts.agent, model = r.model or opts.model or (agent and agent.model),
       workflow = opts.workflow, task = opts.task,
       session = r.session_id, ok = r.ok and true or false, session_cost_usd = r.session_cost_usd,
       input_tokens = r.input_tokens, output_tokens = r.output_tokens, cache_read_tokens = r.cache_read_tokens,
-      cache_creation_tokens = r.cache_creation_tokens, duration = r.duration, turns = r.turns,
+      cache_creation_tokens = r.cache_creation_tokens, duration = r.duration, turns = r.turns, max_rss = r.max_rss,
       terminal_reason = r.terminal_reason, error = r.error and tostring(r.error) or nil,
     }
     spent_here = spent_here + (r.cost_usd or 0)
     if holding then
       r.rate_limited = rate_limited(r) or nil
+      if r.ok and not admitted then core._gate_admitted(mark, max_agents, stagger, backoff) end
       core._gate_release(mark, r.rate_limited or false, nil, backoff, max_agents)
       holding = false
     end
@@ -318,6 +387,8 @@ function M.run(opts)
     local plain = once
     once = function()
       if not id then return plain() end
+      -- a CLI that a kill -9 of an earlier qw left running may still hold the session
+      core._kill_marked(MARK, "none")
       local copy = {}
       for k, v in pairs(capped) do copy[k] = v end
       copy.session = id

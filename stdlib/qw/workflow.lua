@@ -175,8 +175,7 @@ local function run_agent_task(t, wf_name, wf_budget)
   local run = { agent = agent, prompt = spec.prompt, cwd = opts.cwd, env = opts.env, timeout = opts.timeout,
                 retry = opts.retry, name = opts.name or t.id, log = opts.log, workflow = wf_name, task = t.id,
                 workflow_budget_usd = wf_budget,
-                -- the CLI's measured peak is 225-300 MB
-                resources = opts.resources or { memory = "300M" } }
+                resources = opts.resources or qw.agent.memory_request(agent) }
   for _, k in ipairs(AGENT_FIELDS) do run[k] = spec[k] end
   return qw.agent.run(run)
 end

@@ -8,11 +8,11 @@ import Glibc
 /// `NAME=VALUE` from its environment instead, so the processes of a run are found wherever
 /// they went, and only those.
 public enum MarkedProcesses {
-    /// The live processes (not this one) whose environment holds `NAME=VALUE`.
-    public static func find(name: String, value: String) -> [Int32] {
-        let needle = Array((name + "=" + value).utf8)
+    /// The live processes (not this one) whose environment holds `NAME=VALUE`, with VALUE.
+    public static func scan(name: String) -> [(pid: Int32, value: String)] {
+        let prefix = Array((name + "=").utf8)
         let me = getpid()
-        var out: [Int32] = []
+        var out: [(Int32, String)] = []
         guard let dir = opendir("/proc") else { return [] }
         defer { closedir(dir) }
         var buf = [UInt8](repeating: 0, count: 1 << 16)
@@ -28,11 +28,11 @@ public enum MarkedProcesses {
                 env += buf[0..<n]
             }
             close(fd)
-            // entries are NUL-separated: match a whole entry
+            // entries are NUL-separated: match the start of a whole entry
             var start = 0
             for i in 0...env.count where i == env.count || env[i] == 0 {
-                if i - start == needle.count && env[start..<i].elementsEqual(needle) {
-                    out.append(pid)
+                if i - start > prefix.count && env[start..<(start + prefix.count)].elementsEqual(prefix) {
+                    out.append((pid, String(decoding: env[(start + prefix.count)..<i], as: UTF8.self)))
                     break
                 }
                 start = i + 1
@@ -41,13 +41,26 @@ public enum MarkedProcesses {
         return out
     }
 
-    /// Kills the marked processes with SIGKILL (and SIGCONT, should one be stopped); the
-    /// pids it signalled.
+    /// The live processes (not this one) whose environment holds `NAME=VALUE`.
+    public static func find(name: String, value: String) -> [Int32] {
+        scan(name: name).filter { $0.value == value }.map(\.pid)
+    }
+
+    /// Kills with SIGKILL the processes marked `NAME=VALUE`, and those marked by a run whose
+    /// owner is gone: a value that starts with `PID-` where no process PID lives (what a
+    /// `kill -9` of an earlier `qw` left running). Returns the pids it signalled.
     @discardableResult
     public static func kill(name: String, value: String) -> [Int32] {
-        let pids = find(name: name, value: value)
-        for p in pids {
-            Glibc.kill(p, SIGKILL)
+        var pids: [Int32] = []
+        for (pid, v) in scan(name: name) {
+            var mine = v == value
+            if !mine, let dash = v.firstIndex(of: "-"), let owner = Int32(v[..<dash]), owner > 0 {
+                mine = Glibc.kill(owner, 0) != 0 && errno == ESRCH
+            }
+            if mine {
+                Glibc.kill(pid, SIGKILL)
+                pids.append(pid)
+            }
         }
         return pids
     }

@@ -2,13 +2,22 @@ import GRDB
 import Glibc
 
 /// The machine's gate for agent runs, kept in the store so that every `qw` process of a
-/// project shares it: at most `maxAgents` runs at once, starts `stagger` seconds apart, and
-/// closed for everyone when a run hits a rate limit. It then reopens for one run at a time
-/// (a probe) until a run gets through, with an exponential backoff between probes.
+/// project shares it: at most `maxAgents` runs at once, starts at least `stagger` seconds
+/// apart.
 ///
-/// After a rate limit the gate also keeps a window, as TCP does: the number of runs at once
-/// is halved at each limit and grows by one per window's worth of runs that get through, so
-/// a steady rate limit is met at about its rate instead of in bursts that it rejects.
+/// Rate limits are met in two ways, as TCP meets congestion:
+/// - *A steady limit* (some runs get through, some are refused) slows the gate down: at the
+///   first refusal of an episode starts are paced at 95% of the rate at which the server let
+///   runs through in the last 3 seconds (or at 3/4 of the starts of the last second, when
+///   fewer than three got through), and the number of runs at once is halved. Each run that
+///   gets through (its first model answer) raises the pace by 1% and the window by one per
+///   window's worth of runs. It closes only when the server gave a reset time.
+/// - *A closed door* (a run started after a refusal is refused too, with no run getting
+///   through in between) closes the gate for everyone for the backoff, doubled at each
+///   further refusal, and reopens it for one run at a time (a probe) until one gets through.
+///
+/// A refusal of a run that was already in flight at the last refusal counts for nothing: it
+/// says what the gate already knows.
 public struct AgentGate {
     public struct Settings: Sendable {
         public var maxAgents: Int
@@ -23,12 +32,21 @@ public struct AgentGate {
         }
     }
 
-    /// What the gate says now: `closedUntil` (seconds since the epoch) when a rate limit shut it.
+    /// What the gate says now: `closedUntil` (seconds since the epoch) when a rate limit shut
+    /// it; `rate` (starts a second) and `window` (runs at once) when a limit slowed it.
     public struct Status: Sendable {
         public var running: Int
         public var closedUntil: Double?
         public var probing: Bool
+        public var rate: Double?
+        public var window: Double?
     }
+
+    /// The pace after a refusal, as a share of the rate the server let runs through; and of
+    /// the starts of the last second, when too few got through to measure.
+    static let admittedShare = 0.95, startedShare = 0.75
+    /// How much the pace grows for each run that gets through.
+    static let increase = 0.01
 
     /// The start time of a process (clock ticks since boot), to tell a live holder from a
     /// reused pid.
@@ -47,57 +65,99 @@ extension StateStore {
         return try writeGate { db in
             try Self.dropDeadHolders(db)
             let now = monotonicWallClock()
-            let row = try Row.fetchOne(db, sql: "SELECT closed_until, probing, last_start, window FROM agent_gate WHERE id = 1")!
+            let row = try Row.fetchOne(db, sql: "SELECT closed_until, probing, last_start, window, rate FROM agent_gate WHERE id = 1")!
             let closedUntil: Double = row[0], probing: Bool = row[1], lastStart: Double = row[2], window: Double = row[3]
+            let rate: Double = row[4]
             let holders = try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0
             if now < closedUntil { return (false, closedUntil - now) }
             if probing && holders >= 1 { return (false, 0.1) }
             let limit = window > 0 ? min(max(1, settings.maxAgents), max(1, Int(window))) : max(1, settings.maxAgents)
             if holders >= limit { return (false, 0.05) }
-            if now < lastStart + settings.stagger { return (false, lastStart + settings.stagger - now) }
+            let spacing = max(settings.stagger, rate > 0 ? 1 / rate : 0)
+            if now < lastStart + spacing { return (false, lastStart + spacing - now) }
             try db.execute(sql: "INSERT OR REPLACE INTO agent_holders (run, pid, start_ticks, since, probe) VALUES (?, ?, ?, ?, ?)",
                            arguments: [run, pid, ticks, now, probing])
             try db.execute(sql: "UPDATE agent_gate SET last_start = ? WHERE id = 1", arguments: [now])
+            try db.execute(sql: "DELETE FROM agent_starts WHERE at < ?", arguments: [now - 10])
+            try db.execute(sql: "INSERT INTO agent_starts (at) VALUES (?)", arguments: [now])
             return (true, 0)
         }
     }
 
-    /// Gives the place back. A run that hit a rate limit (or an overload) closes the gate for
-    /// `retryAfter` seconds when the server said so, else for the backoff (doubled at each
-    /// probe that fails); a run that got through while probing opens it again.
-    public func gateRelease(run: String, limited: Bool, retryAfter: Double?, settings: AgentGate.Settings) throws(StoreError) {
-        _ = try writeGate { db -> (Bool, Double) in
-            let wasProbe = try Bool.fetchOne(db, sql: "SELECT probe FROM agent_holders WHERE run = ?", arguments: [run]) ?? false
-            try db.execute(sql: "DELETE FROM agent_holders WHERE run = ?", arguments: [run])
+    /// Says that `run` got through: the model answered it. The gate opens after a probe, and
+    /// the pace and the window grow (see ``AgentGate``).
+    public func gateAdmitted(run: String, settings: AgentGate.Settings) throws(StoreError) {
+        _ = try writeGate { db -> Bool in
+            let admitted = try Bool.fetchOne(db, sql: "SELECT admitted FROM agent_holders WHERE run = ?", arguments: [run])
+            guard admitted == false else { return false }  // not holding, or said before
+            try db.execute(sql: "UPDATE agent_holders SET admitted = 1 WHERE run = ?", arguments: [run])
             let now = monotonicWallClock()
-            let row = try Row.fetchOne(db, sql: "SELECT probing, backoff, closed_until, window FROM agent_gate WHERE id = 1")!
-            let probing: Bool = row[0], backoff: Double = row[1], closedUntil: Double = row[2], window: Double = row[3]
-            let holders = try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0
-            if limited && !probing {
-                // the first limit of a closing: halve what was running
-                let running = Double(holders + 1)
-                try db.execute(sql: "UPDATE agent_gate SET window = ? WHERE id = 1",
-                               arguments: [max(1, (window > 0 ? min(window, running) : running) / 2)])
-            } else if !limited && window > 0 {
-                // additive increase: one more run at once per window's worth of successes
-                let grown = window + 1 / window
-                try db.execute(sql: "UPDATE agent_gate SET window = ? WHERE id = 1",
-                               arguments: [grown >= Double(settings.maxAgents) ? 0 : grown])
+            try db.execute(sql: "DELETE FROM agent_admits WHERE at < ?", arguments: [now - 10])
+            try db.execute(sql: "INSERT INTO agent_admits (at) VALUES (?)", arguments: [now])
+            let row = try Row.fetchOne(db, sql: "SELECT probing, window, rate FROM agent_gate WHERE id = 1")!
+            let probing: Bool = row[0], window: Double = row[1], rate: Double = row[2]
+            var grownWindow = window, grownRate = rate
+            if window > 0 {
+                grownWindow = window + 1 / window
+                if grownWindow >= Double(settings.maxAgents) { grownWindow = 0 }
             }
-            if limited {
-                // a failed probe doubles the wait; runs that were already in flight when the
-                // gate closed only keep it closed
-                let next: Double
-                if wasProbe { next = min(max(backoff * 2, settings.backoff), settings.maxBackoff) }
-                else if probing { next = backoff }
-                else { next = settings.backoff }
-                let until = max(closedUntil, now + (retryAfter ?? next))
-                try db.execute(sql: "UPDATE agent_gate SET closed_until = ?, probing = 1, backoff = ? WHERE id = 1",
-                               arguments: [until, next])
-            } else if probing {
-                try db.execute(sql: "UPDATE agent_gate SET probing = 0, backoff = ? WHERE id = 1", arguments: [settings.backoff])
+            if rate > 0 {
+                grownRate = rate * (1 + AgentGate.increase)
+                // paced more loosely than the stagger and the window allow: no pace at all
+                if settings.stagger > 0 && 1 / grownRate < settings.stagger { grownRate = 0 }
             }
-            return (true, 0)
+            try db.execute(sql: "UPDATE agent_gate SET streak = 0, window = ?, rate = ? WHERE id = 1",
+                           arguments: [grownWindow, grownRate])
+            if probing {
+                try db.execute(sql: "UPDATE agent_gate SET probing = 0, closed_until = 0, backoff = ? WHERE id = 1",
+                               arguments: [settings.backoff])
+            }
+            return true
+        }
+    }
+
+    /// Gives the place back. A run that hit a rate limit (or an overload) slows the gate or
+    /// closes it (see ``AgentGate``); `retryAfter`, when the server said it, is how long.
+    public func gateRelease(run: String, limited: Bool, retryAfter: Double?, settings: AgentGate.Settings) throws(StoreError) {
+        _ = try writeGate { db -> Bool in
+            let holder = try Row.fetchOne(db, sql: "SELECT since FROM agent_holders WHERE run = ?", arguments: [run])
+            try db.execute(sql: "DELETE FROM agent_holders WHERE run = ?", arguments: [run])
+            guard limited, let holder else { return false }
+            let since: Double = holder[0]
+            let now = monotonicWallClock()
+            let row = try Row.fetchOne(db, sql: "SELECT backoff, closed_until, window, rate, streak, limited_at FROM agent_gate WHERE id = 1")!
+            let backoff: Double = row[0], closedUntil: Double = row[1], window: Double = row[2], rate: Double = row[3]
+            let streak: Int = row[4], limitedAt: Double = row[5]
+            // a run already in flight at the last refusal says nothing new
+            guard since >= limitedAt else { return false }
+            if streak == 0 {
+                // a steady limit: slow down (the pace keeps the next start one interval of the
+                // new rate after the last); closed only for as long as the server asked
+                let running = Double(try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0) + 1
+                let lastSecond = Double(try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_starts WHERE at > ?",
+                                                         arguments: [now - 1]) ?? 1)
+                // the rate the server let runs through, over the admissions of the last 3 s
+                let admits = try Double.fetchAll(db, sql: "SELECT at FROM agent_admits WHERE at > ? ORDER BY at",
+                                                 arguments: [now - 3])
+                let paced: Double
+                if admits.count >= 3, admits.last! - admits.first! > 0.1 {
+                    paced = Double(admits.count - 1) / (admits.last! - admits.first!) * AgentGate.admittedShare
+                } else {
+                    let offered = rate > 0 ? min(rate, max(1, lastSecond)) : max(1, lastSecond)
+                    paced = max(0.01, offered * AgentGate.startedShare)
+                }
+                let halved = max(1, (window > 0 ? min(window, running) : running) / 2)
+                try db.execute(sql: """
+                    UPDATE agent_gate SET streak = 1, limited_at = ?, rate = ?, window = ?, closed_until = ? WHERE id = 1
+                    """, arguments: [now, paced, halved, max(closedUntil, retryAfter.map { now + $0 } ?? 0)])
+            } else {
+                // refused again with nothing through in between: the door is shut; probe it
+                let next = streak == 1 ? settings.backoff : min(max(backoff * 2, settings.backoff), settings.maxBackoff)
+                try db.execute(sql: """
+                    UPDATE agent_gate SET streak = ?, limited_at = ?, probing = 1, backoff = ?, closed_until = ? WHERE id = 1
+                    """, arguments: [streak + 1, now, next, max(closedUntil, now + (retryAfter ?? next))])
+            }
+            return true
         }
     }
 
@@ -105,10 +165,11 @@ extension StateStore {
     public func gateStatus() throws(StoreError) -> AgentGate.Status {
         try writeGate { db in
             try Self.dropDeadHolders(db)
-            let row = try Row.fetchOne(db, sql: "SELECT closed_until, probing FROM agent_gate WHERE id = 1")!
-            let until: Double = row[0]
+            let row = try Row.fetchOne(db, sql: "SELECT closed_until, probing, rate, window FROM agent_gate WHERE id = 1")!
+            let until: Double = row[0], rate: Double = row[2], window: Double = row[3]
             let running = try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0
-            return AgentGate.Status(running: running, closedUntil: until > monotonicWallClock() ? until : nil, probing: row[1])
+            return AgentGate.Status(running: running, closedUntil: until > monotonicWallClock() ? until : nil, probing: row[1],
+                                    rate: rate > 0 ? rate : nil, window: window > 0 ? window : nil)
         }
     }
 

@@ -205,6 +205,25 @@ public final class StateStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v7: the agent gate paces starts and tells a steady limit from a closed door") { db in
+            try db.execute(sql: """
+                ALTER TABLE agent_gate ADD COLUMN rate REAL NOT NULL DEFAULT 0;
+                ALTER TABLE agent_gate ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE agent_gate ADD COLUMN limited_at REAL NOT NULL DEFAULT 0;
+                ALTER TABLE agent_holders ADD COLUMN admitted INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE agent_runs ADD COLUMN max_rss INTEGER;
+                CREATE TABLE agent_starts (at REAL NOT NULL);
+                CREATE TABLE agent_admits (at REAL NOT NULL);
+                CREATE TABLE agent_live (
+                    run TEXT PRIMARY KEY NOT NULL,
+                    workflow TEXT,
+                    task TEXT,
+                    agent TEXT,
+                    session TEXT NOT NULL,
+                    started_at REAL NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 
@@ -572,11 +591,15 @@ public final class StateStore {
         public var workflow: String?
         public var task: String?
         public var session: String?
+        /// The run's mark, when ``agentSessionStarted(run:workflow:task:agent:session:startedAt:)`` noted it.
+        public var run: String?
         public var ok: Bool
         public var sessionCostUSD: Double?
         public var inputTokens = 0, outputTokens = 0, cacheReadTokens = 0, cacheCreationTokens = 0
         public var duration: Double?
         public var turns: Int?
+        /// Peak resident memory of the CLI's process group, bytes.
+        public var maxRSS: Int?
         public var terminalReason: String?
         public var error: String?
         public init(startedAt: Double, finishedAt: Double, ok: Bool) {
@@ -602,26 +625,56 @@ public final class StateStore {
                 try db.execute(sql: """
                     INSERT INTO agent_runs (started_at, finished_at, agent, model, workflow, task, session, ok, cost_usd, session_cost_usd,
                                             input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, duration, turns,
-                                            terminal_reason, error)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                            terminal_reason, error, max_rss)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [r.startedAt, r.finishedAt, r.agent, r.model, r.workflow, r.task, r.session, r.ok, own, r.sessionCostUSD,
                                      r.inputTokens, r.outputTokens, r.cacheReadTokens, r.cacheCreationTokens, r.duration, r.turns,
-                                     r.terminalReason, r.error])
+                                     r.terminalReason, r.error, r.maxRSS])
+                if let run = r.run { try db.execute(sql: "DELETE FROM agent_live WHERE run = ?", arguments: [run]) }
                 return own
             }
         }
     }
 
-    /// The session of the last recorded run of this workflow task (or agent, outside
-    /// workflows), to resume it.
+    /// Notes the session of a run as soon as the CLI names it, so that a run cut short by a
+    /// `kill -9` of qw can still be resumed; ``recordAgentRun(_:)`` drops the note.
+    public func agentSessionStarted(run: String, workflow: String?, task: String?, agent: String?, session: String,
+                                    startedAt: Double) throws(StoreError) {
+        try wrap("note an agent session") {
+            try db.write { db in
+                try db.execute(sql: "INSERT OR REPLACE INTO agent_live (run, workflow, task, agent, session, started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [run, workflow, task, agent, session, startedAt])
+            }
+        }
+    }
+
+    /// The session of the last run of this workflow task (or agent, outside workflows), to
+    /// resume it: a recorded run, or one that never ended (qw was killed).
     public func lastSession(workflow: String?, task: String?, agent: String?) throws(StoreError) -> String? {
         try wrap("read the cost ledger") {
             try db.read { db in
                 try String.fetchOne(db, sql: """
-                    SELECT session FROM agent_runs
-                    WHERE workflow IS ? AND task IS ? AND (? IS NULL OR agent IS ?) AND session IS NOT NULL
-                    ORDER BY id DESC LIMIT 1
-                    """, arguments: [workflow, task, agent, agent])
+                    SELECT session FROM (
+                        SELECT session, started_at FROM agent_runs
+                        WHERE workflow IS ?1 AND task IS ?2 AND (?3 IS NULL OR agent IS ?3) AND session IS NOT NULL
+                        UNION ALL
+                        SELECT session, started_at FROM agent_live
+                        WHERE workflow IS ?1 AND task IS ?2 AND (?3 IS NULL OR agent IS ?3))
+                    ORDER BY started_at DESC LIMIT 1
+                    """, arguments: [workflow, task, agent])
+            }
+        }
+    }
+
+    /// The highest peak memory of the last 20 recorded runs of an agent (nil: of runs with
+    /// no agent); nil with no history.
+    public func agentPeakMemory(agent: String?) throws(StoreError) -> Int? {
+        try wrap("read the cost ledger") {
+            try db.read { db in
+                try Int.fetchOne(db, sql: """
+                    SELECT max(max_rss) FROM (SELECT max_rss FROM agent_runs WHERE agent IS ? AND max_rss IS NOT NULL
+                        ORDER BY id DESC LIMIT 20)
+                    """, arguments: [agent])
             }
         }
     }

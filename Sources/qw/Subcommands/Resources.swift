@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import LuaHost
 import QuantumwalaCore
 import QuantumwalaLua
@@ -25,6 +26,14 @@ struct Resources: ParsableCommand {
         // CPU busy is a rate: sample it over a short window first
         try runtime.lua.run("qw.resources(); qw.sleep(0.2)")
         var r = try runtime.lua.run("return qw.resources()").first ?? .nil
+        // the shared agent gate, whether or not this process has run agents (a store that
+        // does not exist yet is not made for it: no agent has run here)
+        let hasStore = access(runtime.statePath, F_OK) == 0
+        let gate = try runtime.lua.run(hasStore ? """
+            local g = qw.agent.gate()
+            g.max_agents = qw.agent.limits.max_agents or 3
+            return g
+            """ : "return { running = 0, probing = false, max_agents = qw.agent.limits.max_agents or 3 }").first ?? .nil
         let processes = WorkBoard().map { $0.entries() } ?? []
         let work = processes.map(withResidentMemory)
         var running = 0, queued = 0
@@ -36,6 +45,7 @@ struct Resources: ParsableCommand {
             t["running"] = .integer(Int64(running))
             t["queued"] = .integer(Int64(queued))
             t["processes"] = .array(work)
+            t["agents"] = gate
             r = .table(t)
         }
         if json {
@@ -53,6 +63,8 @@ struct Resources: ParsableCommand {
         rows.append(("cpu busy now", num(r["cpu_percent"]).map { formatAmount($0.rounded()) + " %" } ?? "(sampling)"))
         rows.append(("memory used now", num(r["memory_percent"]).map { formatAmount(($0 * 10).rounded() / 10) + " %" } ?? "?"))
         rows.append(("memory available", num(r["memory_available"]).map { formatBytes(Int($0)) } ?? "?"))
+        rows.append(("agents running", "\(Int(num(gate["running"]) ?? 0)) of max_agents \(Int(num(gate["max_agents"]) ?? 3))"))
+        rows.append(("agent gate", gateState(gate, now: monotonicWallClock())))
         rows.append(("qw processes", "\(work.count)"))
         rows.append(("running", "\(running)"))
         rows.append(("queued", "\(queued)"))
@@ -115,6 +127,22 @@ private func withResidentMemory(_ entry: LuaValue) -> LuaValue {
         return .table(ct)
     })
     return .table(t)
+}
+
+/// The gate in words: open, or closed and when it reopens; paced after a rate limit.
+private func gateState(_ g: LuaValue, now: Double) -> String {
+    var parts: [String] = []
+    if let until = num(g["closed_until"]), until > now {
+        parts.append("closed by a rate limit, reopens in " + seconds(until - now)
+                     + (g["probing"] == .boolean(true) ? " for one run at a time" : ""))
+    } else if g["probing"] == .boolean(true) {
+        parts.append("open for one run at a time (after a rate limit)")
+    } else {
+        parts.append("open")
+    }
+    if let rate = num(g["rate"]) { parts.append("paced at " + formatAmount((rate * 100).rounded() / 100) + " starts/s") }
+    if let w = num(g["window"]) { parts.append("window " + formatAmount((w * 10).rounded() / 10) + " at once") }
+    return parts.joined(separator: ", ")
 }
 
 private func request(_ c: LuaValue) -> String {

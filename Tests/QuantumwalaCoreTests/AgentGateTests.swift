@@ -1,0 +1,68 @@
+import Glibc
+import Testing
+
+@testable import QuantumwalaCore
+
+/// The shared agent gate in the store, driven step by step: a refusal among runs that get
+/// through paces the starts without shutting the gate; a refusal right after a refusal shuts
+/// it for the backoff and lets one probe through at a time.
+struct AgentGateTests {
+    func store() throws -> (StateStore, String) {
+        var template = Array("/tmp/qw-gate-XXXXXX".utf8CString)
+        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        return (try StateStore(path: dir + "/state.db"), dir)
+    }
+
+    let settings = AgentGate.Settings(maxAgents: 8, stagger: 0, backoff: 30)
+
+    @Test func aSteadyLimitPacesStartsAndADoubleRefusalClosesTheGate() throws {
+        let (s, dir) = try store()
+        defer { removeFolder(dir) }
+        // four runs start at once; three get through, the fourth is refused
+        for i in 1...4 { #expect(try s.gateAcquire(run: "r\(i)", settings: settings).granted) }
+        for i in 1...3 { try s.gateAdmitted(run: "r\(i)", settings: settings) }
+        try s.gateRelease(run: "r4", limited: true, retryAfter: nil, settings: settings)
+        var g = try s.gateStatus()
+        #expect(g.closedUntil == nil, "one refusal among successes does not shut the gate")
+        #expect(!g.probing)
+        // paced at 3/4 of the four starts of the last second, two at once (half of what ran)
+        #expect(g.rate == 3)
+        #expect(g.window == 2)
+        for i in 1...3 { try s.gateRelease(run: "r\(i)", limited: false, retryAfter: nil, settings: settings) }
+        // the next start waits a third of a second after the last
+        let next = try s.gateAcquire(run: "r5", settings: settings)
+        #expect(next.granted || next.wait <= 1.0 / 3 + 1e-6)
+        while !(try s.gateAcquire(run: "r5", settings: settings).granted) { usleep(20_000) }
+        // refused again with nothing through in between: shut for the backoff, one probe at a time
+        try s.gateRelease(run: "r5", limited: true, retryAfter: nil, settings: settings)
+        g = try s.gateStatus()
+        let until = try #require(g.closedUntil)
+        #expect(until - monotonicWallClock() > 29 && until - monotonicWallClock() <= 30)
+        #expect(g.probing)
+        let refused = try s.gateAcquire(run: "r6", settings: settings)
+        #expect(!refused.granted && refused.wait > 29)
+    }
+
+    @Test func aProbeThatGetsThroughReopensTheGateAtOnce() throws {
+        let (s, dir) = try store()
+        defer { removeFolder(dir) }
+        let quick = AgentGate.Settings(maxAgents: 8, stagger: 0, backoff: 0.05)
+        for i in 1...8 { #expect(try s.gateAcquire(run: "a\(i)", settings: quick).granted) }
+        for i in 1...8 { try s.gateRelease(run: "a\(i)", limited: i == 1, retryAfter: nil, settings: quick) }
+        while !(try s.gateAcquire(run: "b", settings: quick).granted) { usleep(20_000) }
+        try s.gateRelease(run: "b", limited: true, retryAfter: nil, settings: quick)
+        #expect(try s.gateStatus().probing)
+        while !(try s.gateAcquire(run: "probe", settings: quick).granted) { usleep(20_000) }
+        // while the probe waits for its answer nobody else starts
+        #expect(!(try s.gateAcquire(run: "other", settings: quick).granted))
+        // its first answer, long before its end, opens the gate for everyone: what is left
+        // is the pace of starts the first refusal set
+        try s.gateAdmitted(run: "probe", settings: quick)
+        let g = try s.gateStatus()
+        #expect(!g.probing && g.closedUntil == nil)
+        let rate = try #require(g.rate)
+        let next = try s.gateAcquire(run: "other", settings: quick)
+        #expect(next.granted || next.wait <= 1 / rate + 1e-6)
+        while !(try s.gateAcquire(run: "other", settings: quick).granted) { usleep(20_000) }
+    }
+}
