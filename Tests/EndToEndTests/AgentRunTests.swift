@@ -42,6 +42,12 @@ final class FakeModel: @unchecked Sendable {
               "stopcap": [{"text": "I think I am done"}],
               "hookstop": [{"tool_use": {"name": "Bash", "input": {"command": "echo hi", "description": "say hi"}}},
                            {"text": "after the tool"}],
+              "interrupt": [{"tool_use": {"name": "Bash", "input": {"command": "kill -INT $PPID; sleep 5", "description": "interrupt"}}},
+                            {"text": "not reached"}],
+              "loop": [{"tool_use": {"name": "Bash", "input": {"command": "echo again", "description": "loop"}}}],
+              "overloaded": [{"status": 529, "error": {"type": "overloaded_error", "message": "Overloaded"}}],
+              "overloaded-2": [{"status": 529, "error": {"type": "overloaded_error", "message": "Overloaded"}}],
+              "overloaded-3": [{"status": 529, "error": {"type": "overloaded_error", "message": "Overloaded"}}],
               "costly": [{"tool_use": {"name": "Bash", "input": {"command": "echo again", "description": "loop"}},
                           "usage": {"input_tokens": 100000, "output_tokens": 1000}}]
             }
@@ -296,6 +302,45 @@ struct AgentRunTests {
         #expect(lines[4] == "false\t0\tstopped: hook_stopped")
         // the Stop hook really blocked: the model was asked again and again
         #expect((FakeModel.shared?.requests("stopcap").count ?? 0) > 2)
+    }
+
+    /// More shapes of failure: the turn limit (exit 1), a SIGINT during a tool (exit 0 with
+    /// `error_during_execution`; the model's Bash call sends it to the CLI), and an overload
+    /// (529), which counts as a rate limit: the gate paces its starts after it.
+    @Test func theTurnLimitAnInterruptAndAnOverloadAreFailures() throws {
+        let (r, dir) = try run("""
+            qw.agent.max_rate_limit_retries = 0
+            local function show(r) print(r.ok, r.code, r.error) end
+            show(qw.agent.run{ prompt = "[[fake:loop]] go", allowed_tools = { "Bash" }, max_turns = 2 })
+            show(qw.agent.run{ prompt = "[[fake:interrupt]] go", allowed_tools = { "Bash" } })
+            local o = qw.agent.run{ prompt = "[[fake:overloaded]] go" }
+            print(o.ok, o.code, o.api_error_status, o.rate_limited, qw.agent.gate().rate ~= nil)
+            """)
+        defer { removeTree(dir) }
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 3, "\(r.stdout)\(r.stderr)")
+        #expect(lines[0] == "false\t1\tReached maximum number of turns (2)")
+        #expect(lines[1].hasPrefix("false\t0\tinterrupted (error_during_execution): "), "\(lines[1])")
+        #expect(lines[2] == "false\t1\t529\ttrue\ttrue")
+    }
+
+    /// qw runs the CLI with CLAUDE_CODE_MAX_RETRIES=0 unless told otherwise, so that the
+    /// gate, not each CLI on its own, waits out a rate limit: one request per run. A run's
+    /// `env` (or the environment) that sets it wins.
+    @Test func theCLIDoesNotRetryOnItsOwnUnlessTold() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let env = try agentEnv(dir).filter { $0.0 != "CLAUDE_CODE_MAX_RETRIES" }
+        writeFile(dir + "/run.lua", """
+            qw.limits{ agent_stagger = 0 }
+            qw.agent.max_rate_limit_retries = 0
+            print(qw.agent.run{ prompt = "[[fake:overloaded-2]] go" }.ok)
+            print(qw.agent.run{ prompt = "[[fake:overloaded-3]] go", env = { CLAUDE_CODE_MAX_RETRIES = "1" } }.ok)
+            """)
+        let r = qw(["run", dir + "/run.lua"], env: env, cwd: dir + "/proj", timeout: 120)
+        #expect(r.stdout == "false\nfalse\n", "\(r.stdout)\(r.stderr)")
+        #expect(FakeModel.shared?.requests("overloaded-2").count == 1)
+        #expect(FakeModel.shared?.requests("overloaded-3").count == 2)
     }
 
     /// A budget stop: the CLI's `usage` leaves the last turn out, so the tokens come from

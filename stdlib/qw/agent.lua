@@ -20,6 +20,11 @@ local spent_here = 0
 local DEFAULT_MAX_AGENTS, DEFAULT_STAGGER, DEFAULT_BACKOFF = 3, 1, 1
 -- How often a run that hit a rate limit goes back into the queue before it counts as failed.
 M.max_rate_limit_retries = 10
+-- CLAUDE_CODE_MAX_RETRIES for the claude backend, unless the environment or the run's `env`
+-- sets it (nil: leave the CLI's default of 10). The CLI would retry a 429 on its own for up
+-- to 3 minutes, out of the gate's sight; with 0 the gate does the waiting, for every CLI at
+-- once (scripts/bench/agents measures both). Other errors are the `retry` policy's.
+M.cli_retries = 0
 
 -- Whether a result is a rate limit or an overload: the gate closes for everyone.
 local function rate_limited(r)
@@ -81,7 +86,13 @@ function claude.command(opts, agent)
   if type(opts.session) == "string" and opts.session ~= "new" and opts.session ~= "resume" then
     add("--resume", opts.session)
   end
-  return argv, opts.env
+  local env = opts.env
+  if M.cli_retries and os.getenv("CLAUDE_CODE_MAX_RETRIES") == nil and not (env and env.CLAUDE_CODE_MAX_RETRIES) then
+    env = {}
+    for k, v in pairs(opts.env or {}) do env[k] = v end
+    env.CLAUDE_CODE_MAX_RETRIES = tostring(M.cli_retries)
+  end
+  return argv, env
 end
 
 -- A stream-json line as it comes: { session_id = ID } at the init event, { admitted = true }
@@ -159,6 +170,10 @@ function claude.parse(r, opts)
   local why
   if result.is_error then
     why = (type(result.errors) == "table" and table.concat(result.errors, "; ")) or result.result or result.subtype
+    -- a SIGINT to the CLI (exit 0) says only this
+    if result.subtype == "error_during_execution" and tostring(why):find("[ede_diagnostic]", 1, true) == 1 then
+      why = "interrupted (error_during_execution): " .. tostring(why)
+    end
   elseif result.subtype ~= "success" then
     why = result.subtype
   elseif result.terminal_reason and result.terminal_reason ~= "completed" then
