@@ -380,5 +380,7 @@ qw.agents = lazy("qw.agents", with_core("qw.agents"))
 qw.router = lazy("qw.router", function() return require("qw.router") end)
 ---Running agents (see stdlib/qw/agent.lua): `qw.agent.run{ agent, prompt, ... }`, `qw.agent.backends`.
 qw.agent = lazy("qw.agent", with_core("qw.agent"))
+---Specs (see stdlib/qw/spec.lua): `qw.spec.parse(name)`, `lint`, `plan`, `list`.
+qw.spec = lazy("qw.spec", with_core("qw.spec"))
 
 return qw

@@ -1,0 +1,750 @@
+--- Specs: the documents of a feature (requirements, design, tasks) and the plan of its tasks.
+---
+--- `qw.spec.parse(name_or_path)` reads a tasks.md as people really write it (see the task
+--- grammar below) and keeps every task's source line; `qw.spec.lint` says, as file:line,
+--- what is wrong in it; `qw.spec.plan` puts the tasks into waves that can run at once and
+--- says why each is where it is. Folders: `.claude/specs/NAME/` (requirements.md, design.md,
+--- tasks.md), spec-kit's `specs/NNN-NAME/` (spec.md, plan.md, tasks.md) and Kiro's
+--- `.kiro/specs/NAME/`.
+local core = ...
+local M = {}
+
+local function fail(fmt, ...) error(fmt:format(...), 3) end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+---------------------------------------------------------------------------------------------
+-- Finding specs
+
+-- The spec folders of a project, each { name, dir, kind, requirements, design, tasks }.
+function M.list(root)
+  root = root or "."
+  local out = {}
+  local function add(name, dir, kind, req, design)
+    out[#out + 1] = { name = name, dir = dir, kind = kind, requirements = dir .. "/" .. req,
+                      design = dir .. "/" .. design, tasks = dir .. "/tasks.md" }
+  end
+  local dirs = core._subdirs
+  for _, n in ipairs(dirs(root .. "/.claude/specs")) do add(n, root .. "/.claude/specs/" .. n, "claude", "requirements.md", "design.md") end
+  for _, n in ipairs(dirs(root .. "/.kiro/specs")) do add(n, root .. "/.kiro/specs/" .. n, "kiro", "requirements.md", "design.md") end
+  for _, n in ipairs(dirs(root .. "/specs")) do
+    -- spec-kit: specs/001-name
+    local short = n:match("^%d+%-(.+)$") or n
+    out[#out + 1] = { name = short, dir = root .. "/specs/" .. n, kind = "spec-kit", requirements = root .. "/specs/" .. n .. "/spec.md",
+                      design = root .. "/specs/" .. n .. "/plan.md", tasks = root .. "/specs/" .. n .. "/tasks.md", folder = n }
+  end
+  return out
+end
+
+-- The spec of that name (or folder name), or nil.
+function M.find(name, root)
+  for _, s in ipairs(M.list(root)) do
+    if s.name == name or s.folder == name then return s end
+  end
+end
+
+-- A spec by name, or a path to a tasks.md: { tasks = path, requirements, design, name }.
+local function locate(name_or_path)
+  if type(name_or_path) ~= "string" or name_or_path == "" then fail("qw.spec: a spec name or a path to a tasks.md is needed") end
+  if name_or_path:match("%.md$") or name_or_path:find("/", 1, true) then
+    local path = name_or_path
+    if not path:match("%.md$") then path = path .. "/tasks.md" end
+    local dir = path:match("^(.*)/[^/]*$") or "."
+    local spec = { name = dir:match("([^/]+)$"), dir = dir, tasks = path }
+    spec.requirements = exists(dir .. "/requirements.md") and dir .. "/requirements.md" or dir .. "/spec.md"
+    spec.design = exists(dir .. "/design.md") and dir .. "/design.md" or dir .. "/plan.md"
+    return spec
+  end
+  local spec = M.find(name_or_path)
+  if not spec then fail("qw.spec: no spec named '%s' (qw spec list shows them)", name_or_path) end
+  return spec
+end
+M.locate = locate
+
+---------------------------------------------------------------------------------------------
+-- The task grammar
+--
+-- Checkbox lines `- [ ]` / `* [ ]` (state " ", x, X, -, ~ or any other character, kept raw;
+-- a `*` right after `]` marks an optional task); ids `1`, `1.2`, `1.2.`, `**1.2**`, `1\.`,
+-- `T001`, `T031-MIN`; ids in a heading (`#### Task 1.1: ...`) with the checkbox on a line of
+-- its own; `### 1. Title` headings as parents; parent and child from the numbers, not the
+-- indentation; `[P]`/`(P)` (parallel), `[US1]` (story) and `[P0]` (priority) markers before or
+-- after the title; metadata under a task (`_Requirements: 1.1, 2.3_` with or without the
+-- closing `_`, `_Leverage:_`, `_Depends:_`, `_Boundary:_`, `_Prompt:` over several lines,
+-- `Files:`, `Purpose:`, `**Validates: Requirements 1.1**`, and localised labels); spec-kit's
+-- `T008 blocks T009, T015` and `(depends on T012)`; phase sections; a `## Task Dependency
+-- Graph` JSON block of waves. Other fenced code blocks are skipped.
+
+-- Metadata labels (lower case, any language where the word is unambiguous) -> field.
+M.LABELS = {
+  requirements = "requirements", requirement = "requirements", reqs = "requirements", validates = "requirements",
+  ["requisitos"] = "requirements", ["anforderungen"] = "requirements", ["exigences"] = "requirements",
+  ["要件"] = "requirements", ["需求"] = "requirements", ["требования"] = "requirements",
+  depends = "depends", ["depends on"] = "depends", dependencies = "depends", ["dependencias"] = "depends",
+  ["abhängigkeiten"] = "depends", ["dépendances"] = "depends", ["依存"] = "depends", ["依赖"] = "depends",
+  files = "files", file = "files", ["archivos"] = "files", ["dateien"] = "files", ["fichiers"] = "files",
+  ["ファイル"] = "files", ["文件"] = "files",
+  leverage = "leverage", ["aprovechar"] = "leverage", ["活用"] = "leverage",
+  boundary = "boundary", purpose = "purpose", ["propósito"] = "purpose", ["zweck"] = "purpose", ["目的"] = "purpose",
+  prompt = "prompt", validation = "validation", check = "validation",
+}
+
+local ID = "[TtRr]?%d+[%.%d]*[%w%-]*"
+
+-- The id at the start of a title, and the rest: `**1.2**`, `1.2.`, `1\.`, `T031-MIN:`.
+local function take_id(text)
+  local s = text
+  local bold = s:match("^%*%*(.-)%*%*")
+  if bold then
+    local id = bold:gsub("\\", ""):gsub("[%.:]$", "")
+    if id:match("^" .. ID .. "$") then return id, trim(s:sub(#bold + 5):gsub("^[%.:%-]%s*", "")) end
+  end
+  local id, rest = s:match("^([Tt]%d+[%w%-]*)[%.:]?%s+(.*)$")
+  if not id then id, rest = s:match("^([Tt]%d+[%w%-]*)[%.:]?$"), "" end
+  if id then return id:upper(), rest end
+  id, rest = s:match("^(%d+[%.%d\\]*)%s+(.*)$")
+  if not id then id, rest = s:match("^(%d+[%.%d\\]*)$"), "" end
+  if id then
+    id = id:gsub("\\", ""):gsub("%.+$", "")
+    return id, trim((rest:gsub("^[:%-]%s*", "")))
+  end
+  return nil, text
+end
+
+-- Markers anywhere in a title: [P] or (P), [US1], [P0]; the title without them.
+local function take_markers(title, task)
+  local function strip(pattern, f)
+    title = title:gsub(pattern, function(...) f(...) return " " end)
+  end
+  strip("%[P%]", function() task.parallel = true end)
+  strip("%(P%)", function() task.parallel = true end)
+  strip("%[(US%d+)%]", function(s) task.story = s end)
+  strip("%[(P%d)%]", function(p) task.priority = p end)
+  title = title:gsub("%(depends on ([^%)]*)%)", function(list)
+    for id in list:gmatch(ID) do task.depends[#task.depends + 1] = id:upper() end
+    return " "
+  end)
+  return trim((title:gsub("%s%s+", " ")))
+end
+
+-- A list of references: "1.1, 2.3", "1.1-1.7", "All", "N/A", "REQ-4", "Requirement 2".
+local function refs(text)
+  local out = {}
+  text = trim(text:gsub("_+$", ""):gsub("%*%*", ""))
+  for part in text:gmatch("[^,;]+") do
+    part = trim(part)
+    if part ~= "" then
+      local lo, hi = part:match("^(%d+%.%d+)%s*[%-–]%s*(%d+%.%d+)$")
+      if lo then
+        local p1, a = lo:match("^(%d+)%.(%d+)$")
+        local p2, b = hi:match("^(%d+)%.(%d+)$")
+        if p1 == p2 and tonumber(a) <= tonumber(b) then
+          for i = tonumber(a), tonumber(b) do out[#out + 1] = p1 .. "." .. i end
+        else
+          out[#out + 1] = part
+        end
+      else
+        out[#out + 1] = (part:gsub("^[Rr]equirements?%s+", ""))
+      end
+    end
+  end
+  return out
+end
+
+-- Ids in text, with ranges `T005-T011` expanded.
+local function id_list(text)
+  local out = {}
+  for tok in text:gmatch("[^,%s]+") do
+    local a, b = tok:match("^([Tt]%d+)%-([Tt]%d+)$")
+    if a then
+      local pa, na = a:upper():match("^(T)(%d+)$")
+      local _, nb = b:upper():match("^(T)(%d+)$")
+      for i = tonumber(na), tonumber(nb) do out[#out + 1] = pa .. string.format("%0" .. #na .. "d", i) end
+    elseif tok:match("^" .. ID .. "$") then
+      out[#out + 1] = tok:match("^[Tt]") and tok:upper() or (tok:gsub("%.$", ""))
+    end
+  end
+  return out
+end
+
+-- A metadata line: label, value, and whether an underscore opened it (and did not close it).
+local function metadata(line)
+  local s = trim(line):gsub("^[-*+]%s+", "")
+  local underscored = s:sub(1, 1) == "_"
+  local body = s:gsub("^_", ""):gsub("^%*%*", "")
+  local label, value = body:match("^([^:：]+)[:：]%s*(.*)$")
+  if not label then return nil end
+  label = trim(label:gsub("%*%*", "")):lower()
+  local field = M.LABELS[label]
+  if not field and label:match("^validates") then field = "requirements" end
+  if not field then return nil end
+  value = value:gsub("%*%*$", "")
+  local closed = not underscored or value:match("_%s*$") ~= nil
+  value = trim(value:gsub("_%s*$", ""))
+  return field, value, underscored and not closed
+end
+
+---Parses a tasks.md: { path, tasks = { ... }, by_id = { [id] = task }, warnings = { "file:line: ..." } }.
+---Each task: { id, title, state, optional, parallel, story, priority, parent, children, depends,
+---requirements, files, leverage, boundary, purpose, prompt, validation, phase, line }.
+function M.parse(name_or_path)
+  local spec = locate(name_or_path)
+  local path = spec.tasks
+  local text = read_file(path)
+  if not text then fail("qw.spec.parse: cannot read %s", path) end
+  local out = { path = path, spec = spec, tasks = {}, by_id = {}, warnings = {}, blocks = {} }
+  local function warn(line, fmt, ...) out.warnings[#out.warnings + 1] = ("%s:%d: " .. fmt):format(path, line, ...) end
+  local nul = text:find("\0", 1, true)
+  if nul then
+    warn(select(2, text:sub(1, nul):gsub("\n", "")) + 1, "the file holds NUL bytes; they are read as spaces")
+    text = text:gsub("%z", " ")
+  end
+  if not utf8.len(text) then
+    local _, bad = utf8.len(text)
+    local line = select(2, text:sub(1, bad):gsub("\n", "")) + 1
+    warn(line, "the file is not valid UTF-8 (from byte %d); it is read as it is", bad)
+  end
+  local current, pending_heading, phase, meta_field
+  local in_fence, fence, graph_section, graph_json, graph_line = false, nil, false, nil, nil
+  local n = 0
+  local function add(task)
+    task.depends = task.depends or {}
+    task.requirements, task.files, task.leverage, task.children = {}, {}, {}, {}
+    task.phase = phase
+    out.tasks[#out.tasks + 1] = task
+    if task.id then
+      if out.by_id[task.id] then
+        task.duplicate_of = out.by_id[task.id].line
+      else
+        out.by_id[task.id] = task
+      end
+    end
+    current, meta_field = task, nil
+    return task
+  end
+  for line in (text .. (text:sub(-1) == "\n" and "" or "\n")):gmatch("([^\n]*)\n") do
+    n = n + 1
+    line = line:gsub("\r$", "")
+    local f = line:match("^%s*(```+)") or line:match("^%s*(~~~+)")
+    if f then
+      if not in_fence then
+        in_fence, fence = true, f
+        if graph_section then graph_json, graph_line = {}, n + 1 end
+      elseif f:sub(1, 1) == fence:sub(1, 1) and #f >= #fence then
+        in_fence = false
+        if graph_json then out.graph = { text = table.concat(graph_json, "\n"), line = graph_line }; graph_json = nil end
+      end
+    elseif in_fence then
+      if graph_json then graph_json[#graph_json + 1] = line end
+    else
+      local hashes, heading = line:match("^(#+)%s+(.-)%s*#*%s*$")
+      local indent, state, opt, rest = line:match("^(%s*)[-*+]%s+%[(.)%](%*?)%s*(.*)$")
+      if hashes then
+        graph_section = heading:lower():find("dependency graph", 1, true) ~= nil
+        pending_heading, meta_field = nil, nil
+        local ph = heading:match("^[Pp]hase%s+[%w%.]+") and heading
+        if ph then phase = trim(ph); current = nil end
+        local id, title = heading:match("^[Tt]ask%s+(" .. ID .. ")[:%.]?%s*(.*)$")
+        if id then
+          id = id:gsub("%.$", "")
+          local t = add({ id = id:match("^[Tt]") and id:upper() or id, line = n, heading = true })
+          t.title = take_markers(title, t)
+          pending_heading = t
+        elseif not ph then
+          local pid, ptitle = heading:match("^(%d+)%.?%s+(.+)$")
+          if pid and #hashes >= 2 then
+            local t = add({ id = pid, line = n, heading = true, parent_heading = true })
+            t.title = take_markers(ptitle, t)
+          elseif #hashes <= 2 then
+            current = nil
+          end
+        end
+      elseif state then
+        local id, title = take_id(rest)
+        if not id and pending_heading and pending_heading.state == nil then
+          -- the checkbox of a `#### Task 1.1: ...` heading
+          pending_heading.state, pending_heading.optional = state, opt == "*"
+          pending_heading.state_line = n
+          if title ~= "" and (pending_heading.title or "") == "" then pending_heading.title = take_markers(title, pending_heading) end
+          current = pending_heading
+        else
+          local t = add({ id = id, state = state, optional = opt == "*", line = n, indent = #indent })
+          t.title = take_markers(title, t)
+          pending_heading = nil
+          if not id then warn(n, "a task with no id: '%s'", t.title) end
+        end
+      elseif current and trim(line) ~= "" then
+        local field, value, open = metadata(line)
+        if field then
+          meta_field = open and field or nil
+          local t = current
+          if field == "requirements" then
+            for _, r in ipairs(refs(value)) do t.requirements[#t.requirements + 1] = r end
+            t.requirements_line = t.requirements_line or n
+          elseif field == "depends" then
+            for _, d in ipairs(id_list(value)) do t.depends[#t.depends + 1] = d end
+            t.depends_line = n
+          elseif field == "files" or field == "leverage" then
+            for p in value:gmatch("[^,]+") do
+              p = trim(p:gsub("`", ""))
+              if p ~= "" then table.insert(t[field], p) end
+            end
+          else
+            t[field] = value ~= "" and value or t[field]
+          end
+        elseif meta_field == "prompt" then
+          -- _Prompt: runs over several lines until its closing underscore
+          local v = trim(line)
+          local closed = v:match("_%s*$") ~= nil
+          current.prompt = (current.prompt and current.prompt .. "\n" or "") .. trim(v:gsub("_%s*$", ""))
+          if closed then meta_field = nil end
+        else
+          -- spec-kit prose: "T008 blocks T009, T015", "T005-T011 blocks T012-T018"
+          local a, b = line:match("([Tt]%d+[%-%w]*)%s+blocks%s+(.+)$")
+          if a then
+            out.blocks[#out.blocks + 1] = { before = id_list(a), after = id_list(b), line = n }
+          end
+        end
+      else
+        local a, b = line:match("([Tt]%d+[%-%w]*)%s+blocks%s+(.+)$")
+        if a then out.blocks[#out.blocks + 1] = { before = id_list(a), after = id_list(b), line = n } end
+      end
+    end
+  end
+  -- spec-kit's blocks prose: the later tasks depend on the earlier
+  for _, b in ipairs(out.blocks) do
+    for _, after in ipairs(b.after) do
+      local t = out.by_id[after]
+      if t then
+        for _, before in ipairs(b.before) do t.depends[#t.depends + 1] = before end
+      else
+        warn(b.line, "'%s blocks %s': no task %s", table.concat(b.before, ","), table.concat(b.after, ","), after)
+      end
+    end
+  end
+  -- a dependency graph's waves: each wave after the one before
+  if out.graph then
+    local ok, g = pcall(qw.json.decode, out.graph.text)
+    local waves = ok and type(g) == "table" and (g.waves or g) or nil
+    if type(waves) ~= "table" then
+      warn(out.graph.line, "the dependency graph is not JSON with waves: %s", ok and "no 'waves' list" or tostring(g))
+    else
+      local prev = {}
+      for _, w in ipairs(waves) do
+        local ids = type(w) == "table" and (w.tasks or w) or {}
+        local these = {}
+        for _, id in ipairs(ids) do
+          id = tostring(id)
+          local t = out.by_id[id]
+          if t then
+            for _, p in ipairs(prev) do t.depends[#t.depends + 1] = p end
+            t.graph_wave = true
+          else
+            warn(out.graph.line, "the dependency graph names no task '%s'", id)
+          end
+          these[#these + 1] = id
+        end
+        prev = these
+      end
+    end
+  end
+  -- parents from the numbers: 1.2.3 -> 1.2 -> 1
+  for _, t in ipairs(out.tasks) do
+    if t.id and t.id:find(".", 1, true) then
+      local p = t.id:match("^(.*)%.[^%.]+$")
+      while p and not out.by_id[p] do p = p:match("^(.*)%.[^%.]+$") end
+      if p then
+        t.parent = p
+        local parent = out.by_id[p]
+        parent.children[#parent.children + 1] = t.id
+      end
+    end
+    if t.state == nil then t.state = t.parent_heading and nil or " " end
+  end
+  -- a parent with no checkbox is done when its children are
+  for _, t in ipairs(out.tasks) do
+    if t.state == nil and #t.children > 0 then
+      local all = true
+      for _, c in ipairs(t.children) do
+        local ct = out.by_id[c]
+        if not (ct.state == "x" or ct.state == "X") then all = false end
+      end
+      t.derived_state = all and "x" or " "
+    end
+  end
+  return out
+end
+
+local function done(t) return t.state == "x" or t.state == "X" or t.derived_state == "x" end
+M.done = done
+
+---Sets a task's checkbox state (" ", "-", "x", ...) in its tasks.md: only that character
+---changes, the file is replaced atomically, and concurrent writers are serialised. Returns
+---the state it replaced.
+function M.set_state(name_or_path, id, state)
+  if type(state) ~= "string" or #state ~= 1 then fail("qw.spec.set_state: the state is one character such as ' ', '-' or 'x'") end
+  local p = M.parse(name_or_path)
+  local t = p.by_id[tostring(id)]
+  if not t then fail("qw.spec.set_state: %s has no task %s", p.path, tostring(id)) end
+  if t.parent_heading or (t.heading and not t.state_line) then
+    fail("qw.spec.set_state: %s:%d: task %s has no checkbox", p.path, t.line, t.id)
+  end
+  local ok, old = pcall(core._set_checkbox, p.path, t.state_line or t.line, t.id, state)
+  if not ok then error(old, 2) end
+  return old
+end
+
+---------------------------------------------------------------------------------------------
+-- Requirements and design sections, for references
+
+-- The headed sections of a markdown document: { { level, title, number, id, line, text } }.
+function M.sections(path)
+  local text = path and read_file(path)
+  if not text then return nil end
+  local out, cur, in_fence = {}, nil, false
+  local n = 0
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if line:match("^%s*```") or line:match("^%s*~~~") then in_fence = not in_fence end
+    local hashes, title = line:match("^(#+)%s+(.-)%s*#*%s*$")
+    if hashes and not in_fence then
+      cur = { level = #hashes, title = title, line = n, lines = { line }, criteria = 0 }
+      cur.number = title:match("^[Rr]equirement%s+(%d+)") or title:match("^(%d+[%.%d]*)%.?%s")
+      if cur.number then cur.number = cur.number:gsub("%.$", "") end
+      cur.id = title:match("(REQ%-%d+)") or title:match("(FR%-%d+)") or title:match("(NFR%-%d+)")
+      out[#out + 1] = cur
+    elseif cur then
+      cur.lines[#cur.lines + 1] = line
+      if line:match("^%s*%d+%.%s") then cur.criteria = cur.criteria + 1 end
+    end
+  end
+  for _, s in ipairs(out) do s.text = table.concat(s.lines, "\n") end
+  return out
+end
+
+-- The section a requirement reference names, or nil: "2", "2.3" (criterion 3 of
+-- requirement 2), "REQ-4", or a title.
+function M.resolve(sections, ref)
+  if not sections then return nil end
+  local r = trim(ref)
+  local req, crit = r:match("^(%d+)%.(%d+)$")
+  local num = r:match("^(%d+)$")
+  local id = r:match("^(%u+%-%d+)$")
+  for _, s in ipairs(sections) do
+    if id and s.id == id then return s end
+    if id and s.number and ("REQ-" .. s.number) == id then return s end
+    if num and s.number == num then return s end
+    if req and s.number == r then return s end
+    if req and s.number == req then
+      if tonumber(crit) <= math.max(s.criteria, 1) or s.criteria == 0 then return s end
+      return nil, ("requirement %s has %d acceptance criteria"):format(req, s.criteria)
+    end
+  end
+  if not num and not req and not id then
+    local low = r:lower()
+    for _, s in ipairs(sections) do
+      if s.title:lower() == low or s.title:lower():find(low, 1, true) then return s end
+    end
+  end
+  return nil
+end
+
+---------------------------------------------------------------------------------------------
+-- Lint
+
+---What is wrong in a spec's tasks, as "file:line: message" (sorted by line).
+function M.lint(name_or_path)
+  local p = M.parse(name_or_path)
+  local msgs = {}
+  for _, w in ipairs(p.warnings) do msgs[#msgs + 1] = w end
+  local function at(line, fmt, ...) msgs[#msgs + 1] = ("%s:%d: " .. fmt):format(p.path, line, ...) end
+  local reqs = M.sections(p.spec.requirements)
+  for _, t in ipairs(p.tasks) do
+    if t.duplicate_of then at(t.line, "duplicate task id %s (first at line %d)", t.id, t.duplicate_of) end
+    for _, d in ipairs(t.depends) do
+      if not p.by_id[d] then at(t.depends_line or t.line, "task %s depends on %s, which is not a task here", t.id or "?", d) end
+    end
+    for _, r in ipairs(t.requirements) do
+      local low = r:lower()
+      if low ~= "all" and low ~= "n/a" and low ~= "none" and low ~= "-" then
+        if not reqs then
+          at(t.requirements_line or t.line, "task %s references requirement %s, but there is no %s", t.id or "?", r, p.spec.requirements)
+          break
+        end
+        local s, why = M.resolve(reqs, r)
+        if not s then
+          at(t.requirements_line or t.line, "task %s references requirement %s, which %s", t.id or "?", r,
+             why and ("does not exist (" .. why .. ")") or ("is not in " .. p.spec.requirements))
+        end
+      end
+    end
+    if (t.state == "x" or t.state == "X") and #t.children > 0 then
+      for _, c in ipairs(t.children) do
+        if not done(p.by_id[c]) then
+          at(t.line, "task %s is marked done but its subtask %s (line %d) is not", t.id, c, p.by_id[c].line)
+          break
+        end
+      end
+    end
+  end
+  -- cycles (explicit dependencies)
+  local color = {}
+  local function visit(id, stack)
+    color[id] = 1
+    stack[#stack + 1] = id
+    for _, d in ipairs(p.by_id[id].depends) do
+      if p.by_id[d] then
+        if color[d] == 1 then
+          local i = 1
+          while stack[i] ~= d do i = i + 1 end
+          local cyc = { table.unpack(stack, i) }
+          cyc[#cyc + 1] = d
+          at(p.by_id[id].depends_line or p.by_id[id].line, "dependency cycle: %s", table.concat(cyc, " -> "))
+        elseif not color[d] then
+          visit(d, stack)
+        end
+      end
+    end
+    stack[#stack] = nil
+    color[id] = 2
+  end
+  for _, t in ipairs(p.tasks) do
+    if t.id and not color[t.id] and p.by_id[t.id] == t then visit(t.id, {}) end
+  end
+  local function lineof(m) return tonumber(m:match(":(%d+): ")) or 0 end
+  table.sort(msgs, function(a, b) if lineof(a) ~= lineof(b) then return lineof(a) < lineof(b) end return a < b end)
+  return msgs, p
+end
+
+---------------------------------------------------------------------------------------------
+-- Planning
+
+---Waves of tasks that can run at once: an array of arrays of task ids, with `why` ({ [id] =
+---{reasons} }), `path`, and `stuck` (the ids a cycle kept out) as fields.
+---From explicit dependencies (Depends, blocks prose, a graph), parents (a parent waits for its
+---subtasks and is not run itself), phases (one after another), document order within a phase
+---unless marked [P] (when the file states no dependencies at all), and files: two tasks that name the same file in
+---Files or Leverage never share a wave. Done tasks are left out (`all = true` keeps them).
+function M.plan(name_or_path, opts)
+  opts = opts or {}
+  local p = type(name_or_path) == "table" and name_or_path or M.parse(name_or_path)
+  local deps, why = {}, {}
+  local explicit = false
+  for _, t in ipairs(p.tasks) do
+    if t.id and #t.depends > 0 then explicit = true end
+  end
+  local runnable = {}
+  for _, t in ipairs(p.tasks) do
+    if t.id and p.by_id[t.id] == t and #t.children == 0 then runnable[#runnable + 1] = t end
+  end
+  local function need(t, d, reason)
+    deps[t.id] = deps[t.id] or {}
+    if d ~= t.id and not deps[t.id][d] then
+      deps[t.id][d] = true
+      why[t.id] = why[t.id] or {}
+      why[t.id][#why[t.id] + 1] = reason
+    end
+  end
+  -- what a dependency on a parent means: on all its runnable descendants
+  local function leaves(id, acc)
+    acc = acc or {}
+    local t = p.by_id[id]
+    if not t then return acc end
+    if #t.children == 0 then acc[#acc + 1] = id end
+    for _, c in ipairs(t.children) do leaves(c, acc) end
+    return acc
+  end
+  for _, t in ipairs(runnable) do
+    why[t.id] = why[t.id] or {}
+    -- its own dependencies and its ancestors'
+    local a = t
+    while a do
+      for _, d in ipairs(a.depends) do
+        for _, leaf in ipairs(leaves(d)) do
+          need(t, leaf, a == t and ("after " .. d .. " (depends)") or ("after " .. d .. " (its parent " .. a.id .. " depends on it)"))
+        end
+      end
+      a = a.parent and p.by_id[a.parent]
+    end
+  end
+  if not explicit then
+    -- document order within a phase: a task waits for the one before it, unless both are [P]
+    local prev_serial, since = nil, {}
+    local cur_phase
+    for _, t in ipairs(runnable) do
+      if t.phase ~= cur_phase then cur_phase, prev_serial, since = t.phase, nil, {} end
+      if t.parallel then
+        if prev_serial then need(t, prev_serial, "after " .. prev_serial .. " (document order)") end
+        since[#since + 1] = t.id
+      else
+        for _, s in ipairs(since) do need(t, s, "after " .. s .. " (document order, after the [P] tasks)") end
+        if #since == 0 and prev_serial then need(t, prev_serial, "after " .. prev_serial .. " (document order)") end
+        prev_serial, since = t.id, {}
+      end
+    end
+  end
+  do
+    -- phases run one after another
+    local last_of = {}
+    local order = {}
+    for _, t in ipairs(runnable) do
+      if t.phase and not last_of[t.phase] then order[#order + 1] = t.phase end
+      if t.phase then last_of[t.phase] = last_of[t.phase] or {}; table.insert(last_of[t.phase], t.id) end
+    end
+    for i = 2, #order do
+      for _, t in ipairs(runnable) do
+        if t.phase == order[i] then
+          for _, d in ipairs(last_of[order[i - 1]]) do need(t, d, "after phase '" .. order[i - 1] .. "'") end
+        end
+      end
+    end
+  end
+  -- Kahn's levels, with done tasks as already there and file overlaps pushed back
+  local level, placed = {}, {}
+  local todo = {}
+  for _, t in ipairs(runnable) do
+    if done(t) and not opts.all then placed[t.id] = 0 else todo[#todo + 1] = t end
+  end
+  local waves = {}
+  local remaining = #todo
+  local guard = 0
+  while remaining > 0 do
+    guard = guard + 1
+    if guard > #todo + 1 then break end
+    local wave, files_in_wave = {}, {}
+    for _, t in ipairs(todo) do
+      if not placed[t.id] then
+        local ready = true
+        for d in pairs(deps[t.id] or {}) do
+          if p.by_id[d] and (placed[d] == nil or placed[d] == #waves + 1) then ready = false end
+        end
+        if ready then
+          local clash
+          for _, f in ipairs(t.files) do if files_in_wave[f] then clash = { f, files_in_wave[f] } break end end
+          if not clash then for _, f in ipairs(t.leverage) do if files_in_wave[f] then clash = { f, files_in_wave[f] } break end end end
+          if clash then
+            why[t.id][#why[t.id] + 1] = ("not with %s: both name %s"):format(clash[2], clash[1])
+          else
+            wave[#wave + 1] = t.id
+            placed[t.id] = #waves + 1
+            for _, f in ipairs(t.files) do files_in_wave[f] = t.id end
+            for _, f in ipairs(t.leverage) do files_in_wave[f] = files_in_wave[f] or t.id end
+          end
+        end
+      end
+    end
+    if #wave == 0 then break end
+    waves[#waves + 1] = wave
+    remaining = remaining - #wave
+  end
+  local out = waves
+  out.why, out.path = why, p.path
+  if remaining > 0 then
+    out.stuck = {}
+    for _, t in ipairs(todo) do if not placed[t.id] then out.stuck[#out.stuck + 1] = t.id end end
+  end
+  for _, w in ipairs(waves) do
+    for _, id in ipairs(w) do
+      if #why[id] == 0 then why[id][1] = "nothing before it" end
+    end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- The command line: qw spec list|tasks|lint|plan
+
+local function print_json(v) io.write(qw.json.encode(v), "\n") end
+
+local function task_json(t)
+  return { id = t.id, title = t.title, state = t.state, derived_state = t.derived_state, optional = t.optional or nil,
+           parallel = t.parallel or nil, story = t.story, priority = t.priority, parent = t.parent,
+           children = #t.children > 0 and t.children or nil, depends = #t.depends > 0 and t.depends or nil,
+           requirements = #t.requirements > 0 and t.requirements or nil, files = #t.files > 0 and t.files or nil,
+           leverage = #t.leverage > 0 and t.leverage or nil, boundary = t.boundary, purpose = t.purpose,
+           prompt = t.prompt, validation = t.validation, phase = t.phase, line = t.line }
+end
+
+---`qw spec ACTION [NAME] [--json]`; returns the exit code.
+function M.report(o)
+  local action, name, json = o.action, o.name, o.json
+  if action == "list" then
+    local specs = M.list()
+    if json then
+      print_json(specs)
+    elseif #specs == 0 then
+      print("no specs (.claude/specs/NAME, specs/NNN-NAME or .kiro/specs/NAME)")
+    else
+      for _, s in ipairs(specs) do
+        print(("%-24s %-9s %s"):format(s.name, s.kind, s.dir))
+      end
+    end
+    return 0
+  end
+  if not name then
+    io.stderr:write(("qw spec %s: which spec? (qw spec list shows them)\n"):format(tostring(action)))
+    return 2
+  end
+  local ok, res = pcall(function()
+    if action == "tasks" then
+      local p = M.parse(name)
+      for _, w in ipairs(p.warnings) do io.stderr:write(w, "\n") end
+      if json then
+        local list = {}
+        for i, t in ipairs(p.tasks) do list[i] = task_json(t) end
+        print_json({ path = p.path, tasks = list, warnings = p.warnings })
+      else
+        for _, t in ipairs(p.tasks) do
+          local depth = 0
+          local a = t
+          while a.parent do depth = depth + 1; a = p.by_id[a.parent] end
+          print(("%s[%s] %-8s %s%s%s"):format(string.rep("  ", depth), t.state or t.derived_state or " ", t.id or "-", t.title or "",
+                t.parallel and " [P]" or "", #t.depends > 0 and ("  (after " .. table.concat(t.depends, ", ") .. ")") or ""))
+        end
+      end
+      return 0
+    elseif action == "lint" then
+      local msgs = M.lint(name)
+      if json then print_json(msgs) else for _, m in ipairs(msgs) do print(m) end end
+      return #msgs == 0 and 0 or 1
+    elseif action == "plan" then
+      local plan = M.plan(name)
+      if json then
+        local waves = {}
+        for i, w in ipairs(plan) do waves[i] = w end
+        print_json({ path = plan.path, waves = waves, why = plan.why, stuck = plan.stuck })
+      else
+        for i, w in ipairs(plan) do
+          print(("wave %d: %s"):format(i, table.concat(w, ", ")))
+          for _, id in ipairs(w) do print(("  %-8s %s"):format(id, table.concat(plan.why[id], "; "))) end
+        end
+        if plan.stuck then print("not placed (a cycle, see qw spec lint): " .. table.concat(plan.stuck, ", ")) end
+      end
+      return plan.stuck and 1 or 0
+    end
+    io.stderr:write(("qw spec: unknown action '%s' (list, tasks, lint, plan)\n"):format(tostring(action)))
+    return 2
+  end)
+  if not ok then
+    local msg = tostring(res):gsub("^[^:]+:%d+: ", ""):gsub("^qw%.spec[%.%w]*: ", "")
+    io.stderr:write("qw spec: ", msg, "\n")
+    return 1
+  end
+  return res
+end
+
+return M
