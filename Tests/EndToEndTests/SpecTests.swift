@@ -19,7 +19,7 @@ struct SpecTests {
         let r = qw(["spec", "list"], cwd: project)
         #expect(r.code == 0)
         let names = r.stdout.split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
-        #expect(names == ["demo", "overlap", "graphs", "photos"], "\(r.stdout)")
+        #expect(names == ["demo", "ledger", "overlap", "graphs", "photos"], "\(r.stdout)")
         #expect(r.stdout.contains("spec-kit  ./specs/001-photos"))
     }
 
@@ -151,6 +151,35 @@ struct SpecTests {
         #expect(out.isEmpty, "\(out)")
         let after = readText(dir + "/tasks.md") ?? ""
         #expect(after == file("x"))
+    }
+
+    /// A task's context: the task, the requirement sections it references (whole, with all
+    /// their acceptance criteria, each once), the design sections that name its files, the
+    /// steering summaries; never the rest. A task that references nothing gets the design's
+    /// overview. What the tasks before it produced comes last.
+    @Test func aTasksContextKeepsWhatItReferencesWhole() {
+        let r = lua("""
+            local text, st = qw.spec.context("ledger", "4", { results = { ["2"] = "money.py: parse_amount and fmt" } })
+            local function has(s) return text:find(s, 1, true) ~= nil end
+            print(has("### Requirement 3: Balanced transactions"), has("both."), has("### Requirement 2: Chart of accounts"),
+                  has("### Requirement 1: Money"), has("### Transactions (src/ledger/journal.py)"), has("### Parser"),
+                  has("Python 3.11 or later"), has("money.py: parse_amount and fmt"))
+            print(st.referenced, st.kept_referenced, #st.missing, st.bytes < st.full_bytes, st.tokens == math.ceil(st.bytes / 4))
+            local _, count = text:gsub("### Requirement 3", "")
+            print(count)
+            local none, ns = qw.spec.context("ledger", "1")
+            print(none:find("## Overview\\n\\nSix modules", 1, true) ~= nil, none:find("### Money", 1, true) == nil, ns.referenced)
+            """, in: project)
+        #expect(r.stdout == "true\ttrue\ttrue\tfalse\ttrue\tfalse\ttrue\ttrue\n5\t5\t0\ttrue\ttrue\n1\ntrue\ttrue\t0\n",
+                "\(r.stdout)\(r.stderr)")
+        let stats = qw(["spec", "context", "ledger", "7", "--stats"], cwd: project)
+        #expect(stats.code == 0)
+        #expect(stats.stdout.contains("references: 3, kept whole: 3"), "\(stats.stdout)")
+        #expect(stats.stdout.contains("  kept requirements.md: Requirement 5: Balances"), "\(stats.stdout)")
+        #expect(stats.stdout.contains("  kept design.md: Reports (src/ledger/reports.py)"), "\(stats.stdout)")
+        // a reference that resolves to nothing is named, not dropped in silence
+        let missing = qw(["spec", "context", "tasks.md", "1.1", "--stats"], cwd: broken)
+        #expect(missing.stdout.contains("not found: 1.5, 7"), "\(missing.stdout)")
     }
 
     @Test func badInvocationsSayWhatIsMissing() {

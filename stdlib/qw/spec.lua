@@ -101,6 +101,7 @@ M.LABELS = {
   leverage = "leverage", ["aprovechar"] = "leverage", ["活用"] = "leverage",
   boundary = "boundary", purpose = "purpose", ["propósito"] = "purpose", ["zweck"] = "purpose", ["目的"] = "purpose",
   prompt = "prompt", validation = "validation", check = "validation",
+  design = "design", ["diseño"] = "design", ["entwurf"] = "design", ["設計"] = "design",
 }
 
 local ID = "[TtRr]?%d+[%.%d]*[%w%-]*"
@@ -298,6 +299,9 @@ function M.parse(name_or_path)
           elseif field == "depends" then
             for _, d in ipairs(id_list(value)) do t.depends[#t.depends + 1] = d end
             t.depends_line = n
+          elseif field == "design" then
+            t.design = t.design or {}
+            for _, r in ipairs(refs(value)) do t.design[#t.design + 1] = r end
           elseif field == "files" or field == "leverage" then
             for p in value:gmatch("[^,]+") do
               p = trim(p:gsub("`", ""))
@@ -411,7 +415,8 @@ end
 ---------------------------------------------------------------------------------------------
 -- Requirements and design sections, for references
 
--- The headed sections of a markdown document: { { level, title, number, id, line, text } }.
+-- The headed sections of a markdown document: { { level, title, number, id, line, text,
+-- criteria } }, each `text` whole with its subsections.
 function M.sections(path)
   local text = path and read_file(path)
   if not text then return nil end
@@ -432,7 +437,18 @@ function M.sections(path)
       if line:match("^%s*%d+%.%s") then cur.criteria = cur.criteria + 1 end
     end
   end
-  for _, s in ipairs(out) do s.text = table.concat(s.lines, "\n") end
+  -- a section is whole with its subsections: up to the next heading of its level or above
+  for i, sec in ipairs(out) do
+    local parts, criteria = {}, 0
+    local j = i
+    repeat
+      parts[#parts + 1] = table.concat(out[j].lines, "\n")
+      criteria = criteria + out[j].criteria
+      j = j + 1
+    until j > #out or out[j].level <= sec.level
+    sec.text, sec.criteria, sec.own_criteria = table.concat(parts, "\n"), criteria, sec.criteria
+    sec.index, sec.last = i, j - 1
+  end
   return out
 end
 
@@ -461,6 +477,168 @@ function M.resolve(sections, ref)
     end
   end
   return nil
+end
+
+---------------------------------------------------------------------------------------------
+-- Context per task
+
+-- The project folder of a spec (where .claude/steering lives).
+local function project_root(spec)
+  local dir = spec.dir or "."
+  return dir:match("^(.*)/%.claude/specs/[^/]+$") or dir:match("^(.*)/%.kiro/specs/[^/]+$")
+      or dir:match("^(.*)/specs/[^/]+$") or "."
+end
+
+-- The steering documents: { path, sections } for each that exists.
+local function steering(root)
+  local out = {}
+  for _, rel in ipairs({ ".claude/steering/product.md", ".claude/steering/tech.md", ".claude/steering/structure.md",
+                         ".kiro/steering/product.md", ".kiro/steering/tech.md", ".kiro/steering/structure.md",
+                         "memory/constitution.md" }) do
+    local path = (root == "." and "" or root .. "/") .. rel
+    local secs = M.sections(path)
+    if secs then out[#out + 1] = { path = path, sections = secs, bytes = #read_file(path) } end
+  end
+  return out
+end
+
+local SUMMARY = { "overview", "summary", "purpose", "vision", "principles", "introduction" }
+local function is_summary(title)
+  local low = title:lower()
+  for _, w in ipairs(SUMMARY) do if low:find(w, 1, true) then return true end end
+  return false
+end
+
+-- A document's summary: the text before its second heading, and sections named like one.
+local function summary_of(secs)
+  local out = {}
+  if secs[1] then
+    out[#out + 1] = { title = secs[1].title, text = table.concat(secs[1].lines, "\n") }
+  end
+  for i, sec in ipairs(secs) do
+    if i > 1 and is_summary(sec.title) then out[#out + 1] = { title = sec.title, text = sec.text } end
+  end
+  return out
+end
+
+-- Whether a section's own lines (not its subsections') name a file.
+local function names_file(sec, file)
+  local base = file:match("([^/]+)$")
+  local own = table.concat(sec.lines, "\n")
+  return own:find(file, 1, true) ~= nil or (base and #base > 3 and own:find(base, 1, true) ~= nil)
+end
+
+-- About four bytes a token for English prose and code: the approximation --stats uses.
+M.BYTES_PER_TOKEN = 4
+local function tokens(bytes) return math.ceil(bytes / M.BYTES_PER_TOKEN) end
+
+---The prompt an agent gets for one task, and what went into it:
+---`text, { bytes, full_bytes, tokens, full_tokens, sections = {kept titles}, missing = {refs},
+---referenced, kept_referenced }`. Referenced sections are always whole; a task that references
+---nothing gets the design's overview. `opts.results` = { [task id] = summary } adds what its
+---dependencies produced.
+function M.context(name_or_path, id, opts)
+  opts = opts or {}
+  local p = type(name_or_path) == "table" and name_or_path or M.parse(name_or_path)
+  local t = p.by_id[tostring(id)]
+  if not t then fail("qw.spec.context: %s has no task %s", p.path, tostring(id)) end
+  local spec = p.spec
+  local reqs = M.sections(spec.requirements) or {}
+  local design = M.sections(spec.design) or {}
+  local steer = steering(project_root(spec))
+  local parts, kept, missing, seen = {}, {}, {}, {}
+  local referenced, kept_referenced = 0, 0
+  local function add(s) parts[#parts + 1] = s end
+  local function keep(doc, sec, why)
+    seen[doc] = seen[doc] or {}
+    -- a section kept already, or inside one kept already, is not repeated
+    for _, v in ipairs(seen[doc]) do
+      if v.index <= sec.index and v.last >= sec.index then return false end
+    end
+    seen[doc][#seen[doc] + 1] = sec
+    kept[#kept + 1] = ("%s: %s"):format(doc:match("([^/]+)$"), sec.title)
+    add((sec.text:gsub("%s+$", "")))
+    return true
+  end
+  -- the task
+  add(("# Task %s: %s"):format(t.id, t.title or ""))
+  local meta = {}
+  if t.parent then meta[#meta + 1] = ("Part of %s: %s"):format(t.parent, p.by_id[t.parent].title or "") end
+  if t.phase then meta[#meta + 1] = "Phase: " .. t.phase end
+  if #t.files > 0 then meta[#meta + 1] = "Files to touch: " .. table.concat(t.files, ", ") end
+  if #t.leverage > 0 then meta[#meta + 1] = "Build on: " .. table.concat(t.leverage, ", ") end
+  for _, k in ipairs({ "purpose", "boundary", "validation" }) do
+    if t[k] then meta[#meta + 1] = k:sub(1, 1):upper() .. k:sub(2) .. ": " .. t[k] end
+  end
+  if #t.requirements > 0 then meta[#meta + 1] = "Requirements: " .. table.concat(t.requirements, ", ") end
+  if #t.depends > 0 then meta[#meta + 1] = "After: " .. table.concat(t.depends, ", ") end
+  if #meta > 0 then add(table.concat(meta, "\n")) end
+  if t.prompt then add(t.prompt) end
+  -- the requirements it references, whole
+  local req_parts = #parts
+  for _, r in ipairs(t.requirements) do
+    local low = r:lower()
+    if low == "all" then
+      for _, sec in ipairs(reqs) do if sec.number or sec.id then referenced = referenced + 1; keep(spec.requirements, sec); kept_referenced = kept_referenced + 1 end end
+    elseif low ~= "n/a" and low ~= "none" and low ~= "-" then
+      referenced = referenced + 1
+      local sec = M.resolve(reqs, r)
+      if sec then
+        keep(spec.requirements, sec)
+        kept_referenced = kept_referenced + 1
+      else
+        missing[#missing + 1] = r
+      end
+    end
+  end
+  if #parts > req_parts then table.insert(parts, req_parts + 1, "## Requirements (" .. spec.requirements .. ")") end
+  -- the design sections it references or that name its files
+  local design_parts = #parts
+  for _, r in ipairs(t.design or {}) do
+    referenced = referenced + 1
+    local sec = M.resolve(design, r)
+    if sec then keep(spec.design, sec); kept_referenced = kept_referenced + 1 else missing[#missing + 1] = "design " .. r end
+  end
+  local files = {}
+  for _, f in ipairs(t.files) do files[#files + 1] = f end
+  for _, f in ipairs(t.leverage) do files[#files + 1] = f end
+  for _, f in ipairs(files) do
+    for i, sec in ipairs(design) do
+      if i > 1 and names_file(sec, f) then keep(spec.design, sec) end
+    end
+  end
+  if #parts == design_parts then
+    -- nothing named: the design's overview, not everything
+    for i, sec in ipairs(design) do
+      if i > 1 and is_summary(sec.title) then keep(spec.design, sec) break end
+    end
+  end
+  if #parts > design_parts then table.insert(parts, design_parts + 1, "## Design (" .. spec.design .. ")") end
+  -- the steering documents' summaries
+  local steer_parts = #parts
+  for _, doc in ipairs(steer) do
+    for _, s in ipairs(summary_of(doc.sections)) do
+      add((s.text:gsub("%s+$", "")))
+      kept[#kept + 1] = ("%s: %s"):format(doc.path:match("([^/]+)$"), s.title)
+    end
+  end
+  if #parts > steer_parts then table.insert(parts, steer_parts + 1, "## Steering") end
+  -- what its dependencies produced
+  local results = opts.results or {}
+  local dep_parts = #parts
+  for _, d in ipairs(t.depends) do
+    if results[d] then add(("### %s\n%s"):format(d, results[d])) end
+  end
+  if #parts > dep_parts then table.insert(parts, dep_parts + 1, "## What the tasks before it produced") end
+  local text = table.concat(parts, "\n\n") .. "\n"
+  local full = 0
+  for _, path in ipairs({ spec.requirements, spec.design }) do
+    local body = read_file(path)
+    if body then full = full + #body end
+  end
+  for _, doc in ipairs(steer) do full = full + doc.bytes end
+  return text, { bytes = #text, full_bytes = full, tokens = tokens(#text), full_tokens = tokens(full), sections = kept,
+                 missing = missing, referenced = referenced, kept_referenced = kept_referenced }
 end
 
 ---------------------------------------------------------------------------------------------
@@ -736,7 +914,27 @@ function M.report(o)
       end
       return plan.stuck and 1 or 0
     end
-    io.stderr:write(("qw spec: unknown action '%s' (list, tasks, lint, plan)\n"):format(tostring(action)))
+    if action == "context" then
+      if not o.task then
+        io.stderr:write("qw spec context: which task? (qw spec context NAME TASK)\n")
+        return 2
+      end
+      local text, st = M.context(name, o.task)
+      if json then
+        print_json({ text = text, stats = st })
+      elseif o.stats then
+        local saved = st.full_bytes > 0 and 100 * (1 - st.bytes / st.full_bytes) or 0
+        print(("task %s: %d bytes, about %d tokens; all of steering, requirements and design: %d bytes, about %d tokens (%.0f%% smaller)")
+              :format(o.task, st.bytes, st.tokens, st.full_bytes, st.full_tokens, saved))
+        print(("references: %d, kept whole: %d%s"):format(st.referenced, st.kept_referenced,
+              #st.missing > 0 and (", not found: " .. table.concat(st.missing, ", ")) or ""))
+        for _, sec in ipairs(st.sections) do print("  kept " .. sec) end
+      else
+        io.write(text)
+      end
+      return 0
+    end
+    io.stderr:write(("qw spec: unknown action '%s' (list, tasks, lint, plan, context)\n"):format(tostring(action)))
     return 2
   end)
   if not ok then

@@ -13,26 +13,35 @@ struct Spec: ParsableCommand {
             lint NAME: duplicate ids, unknown dependencies, cycles, references to requirements \
             that do not exist, done parents with open subtasks; exits 1 when there is one. \
             plan NAME: the waves of tasks that can run at once, and why each task is in its wave. \
+            context NAME TASK: the prompt an agent gets for the task (--stats: how much smaller \
+            than all the documents, and what was kept). \
             NAME may also be a path to a tasks.md.
             """
     )
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "list, tasks, lint or plan.")
+    @Argument(help: "list, tasks, lint, plan or context.")
     var action: String
 
     @Argument(help: "The spec's name (or a path to its tasks.md).")
     var name: String?
+
+    @Argument(help: "For context: the task's id.")
+    var task: String?
+
+    @Flag(help: "For context: sizes and tokens against all the documents, and what was kept.")
+    var stats = false
 
     @Flag(help: "Print JSON.")
     var json = false
 
     mutating func run() throws {
         let runtime = try global.makeRuntime()
-        let nameArg = name.map { "[==[" + $0 + "]==]" } ?? "nil"
+        func quoted(_ s: String?) -> String { s.map { "[==[" + $0 + "]==]" } ?? "nil" }
         try finish(runtime.runChunk(
-            "os.exit(qw.spec.report{ action = [==[\(action)]==], name = \(nameArg), json = \(json) })",
+            "os.exit(qw.spec.report{ action = \(quoted(action)), name = \(quoted(name)), task = \(quoted(task)), "
+                + "json = \(json), stats = \(stats) })",
             name: "=(qw spec)"))
     }
 }
