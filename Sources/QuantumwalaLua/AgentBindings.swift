@@ -28,6 +28,14 @@ extension Runtime {
             }
             return .values(1)
         }
+        // qw._mkdir(path) -> true when it exists as a folder afterwards
+        lua.setFunction("_mkdir", in: t) { call in
+            guard let path = call.stack.string(at: 1) else { throw LuaArgumentError("_mkdir: a path is needed") }
+            var st = stat()
+            let ok = mkdir(path, 0o755) == 0 || (stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR)
+            call.stack.push(ok)
+            return .values(1)
+        }
         // qw._subdirs(path) -> the names of the folders in it, sorted ({} when it is not one)
         lua.setFunction("_subdirs", in: t) { call in
             var names: [String] = []

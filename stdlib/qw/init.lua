@@ -382,5 +382,7 @@ qw.router = lazy("qw.router", function() return require("qw.router") end)
 qw.agent = lazy("qw.agent", with_core("qw.agent"))
 ---Specs (see stdlib/qw/spec.lua): `qw.spec.parse(name)`, `lint`, `plan`, `list`.
 qw.spec = lazy("qw.spec", with_core("qw.spec"))
+---Project set-up (see stdlib/qw/setup.lua): `qw init`.
+qw.setup = lazy("qw.setup", with_core("qw.setup"))
 
 return qw

@@ -844,6 +844,73 @@ function M.plan(name_or_path, opts)
 end
 
 ---------------------------------------------------------------------------------------------
+-- New specs, from templates
+
+-- The stdlib folder (its templates/ are the defaults).
+function M.stdlib_dir()
+  local init = package.searchpath("qw.init", package.path)
+  return init and init:match("^(.*)/qw/init%.lua$") or "stdlib"
+end
+
+---The text of a template (`spec/requirements.md`, `steering/tech.md`, ...): the project's
+---`.qw/templates/...` when it has one, else stdlib's.
+function M.template(rel)
+  return read_file(".qw/templates/" .. rel) or read_file(M.stdlib_dir() .. "/templates/" .. rel)
+end
+
+local function mkdirs(path)
+  local built = path:sub(1, 1) == "/" and "" or "."
+  for part in path:gmatch("[^/]+") do
+    built = built .. "/" .. part
+    core._mkdir(built)
+  end
+end
+M.mkdirs = mkdirs
+
+---Makes `.claude/specs/NAME/` with requirements.md, design.md and tasks.md from the
+---templates; refuses when it exists. Returns the folder.
+function M.new(name, description)
+  if type(name) ~= "string" or not name:match("^[%w][%w_.%-]*$") then
+    fail("qw.spec.new: a spec name is letters, digits, '-', '_' and '.' (got '%s')", tostring(name))
+  end
+  local dir = ".claude/specs/" .. name
+  if exists(dir .. "/requirements.md") or exists(dir .. "/tasks.md") then fail("qw.spec.new: %s exists already", dir) end
+  mkdirs(dir)
+  for _, doc in ipairs({ "requirements", "design", "tasks" }) do
+    local text = M.template("spec/" .. doc .. ".md") or ""
+    text = text:gsub("{{name}}", name):gsub("{{description}}", description or "<what the feature is and why>")
+    local f = assert(io.open(dir .. "/" .. doc .. ".md", "wb"))
+    f:write(text)
+    f:close()
+  end
+  return dir
+end
+
+---Where a spec stands: { name, documents = { [doc] = path or false }, counts = { done, active,
+---open, optional }, next = {ids of the first wave}, problems = n }.
+function M.status(name)
+  local spec = locate(name)
+  local out = { name = spec.name, documents = {}, counts = { done = 0, active = 0, open = 0, other = 0 } }
+  for _, doc in ipairs({ "requirements", "design", "tasks" }) do out.documents[doc] = exists(spec[doc]) and spec[doc] or false end
+  if out.documents.tasks then
+    local p = M.parse(name)
+    for _, t in ipairs(p.tasks) do
+      if t.id and #t.children == 0 then
+        if done(t) then out.counts.done = out.counts.done + 1
+        elseif t.state == "-" then out.counts.active = out.counts.active + 1
+        elseif t.state == " " then out.counts.open = out.counts.open + 1
+        else out.counts.other = out.counts.other + 1 end
+      end
+    end
+    local plan = M.plan(p)
+    out.next = plan[1] or {}
+    out.waves = #plan
+    out.problems = #M.lint(name)
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
 -- The command line: qw spec list|tasks|lint|plan
 
 local function print_json(v) io.write(qw.json.encode(v), "\n") end
@@ -914,6 +981,38 @@ function M.report(o)
       end
       return plan.stuck and 1 or 0
     end
+    if action == "new" then
+      local dir = M.new(name, o.task)
+      print("wrote " .. dir .. "/requirements.md, design.md, tasks.md (from the templates)")
+      return 0
+    end
+    if action == "status" then
+      local st = M.status(name)
+      if json then print_json(st) return 0 end
+      print(("spec %s"):format(st.name))
+      for _, doc in ipairs({ "requirements", "design", "tasks" }) do
+        print(("  %-13s %s"):format(doc, st.documents[doc] or "missing"))
+      end
+      if st.documents.tasks then
+        local c = st.counts
+        print(("  tasks         %d done, %d in progress, %d open%s; %d wave%s to go"):format(c.done, c.active, c.open,
+              c.other > 0 and (", " .. c.other .. " marked otherwise") or "", st.waves, st.waves == 1 and "" or "s"))
+        print(("  next          %s"):format(#st.next > 0 and table.concat(st.next, ", ") or "nothing: all done"))
+        print(("  lint          %s"):format(st.problems == 0 and "no problems" or (st.problems .. " problem(s): qw spec lint " .. st.name)))
+      end
+      return 0
+    end
+    if action == "mark" then
+      local id, state = o.task, o.state
+      if not id or not state then
+        io.stderr:write("qw spec mark: qw spec mark NAME TASK STATE (STATE: x done, - in progress, space open)\n")
+        return 2
+      end
+      if state == "open" or state == "" then state = " " end
+      local old = M.set_state(name, id, state)
+      print(("task %s: [%s] -> [%s]"):format(id, old, state))
+      return 0
+    end
     if action == "context" then
       if not o.task then
         io.stderr:write("qw spec context: which task? (qw spec context NAME TASK)\n")
@@ -934,7 +1033,7 @@ function M.report(o)
       end
       return 0
     end
-    io.stderr:write(("qw spec: unknown action '%s' (list, tasks, lint, plan, context)\n"):format(tostring(action)))
+    io.stderr:write(("qw spec: unknown action '%s' (list, new, status, tasks, lint, plan, context, mark)\n"):format(tostring(action)))
     return 2
   end)
   if not ok then

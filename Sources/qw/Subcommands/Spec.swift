@@ -9,6 +9,9 @@ struct Spec: ParsableCommand {
         abstract: "Specs: list them, show a spec's tasks, lint them, plan them into waves.",
         discussion: """
             list: the specs in .claude/specs, specs/ (spec-kit) and .kiro/specs. \
+            new NAME [DESCRIPTION]: make .claude/specs/NAME from the templates. \
+            status NAME: its documents, task counts, what can start now. \
+            mark NAME TASK STATE: set a task's checkbox (only that character changes). \
             tasks NAME: the tasks of NAME's tasks.md, with ids, states, parents and dependencies. \
             lint NAME: duplicate ids, unknown dependencies, cycles, references to requirements \
             that do not exist, done parents with open subtasks; exits 1 when there is one. \
@@ -21,14 +24,17 @@ struct Spec: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "list, tasks, lint, plan or context.")
+    @Argument(help: "list, new, status, tasks, lint, plan, context or mark.")
     var action: String
 
     @Argument(help: "The spec's name (or a path to its tasks.md).")
     var name: String?
 
-    @Argument(help: "For context: the task's id.")
+    @Argument(help: "For context and mark: the task's id (for new: the feature's description).")
     var task: String?
+
+    @Argument(help: "For mark: the state (x done, - in progress, open).")
+    var state: String?
 
     @Flag(help: "For context: sizes and tokens against all the documents, and what was kept.")
     var stats = false
@@ -40,7 +46,7 @@ struct Spec: ParsableCommand {
         let runtime = try global.makeRuntime()
         func quoted(_ s: String?) -> String { s.map { "[==[" + $0 + "]==]" } ?? "nil" }
         try finish(runtime.runChunk(
-            "os.exit(qw.spec.report{ action = \(quoted(action)), name = \(quoted(name)), task = \(quoted(task)), "
+            "os.exit(qw.spec.report{ action = \(quoted(action)), name = \(quoted(name)), task = \(quoted(task)), state = \(quoted(state)), "
                 + "json = \(json), stats = \(stats) })",
             name: "=(qw spec)"))
     }
