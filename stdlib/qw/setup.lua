@@ -10,13 +10,7 @@ local M = {}
 
 local MANIFEST = ".qw/installed.json"
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local t = f:read("a")
-  f:close()
-  return t
-end
+local read_file = spec.read_file
 
 -- Where the catalogue and commands come from: the checkout's .claude (next to stdlib), or
 -- an installed qw's share/qw/claude.

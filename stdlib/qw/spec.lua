@@ -19,6 +19,8 @@ local function read_file(path)
   return text
 end
 
+M.read_file = read_file
+
 local function exists(path)
   local f = io.open(path, "rb")
   if f then f:close() return true end
