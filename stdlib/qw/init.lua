@@ -384,5 +384,7 @@ qw.agent = lazy("qw.agent", with_core("qw.agent"))
 qw.spec = lazy("qw.spec", with_core("qw.spec"))
 ---Project set-up (see stdlib/qw/setup.lua): `qw init`.
 qw.setup = lazy("qw.setup", with_core("qw.setup"))
+---Git worktrees (see stdlib/qw/git.lua): `qw.git.worktree{...}`, `worktrees`, `gc`.
+qw.git = lazy("qw.git", function() return require("qw.git") end)
 
 return qw
