@@ -55,4 +55,36 @@ struct WorktreeTests {
         #expect(readText(w + "/dirty/d") == "d\n", "the uncommitted change is still there")
         #expect(qwShell("cd '\(dir)' && git log --oneline qw/demo/unmerged | head -1").hasSuffix(" u\n"))
     }
+
+    /// Merging back one at a time: two tasks merge, a third that conflicts is reported with
+    /// its file and leaves main as it was, a fourth whose check fails is undone.
+    @Test func mergesOneAtATimeAndLeavesMainAsItWasOnAConflictOrAFailedCheck() throws {
+        let dir = repo()
+        defer { removeTree(dir) }
+        _ = qwShell("cd '\(dir)' && echo base > x && git add x && git commit -qm x")
+        #expect(qw(["-e", """
+            for _, id in ipairs{ "a", "b", "c", "d" } do qw.git.worktree{ path = ".qw/worktrees/s/" .. id, branch = "qw/s/" .. id } end
+            """], cwd: dir).code == 0)
+        let w = dir + "/.qw/worktrees/s"
+        _ = qwShell("cd '\(w)/a' && echo from-a > x && git commit -qam a && cd '\(w)/b' && echo b > y && git add y && git commit -qm b"
+                    + " && cd '\(w)/c' && echo from-c > x && git commit -qam c && cd '\(w)/d' && touch broken && git add broken && git commit -qm d")
+        let r = qw(["-e", """
+            local check = { "sh", "-c", "test ! -e broken" }
+            for _, id in ipairs{ "a", "b", "c", "d" } do
+              local m = qw.git.merge("qw/s/" .. id, { into = "main", check = check })
+              print(id, m.ok, m.conflict or false, table.concat(m.files or {}, ","), m.error or "")
+            end
+            """], cwd: dir)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 4, "\(r.stdout)\(r.stderr)")
+        #expect(lines[0] == "a\ttrue\tfalse\t\t")
+        #expect(lines[1] == "b\ttrue\tfalse\t\t")
+        #expect(lines[2] == "c\tfalse\ttrue\tx\tqw/s/c conflicts with main in x")
+        #expect(lines[3].hasPrefix("d\tfalse\tfalse\t\tthe check failed after merging qw/s/d (exited with code 1); main is back at "), "\(lines[3])")
+        #expect(readText(dir + "/x") == "from-a\n" && readText(dir + "/y") == "b\n" && access(dir + "/broken", F_OK) != 0)
+        #expect(qwShell("cd '\(dir)' && git status --porcelain --untracked-files=no").isEmpty, "main is clean")
+        // the two merged worktrees can go; the conflicting and the failing ones hold work
+        let gc = qw(["worktrees", "--gc"], cwd: dir)
+        #expect(gc.stdout.hasSuffix("2 removed, 2 kept\n"), "\(gc.stdout)")
+    }
 }

@@ -2,7 +2,7 @@
 --- branch, reused when a run resumes, and removed only when nothing in them would be lost.
 ---
 --- `qw.git.worktree{ path, branch, base, repo }` makes (or finds) one; `qw.git.worktrees()`
---- lists them with what they hold; `qw.git.gc{ dry_run }` removes those whose branch is
+--- lists them with what they hold; `qw.git.merge(branch, { into, check })` merges one back; `qw.git.gc{ dry_run }` removes those whose branch is
 --- merged into its base, or that have no commits and no changes, and never one with work
 --- that is not merged. The base of each branch is kept in git's own config
 --- (`branch.NAME.qwBase`), so any qw process, and a person, sees it.
@@ -154,6 +154,60 @@ function M.gc(o)
     end
   end
   return out
+end
+
+-- The worktree that has `branch` checked out, made under .qw/worktrees/_integration when none has.
+local function checkout_of(repo, branch)
+  local top = toplevel(repo)
+  for _, w in ipairs(M.worktrees{ repo = repo, all = true, quick = true }) do
+    if w.branch == branch then return w.path end
+  end
+  local cur = git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+  if cur.ok and cur.stdout:gsub("%s+$", "") == branch then return top end
+  local path = top .. "/.qw/worktrees/_integration/" .. branch:gsub("/", "_")
+  git_ok(repo, "worktree", "add", path, branch)
+  return path
+end
+
+---Merges `branch` into `into` (default: the current branch), then runs `check` (a command,
+---in the merged tree) when given. A conflict or a failing check leaves `into` as it was
+---(the merge is aborted or undone) and the branch as it is, for a person. Merges are meant
+---to be made one at a time (a merge queue), in dependency order.
+---@return table { ok, commit, conflict = bool, files = {conflicting paths}, check = exec result, error }
+function M.merge(branch, o)
+  o = o or {}
+  local repo = o.repo or "."
+  if type(branch) ~= "string" or branch == "" then fail("qw.git.merge: a branch name is needed") end
+  local into = o.into or git_ok(repo, "rev-parse", "--abbrev-ref", "HEAD")
+  local wt = checkout_of(repo, into)
+  local dirty = git(wt, "status", "--porcelain", "--untracked-files=no")
+  if dirty.ok and dirty.stdout ~= "" then
+    return { ok = false, error = ("%s has uncommitted changes in %s: not merging into it"):format(into, wt) }
+  end
+  local before = git_ok(wt, "rev-parse", "HEAD")
+  local r = git(wt, "merge", "--no-ff", "--no-edit", "-m", o.message or ("Merge " .. branch), branch)
+  if not r.ok then
+    local files = {}
+    local u = git(wt, "diff", "--name-only", "--diff-filter=U")
+    for f in u.stdout:gmatch("[^\n]+") do files[#files + 1] = f end
+    git(wt, "merge", "--abort")
+    if #files == 0 then
+      return { ok = false, error = ("git merge %s: %s"):format(branch, (r.stderr ~= "" and r.stderr or r.stdout):gsub("%s+$", "")) }
+    end
+    return { ok = false, conflict = true, files = files,
+             error = ("%s conflicts with %s in %s"):format(branch, into, table.concat(files, ", ")) }
+  end
+  local commit = git_ok(wt, "rev-parse", "HEAD")
+  if o.check then
+    local c = qw.exec(o.check, { cwd = wt, name = "check after merging " .. branch })
+    if not c.ok then
+      git_ok(wt, "reset", "--hard", before)
+      return { ok = false, check = c, error = ("the check failed after merging %s (%s); %s is back at %s")
+               :format(branch, c.error or ("exit " .. tostring(c.code)), into, before:sub(1, 12)) }
+    end
+    return { ok = true, commit = commit, check = c }
+  end
+  return { ok = true, commit = commit }
 end
 
 ---`qw worktrees [--gc [--dry-run]]`; returns the exit code.
