@@ -13,49 +13,6 @@ extension Runtime {
             call.stack.push(dir)
             return .values(1)
         }
-        // qw._set_checkbox(path, line, id, state) -> the state it replaced (see Checkbox)
-        lua.setFunction("_set_checkbox", in: t) { call in
-            let s = call.stack
-            guard let path = s.string(at: 1), let line = s.integer(at: 2), let id = s.string(at: 3),
-                  let state = s.string(at: 4), state.utf8.count == 1 else {
-                throw LuaArgumentError("_set_checkbox: a path, a line, a task id and one state character are needed")
-            }
-            do throws(Checkbox.Failure) {
-                let old = try Checkbox.set(path: path, line: Int(line), id: id, state: state.utf8.first!)
-                s.push(String(decoding: [old], as: UTF8.self))
-            } catch {
-                throw LuaArgumentError(error.message)
-            }
-            return .values(1)
-        }
-        // qw._mkdir(path) -> true when it exists as a folder afterwards
-        lua.setFunction("_mkdir", in: t) { call in
-            guard let path = call.stack.string(at: 1) else { throw LuaArgumentError("_mkdir: a path is needed") }
-            var st = stat()
-            let ok = mkdir(path, 0o755) == 0 || (stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR)
-            call.stack.push(ok)
-            return .values(1)
-        }
-        // qw._subdirs(path) -> the names of the folders in it, sorted ({} when it is not one)
-        lua.setFunction("_subdirs", in: t) { call in
-            var names: [String] = []
-            if let path = call.stack.string(at: 1), let d = opendir(path) {
-                while let e = readdir(d) {
-                    let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                    guard name != ".", name != ".." else { continue }
-                    var st = stat()
-                    if stat(path + "/" + name, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR { names.append(name) }
-                }
-                closedir(d)
-            }
-            names.sort()
-            call.stack.newTable(array: Int32(names.count))
-            for (i, n) in names.enumerated() {
-                call.stack.push(n)
-                call.stack.setIndex(-2, i + 1)
-            }
-            return .values(1)
-        }
         lua.setFunction("_rmtree", in: t) { call in
             if let p = call.stack.string(at: 1), p.count > 1 { removeFolder(p) }
             return .values(0)

@@ -229,6 +229,7 @@ public final class Runtime {
         registerState(in: core)
         registerWorkflows(in: core)
         registerAgents(in: core)
+        registerSpecs(in: core)
         // The metatable that marks a batch item's raised error, so qw.parallel can re-raise it.
         s.newTable()
         s.push("qw.item_error"); s.setField(-2, "__name")

@@ -182,6 +182,31 @@ struct SpecTests {
         #expect(missing.stdout.contains("not found: 1.5, 7"), "\(missing.stdout)")
     }
 
+    /// Approvals are durable records (who, when, the document's hash) that any qw process
+    /// sees; an approved document that is edited needs approval again.
+    @Test func anApprovalHoldsUntilTheDocumentChanges() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        _ = qwShell("cp -R '\(project)/.claude' '\(dir)/'")
+        func line(_ doc: String) -> String {
+            qw(["spec", "status", "ledger"], cwd: dir).stdout.split(separator: "\n").first { $0.contains("  " + doc + " ") }.map(String.init) ?? ""
+        }
+        #expect(line("requirements").hasSuffix("(not approved)"))
+        #expect(access(dir + "/.qw", F_OK) != 0, "asking makes no store")
+        let ok = qw(["spec", "approve", "ledger", "requirements", "--by", "ana"], cwd: dir)
+        #expect(ok.stdout == "approved requirements of ledger (./.claude/specs/ledger/requirements.md) by ana\n", "\(ok.stdout)\(ok.stderr)")
+        #expect(line("requirements").hasSuffix("(approved)"))
+        #expect(line("design").hasSuffix("(not approved)"))
+        let who = qw(["-e", "local a = qw.spec.approval('ledger', 'requirements') print(a.state, a.by, a.at > 0)"], cwd: dir)
+        #expect(who.stdout == "approved\tana\ttrue\n")
+        _ = qwShell("echo '4. WHEN more THEN more.' >> '\(dir)/.claude/specs/ledger/requirements.md'")
+        #expect(line("requirements").hasSuffix("(changed since it was approved: needs approval again)"))
+        #expect(qw(["spec", "approve", "ledger", "requirements"], env: [("QW_USER", "bo")], cwd: dir).code == 0)
+        #expect(qw(["-e", "print(qw.spec.approval('ledger', 'requirements').by)"], cwd: dir).stdout == "bo\n")
+        let bad = qw(["spec", "approve", "ledger", "plan"], cwd: dir)
+        #expect(bad.code == 1 && bad.stderr.contains("phase 'plan' has no document to approve (requirements, design, tasks)"))
+    }
+
     @Test func badInvocationsSayWhatIsMissing() {
         let none = qw(["spec", "tasks", "nosuch"], cwd: project)
         #expect(none.code == 1)

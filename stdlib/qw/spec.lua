@@ -888,12 +888,49 @@ function M.new(name, description)
   return dir
 end
 
+-- The phases whose document a person approves.
+M.APPROVED = { "requirements", "design", "tasks" }
+
+local function who()
+  return os.getenv("QW_USER") or os.getenv("USER") or os.getenv("LOGNAME") or "unknown"
+end
+
+---Records that `by` (default: $QW_USER, else $USER) approves the phase's document as it is
+---now. Returns the record { phase, document, hash, by }.
+function M.approve(name, phase, opts)
+  opts = opts or {}
+  local spec = locate(name)
+  local known = false
+  for _, p in ipairs(M.APPROVED) do if p == phase then known = true end end
+  if not known then fail("qw.spec.approve: phase '%s' has no document to approve (%s)", tostring(phase), table.concat(M.APPROVED, ", ")) end
+  local text = read_file(spec[phase])
+  if not text then fail("qw.spec.approve: %s does not exist yet", spec[phase]) end
+  local rec = { phase = phase, document = spec[phase], hash = tostring(core._hash(text)), by = opts.by or who() }
+  core._approve(spec.name, phase, rec.document, rec.hash, rec.by)
+  return rec
+end
+
+---Whether the phase's document is approved as it is now: { state = "approved" | "changed"
+---(approved, then edited: it needs approval again) | "none", by, at }.
+function M.approval(name, phase)
+  local spec = locate(name)
+  local a = core._approval(spec.name, phase)
+  if not a then return { state = "none" } end
+  local text = read_file(spec[phase])
+  local same = text and tostring(core._hash(text)) == a.hash
+  return { state = same and "approved" or "changed", by = a.by, at = a.at }
+end
+
 ---Where a spec stands: { name, documents = { [doc] = path or false }, counts = { done, active,
 ---open, optional }, next = {ids of the first wave}, problems = n }.
 function M.status(name)
   local spec = locate(name)
   local out = { name = spec.name, documents = {}, counts = { done = 0, active = 0, open = 0, other = 0 } }
-  for _, doc in ipairs({ "requirements", "design", "tasks" }) do out.documents[doc] = exists(spec[doc]) and spec[doc] or false end
+  out.approvals = {}
+  for _, doc in ipairs({ "requirements", "design", "tasks" }) do
+    out.documents[doc] = exists(spec[doc]) and spec[doc] or false
+    out.approvals[doc] = out.documents[doc] and M.approval(name, doc).state or "none"
+  end
   if out.documents.tasks then
     local p = M.parse(name)
     for _, t in ipairs(p.tasks) do
@@ -993,7 +1030,10 @@ function M.report(o)
       if json then print_json(st) return 0 end
       print(("spec %s"):format(st.name))
       for _, doc in ipairs({ "requirements", "design", "tasks" }) do
-        print(("  %-13s %s"):format(doc, st.documents[doc] or "missing"))
+        local a = st.approvals[doc]
+        print(("  %-13s %s%s"):format(doc, st.documents[doc] or "missing",
+              not st.documents[doc] and "" or a == "approved" and "  (approved)"
+              or a == "changed" and "  (changed since it was approved: needs approval again)" or "  (not approved)"))
       end
       if st.documents.tasks then
         local c = st.counts
@@ -1002,6 +1042,15 @@ function M.report(o)
         print(("  next          %s"):format(#st.next > 0 and table.concat(st.next, ", ") or "nothing: all done"))
         print(("  lint          %s"):format(st.problems == 0 and "no problems" or (st.problems .. " problem(s): qw spec lint " .. st.name)))
       end
+      return 0
+    end
+    if action == "approve" then
+      if not o.task then
+        io.stderr:write("qw spec approve: which phase? (qw spec approve NAME requirements|design|tasks)\n")
+        return 2
+      end
+      local rec = M.approve(name, o.task, { by = o.by })
+      print(("approved %s of %s (%s) by %s"):format(rec.phase, name, rec.document, rec.by))
       return 0
     end
     if action == "mark" then
@@ -1035,7 +1084,7 @@ function M.report(o)
       end
       return 0
     end
-    io.stderr:write(("qw spec: unknown action '%s' (list, new, status, tasks, lint, plan, context, mark)\n"):format(tostring(action)))
+    io.stderr:write(("qw spec: unknown action '%s' (list, new, status, approve, tasks, lint, plan, context, mark)\n"):format(tostring(action)))
     return 2
   end)
   if not ok then

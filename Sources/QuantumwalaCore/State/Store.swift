@@ -224,7 +224,46 @@ public final class StateStore {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v8: approvals of spec documents") { db in
+            try db.execute(sql: """
+                CREATE TABLE spec_approvals (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    spec TEXT NOT NULL,
+                    phase TEXT NOT NULL,
+                    document TEXT NOT NULL,
+                    hash TEXT NOT NULL,
+                    by TEXT NOT NULL,
+                    at REAL NOT NULL
+                );
+                CREATE INDEX spec_approvals_by_phase ON spec_approvals (spec, phase, id);
+                """)
+        }
         return m
+    }
+
+    /// The last approval of a spec's phase: the document's hash when it was approved, who, when.
+    public struct Approval: Sendable {
+        public var document: String, hash: String, by: String, at: Double
+    }
+
+    /// Records that `by` approved `document` (whose content hashes to `hash`) for a phase.
+    public func approve(spec: String, phase: String, document: String, hash: String, by: String) throws(StoreError) {
+        try wrap("record an approval") {
+            try db.write { db in
+                try db.execute(sql: "INSERT INTO spec_approvals (spec, phase, document, hash, by, at) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [spec, phase, document, hash, by, monotonicWallClock()])
+            }
+        }
+    }
+
+    /// The last approval of a spec's phase, or nil.
+    public func approval(spec: String, phase: String) throws(StoreError) -> Approval? {
+        try wrap("read approvals") {
+            try db.read { db in
+                try Row.fetchOne(db, sql: "SELECT document, hash, by, at FROM spec_approvals WHERE spec = ? AND phase = ? ORDER BY id DESC LIMIT 1",
+                                 arguments: [spec, phase]).map { Approval(document: $0[0], hash: $0[1], by: $0[2], at: $0[3]) }
+            }
+        }
     }
 
     /// Runs `body` in one write transaction (the gate's read-modify-write).

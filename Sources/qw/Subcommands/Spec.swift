@@ -10,7 +10,9 @@ struct Spec: ParsableCommand {
         discussion: """
             list: the specs in .claude/specs, specs/ (spec-kit) and .kiro/specs. \
             new NAME [DESCRIPTION]: make .claude/specs/NAME from the templates. \
-            status NAME: its documents, task counts, what can start now. \
+            status NAME: its documents and their approvals, task counts, what can start now. \
+            approve NAME PHASE: approve the requirements, design or tasks document as it is now \
+            (a durable record: who, when, the document's hash; an edit needs approval again). \
             mark NAME TASK STATE: set a task's checkbox (only that character changes). \
             tasks NAME: the tasks of NAME's tasks.md, with ids, states, parents and dependencies. \
             lint NAME: duplicate ids, unknown dependencies, cycles, references to requirements \
@@ -24,13 +26,13 @@ struct Spec: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "list, new, status, tasks, lint, plan, context or mark.")
+    @Argument(help: "list, new, status, approve, tasks, lint, plan, context or mark.")
     var action: String
 
     @Argument(help: "The spec's name (or a path to its tasks.md).")
     var name: String?
 
-    @Argument(help: "For context and mark: the task's id (for new: the feature's description).")
+    @Argument(help: "For context and mark: the task's id (for new: the feature's description; for approve: the phase).")
     var task: String?
 
     @Argument(help: "For mark: the state (x done, - in progress, open).")
@@ -39,6 +41,9 @@ struct Spec: ParsableCommand {
     @Flag(help: "For context: sizes and tokens against all the documents, and what was kept.")
     var stats = false
 
+    @Option(help: "For approve: who approves (default $QW_USER, else $USER).")
+    var by: String?
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -46,7 +51,7 @@ struct Spec: ParsableCommand {
         let runtime = try global.makeRuntime()
         func quoted(_ s: String?) -> String { s.map { "[==[" + $0 + "]==]" } ?? "nil" }
         try finish(runtime.runChunk(
-            "os.exit(qw.spec.report{ action = \(quoted(action)), name = \(quoted(name)), task = \(quoted(task)), state = \(quoted(state)), "
+            "os.exit(qw.spec.report{ action = \(quoted(action)), name = \(quoted(name)), task = \(quoted(task)), state = \(quoted(state)), by = \(quoted(by)), "
                 + "json = \(json), stats = \(stats) })",
             name: "=(qw spec)"))
     }
