@@ -48,6 +48,14 @@ final class FakeModel: @unchecked Sendable {
               "overloaded": [{"status": 529, "error": {"type": "overloaded_error", "message": "Overloaded"}}],
               "overloaded-2": [{"status": 529, "error": {"type": "overloaded_error", "message": "Overloaded"}}],
               "overloaded-3": [{"status": 529, "error": {"type": "overloaded_error", "message": "Overloaded"}}],
+              "impl-1": [{"tool_use": {"name": "Bash", "input": {"command": "echo one > f1.txt && git add f1.txt && git commit -qm 'task 1'", "description": "task 1"}}},
+                         {"text": "f1.txt holds one. STATUS: done"}],
+              "impl-2": [{"tool_use": {"name": "Bash", "input": {"command": "echo two > f2.txt && echo two > shared.txt && git add -A && git commit -qm 'task 2'", "description": "task 2"}}},
+                         {"text": "f2.txt and shared.txt. STATUS: done"}],
+              "impl-3": [{"tool_use": {"name": "Bash", "input": {"command": "echo three > shared.txt && git add -A && git commit -qm 'task 3'", "description": "task 3"}}},
+                         {"text": "shared.txt says three. STATUS: done"}],
+              "impl-4": [{"tool_use": {"name": "Bash", "input": {"command": "cat f2.txt > f4.txt && git add -A && git commit -qm 'task 4'", "description": "task 4"}}},
+                         {"text": "f4.txt copies f2.txt. STATUS: done"}],
               "costly": [{"tool_use": {"name": "Bash", "input": {"command": "echo again", "description": "loop"}},
                           "usage": {"input_tokens": 100000, "output_tokens": 1000}}]
             }
@@ -439,6 +447,59 @@ struct AgentRunTests {
         let r = qw(["--state", dir + "/state.db", "-e",
                     "for _, a in ipairs{ 'architect', 'developer', 'qa-engineer' } do print(a, qw.agent.memory_request(a).memory >> 20) end"])
         #expect(r.stdout == "architect\t600\ndeveloper\t300\nqa-engineer\t300\n", "\(r.stdout)\(r.stderr)")
+    }
+
+    /// The implementation phase on a real repository: four tasks in three waves, each agent
+    /// (the real CLI; the fake model answers with Bash calls that write and commit) in a
+    /// worktree of its own; merged one at a time with a check after each. Task 3 conflicts
+    /// with task 2: it is reported with the file and kept, with its worktree, for a person;
+    /// task 4, which needs only task 2, still runs. The checkboxes are the only change to
+    /// tasks.md. A second call runs nothing that was merged.
+    @Test func implementationRunsEachTaskInItsWorktreeAndMergesInOrder() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let env = try agentEnv(dir) + [("GIT_AUTHOR_NAME", "qw test"), ("GIT_AUTHOR_EMAIL", "qw@example.com"),
+                                       ("GIT_COMMITTER_NAME", "qw test"), ("GIT_COMMITTER_EMAIL", "qw@example.com")]
+        let tasks = """
+            # Tasks
+
+            - [ ] 1. Base file [[fake:impl-1]]
+            - [ ] 2. Second file [[fake:impl-2]]
+              - _Depends: 1_
+            - [ ] 3. Third file [[fake:impl-3]]
+              - _Depends: 1_
+            - [ ] 4. Fourth file [[fake:impl-4]]
+              - _Depends: 2_
+
+            """
+        qwShell("mkdir -p '\(dir)/proj/.claude/specs/demo'")
+        writeFile(dir + "/proj/.claude/specs/demo/tasks.md", tasks)
+        writeFile(dir + "/proj/.gitignore", ".qw/\n")
+        _ = qwShell("cd '\(dir)/proj' && git init -q -b main && git add -A && git -c user.email=t@example.com -c user.name=t commit -qm init")
+        writeFile(dir + "/impl.lua", """
+            qw.limits{ agent_stagger = 0, max_agents = 2 }
+            local r = qw.spec.implement("demo", { agent = "spec-task-executor", check = { "sh", "-c", "test -f f1.txt" } })
+            print(r.ok, table.concat(r.merged, ","), #r.failed, r.failed[1] and r.failed[1].id, r.failed[1] and table.concat(r.failed[1].files or {}, ","))
+            print(r.failed[1] and r.failed[1].error)
+            """)
+        let r = qw(["run", dir + "/impl.lua"], env: env, cwd: dir + "/proj", timeout: 180)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 2, "\(r.stdout)\(r.stderr)")
+        #expect(lines[0] == "false\t1,2,4\t1\t3\tshared.txt")
+        #expect(lines[1] == "qw/demo/3 conflicts with main in shared.txt")
+        let p = dir + "/proj"
+        #expect(readText(p + "/f1.txt") == "one\n" && readText(p + "/f4.txt") == "two\n" && readText(p + "/shared.txt") == "two\n")
+        #expect(readText(p + "/.claude/specs/demo/tasks.md") == tasks.replacingOccurrences("- [ ] 1.", "- [x] 1.")
+                    .replacingOccurrences("- [ ] 2.", "- [x] 2.").replacingOccurrences("- [ ] 3.", "- [-] 3.")
+                    .replacingOccurrences("- [ ] 4.", "- [x] 4."))
+        // merged in order, one merge commit per task
+        #expect(qwShell("cd '\(p)' && git log --merges --format=%s main") == "Merge task 4 of demo\nMerge task 2 of demo\nMerge task 1 of demo\n")
+        // only the conflicting task's worktree and branch are left
+        #expect(qwShell("cd '\(p)' && git worktree list | wc -l") == "2\n")
+        #expect(qwShell("cd '\(p)' && git branch --format='%(refname:short)'") == "main\nqw/demo/3\n")
+        let again = qw(["run", dir + "/impl.lua"], env: env, cwd: p, timeout: 180)
+        #expect(again.stdout.hasPrefix("false\t\t1\t3\tshared.txt"), "only task 3 runs again: \(again.stdout)\(again.stderr)")
+        #expect((FakeModel.shared?.requests("impl-1").count ?? 0) == 2, "task 1 was not run again")
     }
 
     /// The whole catalogue loaded into the real CLI: every agent is offered to the model, and

@@ -180,10 +180,8 @@ function M.merge(branch, o)
   if type(branch) ~= "string" or branch == "" then fail("qw.git.merge: a branch name is needed") end
   local into = o.into or git_ok(repo, "rev-parse", "--abbrev-ref", "HEAD")
   local wt = checkout_of(repo, into)
-  local dirty = git(wt, "status", "--porcelain", "--untracked-files=no")
-  if dirty.ok and dirty.stdout ~= "" then
-    return { ok = false, error = ("%s has uncommitted changes in %s: not merging into it"):format(into, wt) }
-  end
+  -- local changes (a tasks.md whose checkboxes qw sets) may stay: git refuses a merge that
+  -- would overwrite them, and an undone merge keeps them (reset --keep)
   local before = git_ok(wt, "rev-parse", "HEAD")
   local r = git(wt, "merge", "--no-ff", "--no-edit", "-m", o.message or ("Merge " .. branch), branch)
   if not r.ok then
@@ -201,7 +199,7 @@ function M.merge(branch, o)
   if o.check then
     local c = qw.exec(o.check, { cwd = wt, name = "check after merging " .. branch })
     if not c.ok then
-      git_ok(wt, "reset", "--hard", before)
+      git_ok(wt, "reset", "--keep", before)
       return { ok = false, check = c, error = ("the check failed after merging %s (%s); %s is back at %s")
                :format(branch, c.error or ("exit " .. tostring(c.code)), into, before:sub(1, 12)) }
     end

@@ -846,6 +846,141 @@ function M.plan(name_or_path, opts)
 end
 
 ---------------------------------------------------------------------------------------------
+-- Implementation: each task in a worktree of its own, merged back one at a time
+
+-- What an implementation agent is told besides its context.
+M.IMPLEMENT_INSTRUCTIONS = [[
+You work in a git worktree of your own, on a branch made for this task. Make the change the
+task asks for, in this folder only. Run the project's tests. Commit your work with git (one
+or more commits); qw merges the branch when you are done. End with `STATUS: done`, or
+`STATUS: blocked: <why>` when it cannot be done.]]
+
+-- The last lines of an agent's answer: what the tasks after it are told it produced.
+local function summary(text)
+  text = trim(text or "")
+  if #text > 600 then text = "..." .. text:sub(-600) end
+  return text
+end
+
+---Implements a spec's open tasks, wave by wave (see `plan`): each task's agent runs in a git
+---worktree of its own (`.qw/worktrees/NAME/ID`, branch `qw/NAME/ID` from `into`), up to
+---`max_agents` at once, with the task's context; a task is verified (the agent's result is
+---ok, the worktree has a commit or a change, `check` passes there), then merged into `into`
+---one at a time in document order, with `check` run after each merge. Checkboxes go to `-`
+---when a task starts and `x` after its merge. A conflict or a failing check leaves the task
+---`-`, its worktree and branch kept for a person. Tasks already `x` are not run again, so a
+---second call after a kill goes on where the first stopped.
+---@param opts table { into, check, agent, repo, timeout, permission_mode, allowed_tools, model, on_event }
+---@return table { ok, merged = {ids}, failed = { {id, error, files} }, kept = {worktree paths}, waves }
+function M.implement(name, opts)
+  opts = opts or {}
+  local git = qw.git
+  local repo = opts.repo or "."
+  local into = opts.into or git.run(repo, "rev-parse", "--abbrev-ref", "HEAD")
+  local report = { ok = true, merged = {}, failed = {}, kept = {}, waves = 0 }
+  local results = {}
+  local function event(kind, id, detail)
+    if opts.on_event then opts.on_event(kind, id, detail) end
+    qw.log.info(("spec %s: %s %s%s"):format(name, kind, id, detail and (": " .. detail) or ""))
+  end
+  local blocked = {}
+  while true do
+    local p = M.parse(name)
+    local plan = M.plan(p)
+    -- the first wave of tasks that are neither done nor failed in this call
+    local wave
+    for _, w in ipairs(plan) do
+      local open = {}
+      for _, id in ipairs(w) do if not blocked[id] then open[#open + 1] = id end end
+      if #open > 0 then wave = open break end
+      -- a wave whose every task failed blocks the waves after it only through dependencies
+    end
+    if not wave then break end
+    -- a task whose dependency failed in this call cannot start
+    local runnable = {}
+    for _, id in ipairs(wave) do
+      local dep_failed
+      for _, d in ipairs(p.by_id[id].depends) do if blocked[d] then dep_failed = d end end
+      if dep_failed then
+        blocked[id] = true
+        report.failed[#report.failed + 1] = { id = id, error = "not started: " .. dep_failed .. " did not merge" }
+      else
+        runnable[#runnable + 1] = id
+      end
+    end
+    if #runnable == 0 then goto continue end
+    report.waves = report.waves + 1
+    do
+      -- worktrees one after another (git locks its admin files), agents in parallel
+      local trees = {}
+      for _, id in ipairs(runnable) do
+        M.set_state(p.path, id, "-")
+        trees[id] = git.worktree{ repo = repo, path = ".qw/worktrees/" .. p.spec.name .. "/" .. id,
+                                  branch = "qw/" .. p.spec.name .. "/" .. id, base = into }
+        event(trees[id].created and "started" or "resumed", id, trees[id].path)
+      end
+      local jobs = {}
+      for i, id in ipairs(runnable) do
+        jobs[i] = function()
+          local text = M.context(p, id, { results = results })
+          local t = p.by_id[id]
+          local agent = opts.agent or (qw.router and qw.router.route({ id = id, title = t.title, files = t.files })) or "spec-task-executor"
+          local r = qw.agent.run{ agent = agent, prompt = text .. "\n" .. M.IMPLEMENT_INSTRUCTIONS, cwd = trees[id].path,
+                                  permission_mode = opts.permission_mode or "acceptEdits",
+                                  allowed_tools = opts.allowed_tools or { "Bash", "Read", "Write", "Edit", "Glob", "Grep" },
+                                  model = opts.model, timeout = opts.timeout, task = id, workflow = "spec:" .. p.spec.name,
+                                  session = "resume", name = "task " .. id }
+          if not r.ok then return { ok = false, error = "the agent: " .. tostring(r.error) } end
+          -- verified, not trusted: a commit or a change, and the check passes in the worktree
+          local wt = trees[id].path
+          local changes = git.run(wt, "status", "--porcelain")
+          if changes ~= "" then
+            git.run(wt, "add", "-A")
+            git.run(wt, "commit", "-q", "-m", ("Task %s: %s (committed by qw)"):format(id, t.title or ""))
+          end
+          local commits = tonumber(git.run(wt, "rev-list", "--count", into .. ".." .. trees[id].branch)) or 0
+          if commits == 0 then return { ok = false, error = "the agent reported done but made no change" } end
+          if opts.check then
+            local c = qw.exec(opts.check, { cwd = wt, name = "check of task " .. id })
+            if not c.ok then return { ok = false, error = "its check failed in the worktree: " .. tostring(c.error) } end
+          end
+          return { ok = true, text = r.text }
+        end
+      end
+      local outcomes = qw.batch(jobs)
+      -- the merge queue: one at a time, in document order
+      for i, id in ipairs(runnable) do
+        local o = outcomes[i]
+        if o.ok then
+          local m = git.merge(trees[id].branch, { repo = repo, into = into, check = opts.check,
+                                                  message = ("Merge task %s of %s"):format(id, p.spec.name) })
+          if m.ok then
+            M.set_state(p.path, id, "x")
+            results[id] = summary(o.text)
+            report.merged[#report.merged + 1] = id
+            local w = nil
+            for _, x in ipairs(git.worktrees{ repo = repo }) do if x.path == trees[id].path then w = x end end
+            if w then git.remove(w, { repo = repo }) end
+            event("merged", id)
+          else
+            o = { ok = false, error = m.error, files = m.files }
+          end
+        end
+        if not o.ok then
+          blocked[id] = true
+          report.ok = false
+          report.failed[#report.failed + 1] = { id = id, error = o.error, files = o.files }
+          report.kept[#report.kept + 1] = trees[id].path
+          event("failed", id, o.error)
+        end
+      end
+    end
+    ::continue::
+  end
+  return report
+end
+
+---------------------------------------------------------------------------------------------
 -- New specs, from templates
 
 -- The stdlib folder (its templates/ are the defaults).
