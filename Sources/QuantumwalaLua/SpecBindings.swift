@@ -49,6 +49,11 @@ extension Runtime {
             }
             return .values(1)
         }
+        // qw._cwd() -> the absolute working folder
+        lua.setFunction("_cwd", in: t) { call in
+            call.stack.push(currentDirectory())
+            return .values(1)
+        }
         // qw._approve(spec, phase, document, hash, by): a durable approval record
         lua.setFunction("_approve", in: t) { [unowned self] call in
             let s = call.stack

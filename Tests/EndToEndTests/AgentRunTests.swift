@@ -56,6 +56,14 @@ final class FakeModel: @unchecked Sendable {
                          {"text": "shared.txt says three. STATUS: done"}],
               "impl-4": [{"tool_use": {"name": "Bash", "input": {"command": "cat f2.txt > f4.txt && git add -A && git commit -qm 'task 4'", "description": "task 4"}}},
                          {"text": "f4.txt copies f2.txt. STATUS: done"}],
+              "req-doc": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": "# Requirements\\n\\n### Requirement 1: Files\\n\\n1. WHEN asked THEN the system SHALL write f1.txt.\\n2. WHEN asked THEN the system SHALL write f2.txt.\\n"}}},
+                          {"text": "requirements written. STATUS: done"}],
+              "design-doc": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": "# Design\\n\\n## Overview\\n\\nThree small files.\\n\\n### First (f1.txt)\\n\\nOne line.\\n"}}},
+                             {"text": "design written. STATUS: done"}],
+              "tasks-doc": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": "# Tasks\\n\\n- [ ] 1. Base file [[fake:impl-1]]\\n  - _Requirements: 1.1_\\n- [ ] 2. Second file [[fake:impl-2]]\\n  - _Requirements: 1.2_\\n  - _Depends: 1_\\n- [ ] 3. Fourth file [[fake:impl-4]]\\n  - _Depends: 2_\\n"}}},
+                            {"text": "tasks written. STATUS: done"}],
+              "val-ok": [{"text": "Complete and testable. STATUS: done"}],
+              "review-ok": [{"text": "All criteria are met. VERDICT: approve. STATUS: done"}],
               "costly": [{"tool_use": {"name": "Bash", "input": {"command": "echo again", "description": "loop"}},
                           "usage": {"input_tokens": 100000, "output_tokens": 1000}}]
             }
@@ -500,6 +508,84 @@ struct AgentRunTests {
         let again = qw(["run", dir + "/impl.lua"], env: env, cwd: p, timeout: 180)
         #expect(again.stdout.hasPrefix("false\t\t1\t3\tshared.txt"), "only task 3 runs again: \(again.stdout)\(again.stderr)")
         #expect((FakeModel.shared?.requests("impl-1").count ?? 0) == 2, "task 1 was not run again")
+    }
+
+    /// `qw spec run` from requirements to review with `--approve auto`: every phase is a task
+    /// of one workflow, each document written by its agent (the fake answers with Write),
+    /// validated, approved (a record in the store), then the tasks implemented in worktrees
+    /// and merged, tested and reviewed. A second run keeps every phase.
+    @Test func aSpecRunGoesFromRequirementsToReview() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let env = try agentEnv(dir) + [("GIT_AUTHOR_NAME", "qw test"), ("GIT_AUTHOR_EMAIL", "qw@example.com"),
+                                       ("GIT_COMMITTER_NAME", "qw test"), ("GIT_COMMITTER_EMAIL", "qw@example.com")]
+        let p = dir + "/proj"
+        let spec = p + "/.claude/specs/files"
+        qwShell("mkdir -p '\(p)/.claude/steering'")
+        writeFile(p + "/.claude/steering/product.md", "# Product\n\n## Overview\n\nA folder of files.\n")
+        writeFile(p + "/.gitignore", ".qw/\n")
+        _ = qwShell("cd '\(p)' && git init -q -b main && git add -A && git -c user.email=t@example.com -c user.name=t commit -qm init")
+        writeFile(dir + "/run.lua", """
+            qw.limits{ agent_stagger = 0 }
+            local d = "\(p)/.qw/drafts/files"
+            local r = qw.spec.run("files", { approve = "auto", check = { "sh", "-c", "test -f f1.txt" }, agent = "spec-task-executor",
+              description = "three files", notes = {
+                requirements = "[[fake:req-doc]] [[path:" .. d .. "/requirements.md]]",
+                ["requirements-validation"] = "[[fake:val-ok]]", ["design-validation"] = "[[fake:val-ok]]", ["tasks-validation"] = "[[fake:val-ok]]",
+                design = "[[fake:design-doc]] [[path:" .. d .. "/design.md]]",
+                tasks = "[[fake:tasks-doc]] [[path:" .. d .. "/tasks.md]]",
+                review = "[[fake:review-ok]]" } })
+            print(r.ok, #r.succeeded, #r.failed, r.implementation and table.concat(r.implementation.merged, ","))
+            for _, f in ipairs(r.failed) do print(f, r.results[f].error) end
+            for _, d in ipairs{ "requirements", "design", "tasks" } do local a = qw.spec.approval("files", d) print(d, a.state, a.by) end
+            """)
+        let r = qw(["run", dir + "/run.lua"], env: env, cwd: p, timeout: 240)
+        #expect(r.stdout == "true\t12\t0\t1,2,3\nrequirements\tapproved\tauto\ndesign\tapproved\tauto\ntasks\tapproved\tauto\n",
+                "\(r.stdout)\(r.stderr)")
+        #expect(readText(spec + "/tasks.md")?.contains("- [x] 3. Fourth file") == true)
+        #expect(readText(p + "/f4.txt") == "two\n")
+        #expect(qwShell("cd '\(p)' && git worktree list | wc -l") == "1\n", "no worktree is left")
+        let before = FakeModel.shared?.requests("req-doc").count ?? 0
+        let again = qw(["spec", "run", "files", "--approve", "auto", "--check", "test -f f1.txt"], env: env, cwd: p, timeout: 240)
+        #expect(again.code == 0, "\(again.stdout)\(again.stderr)")
+        #expect(again.stdout.contains("requirements             kept") && again.stdout.contains("review                   kept"), "\(again.stdout)")
+        #expect(FakeModel.shared?.requests("req-doc").count == before, "nothing kept ran again")
+    }
+
+    /// `--approve ask`: the run waits, holding no agent, for `qw spec approve` from another
+    /// process, then goes on; `--until` stops it after the approval.
+    @Test func aSpecRunWaitsForAnApprovalFromAnotherProcess() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let env = try agentEnv(dir)
+        let p = dir + "/proj"
+        qwShell("mkdir -p '\(p)/.claude/steering'")
+        writeFile(p + "/.claude/steering/product.md", "# Product\n\n## Overview\n\nA folder of files.\n")
+        writeFile(dir + "/ask.lua", """
+            qw.limits{ agent_stagger = 0 }
+            local d = "\(p)/.qw/drafts/asked"
+            local r = qw.spec.run("asked", { approve = "ask", poll = 0.05, ["until"] = "requirements-approval", notes = {
+                requirements = "[[fake:req-doc]] [[path:" .. d .. "/requirements.md]]", ["requirements-validation"] = "[[fake:val-ok]]" } })
+            print(r.ok, #r.succeeded, qw.spec.approval("asked", "requirements").by)
+            """)
+        var spec = CommandSpec(argv: [qwBinary, "run", dir + "/ask.lua"])
+        spec.env = qwTestEnv + env
+        spec.cwd = p
+        let reactor = Reactor()
+        var result: ProcessResult?
+        _ = try #require(ChildProcess.start(spec, reactor: reactor) { result = $0 })
+        // until the validation has run: the run is waiting for the approval
+        let deadline = monotonicSeconds() + 60
+        while result == nil && monotonicSeconds() < deadline
+            && !(FakeModel.shared?.requests("val-ok").contains { $0.contains("/.claude/specs/asked/requirements.md") } ?? false) {
+            reactor.runOnce(maxWait: 0.02)
+        }
+        try #require(result == nil, "it did not wait: \(String(decoding: result?.stdout ?? [], as: UTF8.self))")
+        let approve = qw(["spec", "approve", "asked", "requirements", "--by", "ana"], cwd: p)
+        #expect(approve.code == 0, "\(approve.stderr)")
+        while result == nil { reactor.runOnce() }
+        let out = String(decoding: result!.stdout, as: UTF8.self)
+        #expect(out == "true\t3\tana\n", "\(out)\(String(decoding: result!.stderr, as: UTF8.self))")
     }
 
     /// The whole catalogue loaded into the real CLI: every agent is offered to the model, and

@@ -981,6 +981,214 @@ function M.implement(name, opts)
 end
 
 ---------------------------------------------------------------------------------------------
+-- The phases, as one workflow per spec
+
+M.PHASES = { "steering", "requirements", "requirements-validation", "requirements-approval", "design",
+             "design-validation", "design-approval", "tasks", "tasks-validation", "tasks-approval",
+             "implementation", "testing", "review" }
+
+-- Who does each phase (policy: replace in .qw/policy.lua).
+M.PHASE_AGENTS = {
+  steering = "steering-context-manager", requirements = "product-manager",
+  ["requirements-validation"] = "spec-requirements-validator", design = "architect",
+  ["design-validation"] = "spec-design-validator", tasks = "architect", ["tasks-validation"] = "spec-task-validator",
+  testing = "qa-engineer", review = "spec-implementation-reviewer",
+}
+
+-- What each agent phase is asked (policy too). `s` is the spec, `o` the run's options.
+M.PHASE_PROMPTS = {
+  steering = function(s) return ("Write the project's steering documents .claude/steering/product.md, tech.md and structure.md from what the codebase shows, starting from the templates qw installed. Keep each opening section short and exact: every task's prompt includes it.") end,
+  requirements = function(s, o) return ("Write %s for the spec '%s' (the template: %s): numbered requirements (### Requirement N: Title), each with a user story and numbered EARS acceptance criteria. The feature: %s"):format(s.requirements, s.name, M.stdlib_dir() .. "/templates/spec/requirements.md", o.description or "see the spec's introduction") end,
+  ["requirements-validation"] = function(s) return ("Check %s: every requirement has a user story and testable, numbered EARS criteria; nothing contradicts the steering documents. Do not edit it. End with STATUS: done when it can be approved, else STATUS: blocked: <what to fix>."):format(s.requirements) end,
+  design = function(s) return ("Write %s for the spec '%s' from %s (the template: " .. M.stdlib_dir() .. "/templates/spec/design.md): an ## Overview first, one ### section per component with its file in the title, error handling and the testing strategy."):format(s.design, s.name, s.requirements) end,
+  ["design-validation"] = function(s) return ("Check %s against %s: every requirement is served, the components name their files. Do not edit it. End with STATUS: done or STATUS: blocked: <what to fix>."):format(s.design, s.requirements) end,
+  tasks = function(s) return ("Write %s for the spec '%s' from %s and %s (the template: " .. M.stdlib_dir() .. "/templates/spec/tasks.md): numbered checkbox tasks, each with Files:, _Requirements:_ and _Depends:_ where needed. Then run `qw spec lint %s` and fix what it reports."):format(s.tasks, s.name, s.requirements, s.design, s.name) end,
+  ["tasks-validation"] = function(s) return ("Check %s: `qw spec lint %s` is clean, every requirement has a task, the dependencies are real. Do not edit it. End with STATUS: done or STATUS: blocked: <what to fix>."):format(s.tasks, s.name) end,
+  testing = function(s) return ("Run the project's tests on the integration branch for the spec '%s' and report. Fix nothing. End with STATUS: done when they pass, else STATUS: blocked: <failures>."):format(s.name) end,
+  review = function(s) return ("Review the implementation of the spec '%s' against %s and %s. End with VERDICT: approve or VERDICT: changes requested, and STATUS: done."):format(s.name, s.requirements, s.design) end,
+}
+
+local function said_blocked(text)
+  return tostring(text or ""):find("STATUS: blocked", 1, true) ~= nil or tostring(text or ""):find("VERDICT: changes requested", 1, true) ~= nil
+end
+
+-- Waits for an approval of `phase` ("ask": a record made by `qw spec approve`; "file": the
+-- file NAME/PHASE.approved), holding no slot; "auto" records one itself.
+local function await_approval(s, doc, mode, poll)
+  if mode == "auto" then
+    M.approve(s.name, doc, { by = "auto" })
+    return true
+  end
+  local announced = false
+  while true do
+    if mode == "file" then
+      local f = s.dir .. "/" .. doc .. ".approved"
+      if exists(f) then
+        local by = trim(read_file(f) or "")
+        M.approve(s.name, doc, { by = by ~= "" and by or "file" })
+      end
+    end
+    if M.approval(s.name, doc).state == "approved" then return true end
+    if not announced then
+      qw.log.info(("spec %s: waiting for approval of %s (qw spec approve %s %s%s)"):format(s.name, doc, s.name, doc,
+                  mode == "file" and (", or a file " .. s.dir .. "/" .. doc .. ".approved") or ""))
+      announced = true
+    end
+    qw.sleep(poll or 1)
+  end
+end
+
+---Runs a spec's phases as one resumable workflow (`spec:NAME`): steering when missing,
+---requirements, their validation and approval, design (the same), tasks (the same),
+---implementation (`implement`), testing, review. A phase that succeeded is kept on the
+---next run unless a document it reads changed; a kill of qw resumes where it stopped.
+---@param opts table { from, until, approve = "auto"|"ask"|"file", description, notes = { [phase] = text },
+---  check, into, agent (for implementation), poll }
+---@return table the workflow's report, with `implementation` (implement's report)
+function M.run(name, opts)
+  opts = opts or {}
+  local mode = opts.approve or "ask"
+  if mode ~= "auto" and mode ~= "ask" and mode ~= "file" then fail("qw.spec.run: approve is auto, ask or file (got '%s')", tostring(mode)) end
+  local s = M.find(name)
+  if not s then
+    -- a spec that does not exist yet gets its folder; its agents write the documents
+    -- (starting from the templates, which their prompts name)
+    if type(name) ~= "string" or not name:match("^[%w][%w_.%-]*$") then
+      fail("qw.spec.run: a spec name is letters, digits, '-', '_' and '.' (got '%s')", tostring(name))
+    end
+    M.mkdirs(".claude/specs/" .. name)
+    s = M.find(name)
+  end
+  local first, last = 1, #M.PHASES
+  for i, ph in ipairs(M.PHASES) do
+    if ph == opts.from then first = i end
+    if ph == opts["until"] then last = i end
+  end
+  for _, k in ipairs({ "from", "until" }) do
+    if opts[k] then
+      local known = false
+      for _, ph in ipairs(M.PHASES) do if ph == opts[k] then known = true end end
+      if not known then fail("qw.spec.run: no phase '%s' (%s)", opts[k], table.concat(M.PHASES, ", ")) end
+    end
+  end
+  -- documents as absolute paths: task inputs and outputs are read relative to the script
+  local cwd = core._cwd()
+  local function abs(path) return path:sub(1, 1) == "/" and path or (cwd .. "/" .. path:gsub("^%./", "")) end
+  local docs = { requirements = abs(s.requirements), design = abs(s.design), tasks = abs(s.tasks) }
+  -- tasks.md with its checkbox states blanked: what the tasks' validation and approval read,
+  -- so that the marks qw sets while tasks run are not an edit
+  local blanked = cwd .. "/.qw/drafts/" .. s.name .. "/tasks.states-blank.md"
+  local function refresh_blanked()
+    local text = read_file(docs.tasks)
+    if text and M.blank_states(text) ~= read_file(blanked) then
+      M.mkdirs(".qw/drafts/" .. s.name)
+      local f = assert(io.open(blanked .. ".new", "wb")); f:write(M.blank_states(text)); f:close()
+      assert(os.rename(blanked .. ".new", blanked))
+    end
+  end
+  refresh_blanked()
+  local wf = qw.workflow("spec:" .. s.name)
+  local prev
+  local impl_report
+  local function note(ph) return opts.notes and opts.notes[ph] and ("\n\n" .. opts.notes[ph]) or "" end
+  for i = first, last do
+    local ph = M.PHASES[i]
+    local deps = prev and { prev } or nil
+    local doc = ph:match("^(%a+)%-") or ph
+    if ph == "steering" then
+      if not exists(project_root(s) .. "/.claude/steering/product.md") then
+        wf:task(ph, { agent = M.PHASE_AGENTS[ph], prompt = M.PHASE_PROMPTS[ph](s, opts) .. note(ph), permission_mode = "acceptEdits" },
+                { deps = deps })
+        prev = ph
+      end
+    elseif ph == "requirements" or ph == "design" or ph == "tasks" then
+      local inputs = {}
+      if ph == "design" then inputs = { docs.requirements } elseif ph == "tasks" then inputs = { docs.requirements, docs.design } end
+      -- The CLI refuses edits under .claude/ in every mode short of bypassPermissions (it
+      -- calls them sensitive files), so the agent writes a draft under .qw/drafts and qw
+      -- moves it into place.
+      local draft = cwd .. "/.qw/drafts/" .. s.name .. "/" .. ph .. ".md"
+      wf:task(ph, function()
+        M.mkdirs(".qw/drafts/" .. s.name)
+        local current = read_file(docs[ph])
+        if current then
+          local f = assert(io.open(draft, "wb")); f:write(current); f:close()
+        else
+          os.remove(draft)
+        end
+        local prompt = M.PHASE_PROMPTS[ph](s, opts):gsub(s[ph]:gsub("%p", "%%%0"), draft, 1)
+        local r = qw.agent.run{ agent = M.PHASE_AGENTS[ph], workflow = "spec:" .. s.name, task = ph, session = "resume",
+                                prompt = prompt .. ("\n\nWrite the document to %s (qw puts it in place as %s)."):format(draft, s[ph]) .. note(ph),
+                                permission_mode = "acceptEdits", allowed_tools = { "Read", "Write", "Edit", "Glob", "Grep", "Bash(qw:*)" } }
+        if not r.ok then error(("%s: the agent: %s"):format(ph, tostring(r.error)), 0) end
+        if said_blocked(r.text) then error(("%s: %s"):format(ph, summary(r.text)), 0) end
+        local text = read_file(draft)
+        if not text or trim(text) == "" then error(("%s: the agent wrote nothing to %s"):format(ph, draft), 0) end
+        assert(os.rename(draft, docs[ph]))
+        if ph == "tasks" then refresh_blanked() end
+        return r
+      end, { deps = deps, inputs = (i > first) and inputs or nil, outputs = ph == "tasks" and { docs[ph], blanked } or { docs[ph] } })
+      prev = ph
+    elseif ph:match("%-validation$") then
+      local check = function()
+        local r = qw.agent.run{ agent = M.PHASE_AGENTS[ph], prompt = M.PHASE_PROMPTS[ph](s, opts) .. note(ph), workflow = "spec:" .. s.name,
+                                task = ph, allowed_tools = { "Read", "Glob", "Grep", "Bash(qw:*)" } }
+        if not r.ok then error(("%s: the agent: %s"):format(ph, tostring(r.error)), 0) end
+        if said_blocked(r.text) then error(("%s: %s"):format(ph, summary(r.text)), 0) end
+        return r
+      end
+      wf:task(ph, check, { deps = deps, inputs = { doc == "tasks" and blanked or docs[doc] } })
+      prev = ph
+    elseif ph:match("%-approval$") then
+      wf:task(ph, function() return await_approval(s, doc, mode, opts.poll) end,
+              { deps = deps, inputs = { doc == "tasks" and blanked or docs[doc] } })
+      prev = ph
+    elseif ph == "implementation" then
+      wf:task(ph, function()
+        impl_report = M.implement(s.name, { into = opts.into, check = opts.check, agent = opts.agent })
+        if not impl_report.ok then
+          local parts = {}
+          for _, f in ipairs(impl_report.failed) do parts[#parts + 1] = f.id .. ": " .. tostring(f.error) end
+          error("implementation: " .. table.concat(parts, "; "), 0)
+        end
+        return impl_report
+      end, { deps = deps })
+      prev = ph
+    elseif ph == "testing" then
+      wf:task(ph, function()
+        if opts.check then
+          local c = qw.exec(opts.check, { name = "the project's tests" })
+          if not c.ok then error("testing: " .. tostring(c.error), 0) end
+          return c
+        end
+        local r = qw.agent.run{ agent = M.PHASE_AGENTS[ph], prompt = M.PHASE_PROMPTS[ph](s, opts) .. note(ph), workflow = "spec:" .. s.name, task = ph }
+        if not r.ok or said_blocked(r.text) then error("testing: " .. tostring(r.error or summary(r.text)), 0) end
+        return r
+      end, { deps = deps })
+      prev = ph
+    elseif ph == "review" then
+      wf:task(ph, function()
+        local r = qw.agent.run{ agent = M.PHASE_AGENTS[ph], prompt = M.PHASE_PROMPTS[ph](s, opts) .. note(ph), workflow = "spec:" .. s.name,
+                                task = ph, allowed_tools = { "Read", "Glob", "Grep", "Bash(git diff:*)", "Bash(git log:*)", "Bash(qw:*)" } }
+        if not r.ok or said_blocked(r.text) then error("review: " .. tostring(r.error or summary(r.text)), 0) end
+        return r
+      end, { deps = deps })
+      prev = ph
+    end
+  end
+  -- which phases will run and which are kept from an earlier run (and why)
+  local _, planned = wf:plan()
+  local report = wf:run()
+  report.implementation = impl_report
+  report.kept, report.reasons = {}, {}
+  for _, t in ipairs(planned) do
+    if not t.run then report.kept[#report.kept + 1] = t.id end
+    report.reasons[t.id] = t.reason
+  end
+  return report
+end
+
+---------------------------------------------------------------------------------------------
 -- New specs, from templates
 
 -- The stdlib folder (its templates/ are the defaults).
@@ -1030,6 +1238,19 @@ local function who()
   return os.getenv("QW_USER") or os.getenv("USER") or os.getenv("LOGNAME") or "unknown"
 end
 
+-- The hash an approval keeps: of the document, with the checkbox states of a tasks.md left
+-- out (qw sets them as tasks run; that is not an edit to approve again).
+local function blank_states(text)
+  return (text:gsub("\n(%s*[-*+]%s+)%[.%]", "\n%1[ ]"):gsub("^(%s*[-*+]%s+)%[.%]", "%1[ ]"))
+end
+
+M.blank_states = blank_states
+
+local function approval_hash(phase, text)
+  if phase == "tasks" then text = blank_states(text) end
+  return tostring(core._hash(text))
+end
+
 ---Records that `by` (default: $QW_USER, else $USER) approves the phase's document as it is
 ---now. Returns the record { phase, document, hash, by }.
 function M.approve(name, phase, opts)
@@ -1040,7 +1261,7 @@ function M.approve(name, phase, opts)
   if not known then fail("qw.spec.approve: phase '%s' has no document to approve (%s)", tostring(phase), table.concat(M.APPROVED, ", ")) end
   local text = read_file(spec[phase])
   if not text then fail("qw.spec.approve: %s does not exist yet", spec[phase]) end
-  local rec = { phase = phase, document = spec[phase], hash = tostring(core._hash(text)), by = opts.by or who() }
+  local rec = { phase = phase, document = spec[phase], hash = approval_hash(phase, text), by = opts.by or who() }
   core._approve(spec.name, phase, rec.document, rec.hash, rec.by)
   return rec
 end
@@ -1052,7 +1273,7 @@ function M.approval(name, phase)
   local a = core._approval(spec.name, phase)
   if not a then return { state = "none" } end
   local text = read_file(spec[phase])
-  local same = text and tostring(core._hash(text)) == a.hash
+  local same = text and approval_hash(phase, text) == a.hash
   return { state = same and "approved" or "changed", by = a.by, at = a.at }
 end
 
@@ -1179,6 +1400,26 @@ function M.report(o)
       end
       return 0
     end
+    if action == "run" then
+      local r = M.run(name, { from = o.from, ["until"] = o["until"], approve = o.approve, check = o.check,
+                              description = o.task })
+      local state = {}
+      for _, id in ipairs(r.succeeded or {}) do state[id] = "ok" end
+      for _, id in ipairs(r.kept or {}) do state[id] = "kept" end
+      for _, id in ipairs(r.failed or {}) do state[id] = "failed" end
+      for _, id in ipairs(r.skipped or {}) do state[id] = "skipped" end
+      for _, ph in ipairs(M.PHASES) do
+        if state[ph] then
+          local res = r.results[ph]
+          print(("%-24s %s%s"):format(ph, state[ph], state[ph] == "failed" and res and res.error and (": " .. tostring(res.error)) or ""))
+        end
+      end
+      if r.implementation then
+        local im = r.implementation
+        print(("implementation: %d merged%s"):format(#im.merged, #im.kept > 0 and (", kept for a person: " .. table.concat(im.kept, ", ")) or ""))
+      end
+      return r.ok and 0 or 1
+    end
     if action == "approve" then
       if not o.task then
         io.stderr:write("qw spec approve: which phase? (qw spec approve NAME requirements|design|tasks)\n")
@@ -1219,7 +1460,7 @@ function M.report(o)
       end
       return 0
     end
-    io.stderr:write(("qw spec: unknown action '%s' (list, new, status, approve, tasks, lint, plan, context, mark)\n"):format(tostring(action)))
+    io.stderr:write(("qw spec: unknown action '%s' (list, new, status, approve, run, tasks, lint, plan, context, mark)\n"):format(tostring(action)))
     return 2
   end)
   if not ok then

@@ -11,6 +11,9 @@ struct Spec: ParsableCommand {
             list: the specs in .claude/specs, specs/ (spec-kit) and .kiro/specs. \
             new NAME [DESCRIPTION]: make .claude/specs/NAME from the templates. \
             status NAME: its documents and their approvals, task counts, what can start now. \
+            run NAME [DESCRIPTION]: the phases (steering, requirements, design, tasks, each with its \
+            validation and approval, then implementation in worktrees, testing, review) as one \
+            resumable workflow. \
             approve NAME PHASE: approve the requirements, design or tasks document as it is now \
             (a durable record: who, when, the document's hash; an edit needs approval again). \
             mark NAME TASK STATE: set a task's checkbox (only that character changes). \
@@ -26,7 +29,7 @@ struct Spec: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "list, new, status, approve, tasks, lint, plan, context or mark.")
+    @Argument(help: "list, new, status, approve, run, tasks, lint, plan, context or mark.")
     var action: String
 
     @Argument(help: "The spec's name (or a path to its tasks.md).")
@@ -44,6 +47,18 @@ struct Spec: ParsableCommand {
     @Option(help: "For approve: who approves (default $QW_USER, else $USER).")
     var by: String?
 
+    @Option(help: "For run: the first phase to run.")
+    var from: String?
+
+    @Option(name: .customLong("until"), help: "For run: the last phase to run.")
+    var until: String?
+
+    @Option(help: "For run: auto (approve each document), ask (wait for qw spec approve) or file (wait for NAME/PHASE.approved).")
+    var approve: String?
+
+    @Option(help: "For run: the project's check (a shell command), run in each task's worktree and after each merge.")
+    var check: String?
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -51,7 +66,8 @@ struct Spec: ParsableCommand {
         let runtime = try global.makeRuntime()
         func quoted(_ s: String?) -> String { s.map { "[==[" + $0 + "]==]" } ?? "nil" }
         try finish(runtime.runChunk(
-            "os.exit(qw.spec.report{ action = \(quoted(action)), name = \(quoted(name)), task = \(quoted(task)), state = \(quoted(state)), by = \(quoted(by)), "
+            "os.exit(qw.spec.report{ action = \(quoted(action)), name = \(quoted(name)), task = \(quoted(task)), state = \(quoted(state)), by = \(quoted(by)), from = \(quoted(from)), [\"until\"] = \(quoted(until)), "
+                + "approve = \(quoted(approve)), check = \(quoted(check)), "
                 + "json = \(json), stats = \(stats) })",
             name: "=(qw spec)"))
     }
