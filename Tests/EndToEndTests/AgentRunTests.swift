@@ -64,6 +64,7 @@ final class FakeModel: @unchecked Sendable {
                             {"text": "tasks written. STATUS: done"}],
               "val-ok": [{"text": "Complete and testable. STATUS: done"}],
               "review-ok": [{"text": "All criteria are met. VERDICT: approve. STATUS: done"}],
+              \(PythonProject.scenarios),
               "costly": [{"tool_use": {"name": "Bash", "input": {"command": "echo again", "description": "loop"}},
                           "usage": {"input_tokens": 100000, "output_tokens": 1000}}]
             }
