@@ -479,6 +479,7 @@ struct AgentRunTests {
               - _Depends: 1_
             - [ ] 4. Fourth file [[fake:impl-4]]
               - _Depends: 2_
+              - _Validation: `test -f f4.txt`_
 
             """
         qwShell("mkdir -p '\(dir)/proj/.claude/specs/demo'")
@@ -509,6 +510,40 @@ struct AgentRunTests {
         let again = qw(["run", dir + "/impl.lua"], env: env, cwd: p, timeout: 180)
         #expect(again.stdout.hasPrefix("false\t\t1\t3\tshared.txt"), "only task 3 runs again: \(again.stdout)\(again.stderr)")
         #expect((FakeModel.shared?.requests("impl-1").count ?? 0) == 2, "task 1 was not run again")
+    }
+
+    /// A task whose agent fails leaves nothing behind: its worktree held no work, so it goes
+    /// with its branch; a task whose `_Validation:` command fails is not merged.
+    @Test func aFailedTaskLeavesNoEmptyWorktreeAndValidationGatesTheMerge() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let env = try agentEnv(dir) + [("GIT_AUTHOR_NAME", "qw test"), ("GIT_AUTHOR_EMAIL", "qw@example.com"),
+                                       ("GIT_COMMITTER_NAME", "qw test"), ("GIT_COMMITTER_EMAIL", "qw@example.com")]
+        let p = dir + "/proj"
+        qwShell("mkdir -p '\(p)/.claude/specs/two'")
+        writeFile(p + "/.claude/specs/two/tasks.md", """
+            # Tasks
+
+            - [ ] 1. Refused [[fake:denied]]
+            - [ ] 2. Written but not valid [[fake:impl-1]]
+              - _Validation: `test -f nothere.txt`_
+
+            """)
+        writeFile(p + "/.gitignore", ".qw/\n")
+        _ = qwShell("cd '\(p)' && git init -q -b main && git add -A && git -c user.email=t@example.com -c user.name=t commit -qm init")
+        writeFile(dir + "/two.lua", """
+            qw.limits{ agent_stagger = 0 }
+            local r = qw.spec.implement("two", { agent = "spec-task-executor" })
+            for _, f in ipairs(r.failed) do print(f.id, f.error) end
+            """)
+        let r = qw(["run", dir + "/two.lua"], env: env, cwd: p, timeout: 120)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        try #require(lines.count == 2, "\(r.stdout)\(r.stderr)")
+        #expect(lines[0].hasPrefix("1\tthe agent: "), "\(lines[0])")
+        #expect(lines[1] == "2\tits validation `test -f nothere.txt` failed: exited with code 1")
+        // task 1's empty worktree is gone, task 2's (a commit, not merged) is kept
+        #expect(qwShell("cd '\(p)' && git branch --format='%(refname:short)'") == "main\nqw/two/2\n")
+        #expect(qwShell("cd '\(p)' && git log --merges --oneline main").isEmpty)
     }
 
     /// `qw spec run` from requirements to review with `--approve auto`: every phase is a task

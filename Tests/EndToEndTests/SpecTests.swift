@@ -19,7 +19,7 @@ struct SpecTests {
         let r = qw(["spec", "list"], cwd: project)
         #expect(r.code == 0)
         let names = r.stdout.split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
-        #expect(names == ["demo", "ledger", "overlap", "graphs", "photos"], "\(r.stdout)")
+        #expect(names == ["demo", "ledger", "overlap", "refs", "graphs", "photos"], "\(r.stdout)")
         #expect(r.stdout.contains("spec-kit  ./specs/001-photos"))
     }
 
@@ -205,6 +205,22 @@ struct SpecTests {
         #expect(qw(["-e", "print(qw.spec.approval('ledger', 'requirements').by)"], cwd: dir).stdout == "bo\n")
         let bad = qw(["spec", "approve", "ledger", "plan"], cwd: dir)
         #expect(bad.code == 1 && bad.stderr.contains("phase 'plan' has no document to approve (requirements, design, tasks)"))
+    }
+
+    /// `* [ ]` bullets, `1.2.` and `2\.` ids, references by id (REQ-4), by title and to a
+    /// design section (`_Design:_`), `All`, and a `_Validation:` command.
+    @Test func referencesByIdTitleAndDesignResolve() {
+        let r = lua("""
+            local p = qw.spec.parse("refs")
+            for _, t in ipairs(p.tasks) do print(t.id, t.state, table.concat(t.requirements, ","), t.validation or "-") end
+            local _, st = qw.spec.context("refs", "1.3")
+            print(st.referenced, st.kept_referenced, table.concat(st.sections, "|"):find("design.md: Sessions store", 1, true) ~= nil)
+            local _, all = qw.spec.context("refs", "2")
+            print(all.referenced, all.kept_referenced)
+            """, in: project)
+        #expect(r.stdout == "1.2\t \tREQ-4\t`test -f src/login.c`\n1.3\tx\tSessions,Login\t-\n2\t \tAll\t-\n3\t3\ttrue\n2\t2\n",
+                "\(r.stdout)\(r.stderr)")
+        #expect(qw(["spec", "lint", "refs"], cwd: project).stdout == "")
     }
 
     @Test func badInvocationsSayWhatIsMissing() {

@@ -884,6 +884,16 @@ function M.implement(name, opts)
     qw.log.info(("spec %s: %s %s%s"):format(name, kind, id, detail and (": " .. detail) or ""))
   end
   local blocked = {}
+  -- however this ends (done, failed, cancelled), the worktrees of this spec that hold nothing
+  -- are removed; those with work are kept for the next run or a person
+  local cleanup <close> = setmetatable({}, { __close = function()
+    pcall(function()
+      local prefix = ".qw/worktrees/" .. name .. "/"
+      for _, w in ipairs(git.worktrees{ repo = repo }) do
+        if w.path:find(prefix, 1, true) and not w.merged and w.commits == 0 and not w.changes then git.remove(w, { repo = repo }) end
+      end
+    end)
+  end })
   while true do
     local p = M.parse(name)
     local plan = M.plan(p)
@@ -943,6 +953,12 @@ function M.implement(name, opts)
           if opts.check then
             local c = qw.exec(opts.check, { cwd = wt, name = "check of task " .. id })
             if not c.ok then return { ok = false, error = "its check failed in the worktree: " .. tostring(c.error) } end
+          end
+          -- the task's own check: `_Validation: \`command\`_`
+          local own = t.validation and t.validation:match("`([^`]+)`")
+          if own then
+            local c = qw.exec(own, { cwd = wt, name = "validation of task " .. id })
+            if not c.ok then return { ok = false, error = ("its validation `%s` failed: %s"):format(own, tostring(c.error)) } end
           end
           return { ok = true, text = r.text }
         end
