@@ -8,8 +8,8 @@ import Glibc
 /// Rate limits are met in two ways, as TCP meets congestion:
 /// - *A steady limit* (some runs get through, some are refused) slows the gate down: at the
 ///   first refusal of an episode starts are paced at 95% of the rate at which the server let
-///   runs through in the last 3 seconds (or at 3/4 of the starts of the last second, when
-///   fewer than three got through), and the number of runs at once is halved. Each run that
+///   runs through in the last 3 seconds (when fewer than three got through: at 3/4 of the
+///   pace there was, or not yet), and the number of runs at once is halved. Each run that
 ///   gets through (its first model answer) raises the pace by 1% and the window by one per
 ///   window's worth of runs. It closes only when the server gave a reset time.
 /// - *A closed door* (a run started after a refusal is refused too, with no run getting
@@ -43,7 +43,7 @@ public struct AgentGate {
     }
 
     /// The pace after a refusal, as a share of the rate the server let runs through; and of
-    /// the starts of the last second, when too few got through to measure.
+    /// the pace there was, when too few got through to measure.
     static let admittedShare = 0.95, startedShare = 0.75
     /// How much the pace grows for each run that gets through.
     static let increase = 0.01
@@ -134,17 +134,16 @@ extension StateStore {
                 // a steady limit: slow down (the pace keeps the next start one interval of the
                 // new rate after the last); closed only for as long as the server asked
                 let running = Double(try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0) + 1
-                let lastSecond = Double(try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_starts WHERE at > ?",
-                                                         arguments: [now - 1]) ?? 1)
                 // the rate the server let runs through, over the admissions of the last 3 s
                 let admits = try Double.fetchAll(db, sql: "SELECT at FROM agent_admits WHERE at > ? ORDER BY at",
                                                  arguments: [now - 3])
+                // too few through to measure: 3/4 of the pace there is, or none yet (the
+                // halved window slows a burst until a measure is possible)
                 let paced: Double
                 if admits.count >= 3, admits.last! - admits.first! > 0.1 {
                     paced = Double(admits.count - 1) / (admits.last! - admits.first!) * AgentGate.admittedShare
                 } else {
-                    let offered = rate > 0 ? min(rate, max(1, lastSecond)) : max(1, lastSecond)
-                    paced = max(0.01, offered * AgentGate.startedShare)
+                    paced = rate > 0 ? max(0.01, rate * AgentGate.startedShare) : 0
                 }
                 let halved = max(1, (window > 0 ? min(window, running) : running) / 2)
                 try db.execute(sql: """
