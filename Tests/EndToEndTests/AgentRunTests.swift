@@ -591,8 +591,10 @@ struct AgentRunTests {
     }
 
     /// `--approve ask`: the run waits, holding no agent, for `qw spec approve` from another
-    /// process, then goes on; `--until` stops it after the approval.
-    @Test func aSpecRunWaitsForAnApprovalFromAnotherProcess() throws {
+    /// process, then goes on; `--approve file`: for a file NAME/PHASE.approved naming who.
+    /// `--until` stops it after the approval.
+    @Test(arguments: ["ask", "file"])
+    func aSpecRunWaitsForAnApprovalFromAnotherProcess(mode: String) throws {
         let dir = makeTempDir()
         defer { removeTree(dir) }
         let env = try agentEnv(dir)
@@ -602,8 +604,8 @@ struct AgentRunTests {
         writeFile(dir + "/ask.lua", """
             qw.limits{ agent_stagger = 0 }
             local d = "\(p)/.qw/drafts/asked"
-            local r = qw.spec.run("asked", { approve = "ask", poll = 0.05, ["until"] = "requirements-approval", notes = {
-                requirements = "[[fake:req-doc]] [[path:" .. d .. "/requirements.md]]", ["requirements-validation"] = "[[fake:val-ok]]" } })
+            local r = qw.spec.run("asked", { approve = "\(mode)", poll = 0.05, ["until"] = "requirements-approval", notes = {
+                requirements = "[[fake:req-doc]] [[path:" .. d .. "/requirements.md]]", ["requirements-validation"] = "[[fake:val-ok]] (approve \(mode))" } })
             print(r.ok, #r.succeeded, qw.spec.approval("asked", "requirements").by)
             """)
         var spec = CommandSpec(argv: [qwBinary, "run", dir + "/ask.lua"])
@@ -615,12 +617,16 @@ struct AgentRunTests {
         // until the validation has run: the run is waiting for the approval
         let deadline = monotonicSeconds() + 60
         while result == nil && monotonicSeconds() < deadline
-            && !(FakeModel.shared?.requests("val-ok").contains { $0.contains("/.claude/specs/asked/requirements.md") } ?? false) {
+            && !(FakeModel.shared?.requests("val-ok").contains { $0.contains("(approve \(mode))") } ?? false) {
             reactor.runOnce(maxWait: 0.02)
         }
         try #require(result == nil, "it did not wait: \(String(decoding: result?.stdout ?? [], as: UTF8.self))")
-        let approve = qw(["spec", "approve", "asked", "requirements", "--by", "ana"], cwd: p)
-        #expect(approve.code == 0, "\(approve.stderr)")
+        if mode == "ask" {
+            let approve = qw(["spec", "approve", "asked", "requirements", "--by", "ana"], cwd: p)
+            #expect(approve.code == 0, "\(approve.stderr)")
+        } else {
+            writeFile(p + "/.claude/specs/asked/requirements.approved", "ana\n")
+        }
         while result == nil { reactor.runOnce() }
         let out = String(decoding: result!.stdout, as: UTF8.self)
         #expect(out == "true\t3\tana\n", "\(out)\(String(decoding: result!.stderr, as: UTF8.self))")
