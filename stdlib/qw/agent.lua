@@ -232,7 +232,8 @@ function M.memory_request(agent)
   return { memory = math.floor(math.max(M.default_memory, (peak or 0) * 1.2)) }
 end
 
----The shared agent gate: { running, probing, closed_until (seconds since the epoch, when closed) }.
+---The shared agent gate: { running, probing, closed_until (seconds since the epoch, when closed),
+---rate (starts a second, when a limit paced it), window (runs at once, when a limit narrowed it) }.
 function M.gate()
   return core._gate_status()
 end

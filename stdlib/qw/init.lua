@@ -104,7 +104,7 @@ local function with_core(name)
   return function() return assert(loadfile(package.searchpath(name, package.path)))(core) end
 end
 
----The resource readings (see lua-api.md); with `agents = { running, probing, closed_until,
+---The resource readings (see lua-api.md); with `agents = { running, probing, closed_until, rate, window,
 ---max_agents }`, the shared agent gate, once this process has used agents.
 function qw.resources()
   local r = core.resources()
