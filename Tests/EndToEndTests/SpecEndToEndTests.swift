@@ -15,19 +15,6 @@ enum PythonProject {
         (9, "api", [5, 6], false),
     ]
 
-    static func json(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: out.unicodeScalars.append(c)
-            }
-        }
-        return out + "\""
-    }
-
     /// The shell command task `id` runs: its module and its test, committed.
     static func command(_ t: (id: Int, module: String, depends: [Int], slow: Bool)) -> String {
         let body: String
@@ -65,12 +52,12 @@ enum PythonProject {
             if !t.depends.isEmpty { tasksDoc += "  - _Depends: \(t.depends.map(String.init).joined(separator: ", "))_\n" }
         }
         var out = """
-            "py-tasks-doc": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": \(json(tasksDoc))}}},
+            "py-tasks-doc": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": \(jsonString(tasksDoc))}}},
                              {"text": "tasks written. STATUS: done"}]
             """
         for t in tasks {
             let final = t.slow ? "{\"delay\": 3, \"text\": \"done. STATUS: done\"}" : "{\"text\": \"done. STATUS: done\"}"
-            out += ",\n\"py-\(t.id)\": [{\"tool_use\": {\"name\": \"Bash\", \"input\": {\"command\": \(json(command(t))), \"description\": \"task \(t.id)\"}}}, \(final)]"
+            out += ",\n\"py-\(t.id)\": [{\"tool_use\": {\"name\": \"Bash\", \"input\": {\"command\": \(jsonString(command(t))), \"description\": \"task \(t.id)\"}}}, \(final)]"
         }
         return out
     }

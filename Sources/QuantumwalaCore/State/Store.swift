@@ -867,7 +867,7 @@ public final class StateStore {
 }
 
 /// A JSON string literal for `s`.
-func jsonString(_ s: String) -> String {
+public func jsonString(_ s: String) -> String {
     var out = "\""
     for u in s.unicodeScalars {
         switch u {
