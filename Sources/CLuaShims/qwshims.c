@@ -336,3 +336,12 @@ void qw_push_thread_traceback(lua_State *L, lua_State *co, int level) {
     lua_pop(co, 1);
     luaL_traceback(L, co, msg, level);
 }
+
+int qw_close_thread(lua_State *co, lua_State *from) {
+#if LUA_VERSION_RELEASE_NUM >= 50406
+    return lua_closethread(co, from);
+#else
+    (void)from;
+    return lua_resetthread(co);
+#endif
+}

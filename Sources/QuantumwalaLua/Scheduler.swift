@@ -127,6 +127,8 @@ final class Scheduler {
     let resources: ResourceManager
     private var tasksByRoot: [Int: Set<Int>] = [:]
     private var tasks: [Int: Task] = [:]
+    /// Set while the to-be-closed variables of a task that died by an error are closed.
+    private var closingFailedTask = false
     /// Called with 1 (SIGINT) or 2 (time limit) when a signal arrives.
     var onInterrupt: ((Int32) -> Void)?
 
@@ -237,6 +239,16 @@ final class Scheduler {
             qw_push_thread_traceback(lua.L, L, 0)
             let full = lua.stack.string(at: -1) ?? "error"
             lua.stack.pop()
+            // A coroutine that dies by an error leaves its to-be-closed variables open (Lua
+            // leaves them to coroutine.close): close them, so that the `<close>` cleanups of
+            // stdlib and scripts run on errors and interrupts too.
+            current = task
+            qw_set_running(L)
+            closingFailedTask = true
+            _ = qw_close_thread(L, lua.L)
+            closingFailedTask = false
+            qw_set_running(savedRunning)
+            current = saved
             finish(task, split(full))
         }
     }
@@ -273,6 +285,9 @@ final class Scheduler {
     /// Makes the calling primitive wait for `w`: yields when the caller can yield, otherwise
     /// runs the event loop in place until `w` completes (tasks made ready meanwhile run later).
     func wait(_ w: Waiter, _ call: LuaCall) -> LuaReturn {
+        // the cleanups of a task that died cannot wait: the tasks they would wait for are
+        // not run meanwhile (they end with the failed task's root anyway)
+        if closingFailedTask && !w.isComplete { w.fail("cannot wait in a <close> handler of a task that failed") }
         if !w.isComplete, let task = current {
             w.task = task
             task.waiter = w
@@ -301,6 +316,7 @@ final class Scheduler {
     /// For a host yield that reached a coroutine that cannot pass it on: waits in place for
     /// the running task's waiter and pushes its whole answer (flag first).
     func waitHere(_ call: LuaCall) -> LuaReturn {
+        if closingFailedTask, let w = current?.waiter, !w.isComplete { w.fail("cannot wait in a <close> handler of a task that failed") }
         guard let task = current, let w = task.waiter else {
             call.stack.push(false)
             call.stack.push("nothing to wait for")

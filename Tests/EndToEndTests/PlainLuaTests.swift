@@ -34,6 +34,13 @@ import Testing
             print(#arg, arg[0] ~= nil, select("#", ...))
             """),
         ("exit status", "io.write('before exit\\n') os.exit(5)"),
+        ("to-be-closed variables on an error", """
+            local function guard(name) return setmetatable({}, { __close = function(_, e) print("closed", name, e ~= nil) end }) end
+            local function inner() local g <close> = guard("inner") error("boom") end
+            print(pcall(inner))
+            local top <close> = guard("top")
+            error("at the top")
+            """),
         ("coroutines with host waits", #"""
             -- a primitive that waits under qw (and is a no-op under lua5.4): host yields must be invisible
             local wait = rawget(_G, "qw") and function(...) qw.sleep(0) return ... end or function(...) return ... end

@@ -71,4 +71,8 @@ void qw_push_error_message(lua_State *L, int idx);
 /** For a coroutine that died with an error on its top: push onto L its message followed by
     the coroutine's stack traceback. */
 void qw_push_thread_traceback(lua_State *L, lua_State *co, int level);
+/** Closes the to-be-closed variables of a coroutine that ended with an error (which Lua
+    leaves to coroutine.close); returns the status of the close. */
+int qw_close_thread(lua_State *co, lua_State *from);
+
 #endif
