@@ -18,6 +18,8 @@ public struct RuntimeOptions: Sendable {
     public var timeLimit: Double?
     /// The state store (`--state`); nil: `QW_STATE`, else `.qw/state.db`.
     public var statePath: String?
+    /// Seconds a store write waits for another process's lock before it fails.
+    public var storeBusyWait: Double = 30
     public init() {}
 }
 
@@ -230,6 +232,7 @@ public final class Runtime {
         registerWorkflows(in: core)
         registerAgents(in: core)
         registerSpecs(in: core)
+        registerHooks(in: core)
         // The metatable that marks a batch item's raised error, so qw.parallel can re-raise it.
         s.newTable()
         s.push("qw.item_error"); s.setField(-2, "__name")

@@ -12,7 +12,7 @@ extension Runtime {
         if let s = storeHandle { return s }
         let path = statePath
         do {
-            let s = try StateStore(path: path)
+            let s = try StateStore(path: path, busyWait: options.storeBusyWait)
             storeHandle = s
             return s
         } catch {

@@ -122,7 +122,7 @@ struct Qw: ParsableCommand {
         abstract: "Quantumwala: orchestrate processes and coding agents from Lua.",
         discussion: "With no command: an interactive Lua shell on a terminal, or the script read from standard input otherwise. `qw run FILE` runs a script; `qw -e CODE` runs a chunk.",
         version: quantumwalaVersion,
-        subcommands: [Run.self, Repl.self, Status.self, Resume.self, Resources.self, State.self, Agents.self, AgentCommand.self, Cost.self, Spec.self, Init.self, Worktrees.self]
+        subcommands: [Run.self, Repl.self, Status.self, Resume.self, Resources.self, State.self, Agents.self, AgentCommand.self, Cost.self, Spec.self, Init.self, Worktrees.self, Hook.self, Consume.self]
     )
 
     /// The commands that most start-ups are (`qw -e CODE`, `qw run FILE ARGS...`,
@@ -134,8 +134,8 @@ struct Qw: ParsableCommand {
     }
 
     /// Runs the command line when it is one of the common forms: `[OPTIONS] -e CODE...`,
-    /// `[OPTIONS] run [OPTIONS] FILE ARGS...` (everything after FILE is the script's), and
-    /// `--version`, where OPTIONS are the global ones. Returns nil for anything else (other
+    /// `[OPTIONS] run [OPTIONS] FILE ARGS...` (everything after FILE is the script's),
+    /// `[OPTIONS] hook [EVENT]` and `--version`, where OPTIONS are the global ones. Returns nil for anything else (other
     /// commands, help, unknown options), which the argument parser then handles. Reads argv
     /// as C strings: the first generic code to run costs type lookups that are a noticeable
     /// part of a start.
@@ -200,6 +200,10 @@ struct Qw: ParsableCommand {
                 runtime.setArguments(script: nil, [])
                 for chunk in chunks { try finish(runtime.runChunk(chunk, name: "=(command line)")) }
             }
+        }
+        // `qw hook [EVENT]` runs on every tool call of every agent: no parser
+        if isArg(i, "hook") && argc - i <= 2 && (i + 1 == argc || argv[i + 1]!.pointee != UInt8(ascii: "-")) {
+            return Hook.handle(event: i + 1 < argc ? arg(i + 1) : nil, state: o.state)
         }
         guard isArg(i, "run") else { return nil }
         i += 1

@@ -65,6 +65,16 @@ final class FakeModel: @unchecked Sendable {
               "val-ok": [{"text": "Complete and testable. STATUS: done"}],
               "review-ok": [{"text": "All criteria are met. VERDICT: approve. STATUS: done"}],
               \(PythonProject.scenarios),
+              "tour": [{"tool_use": {"name": "Bash", "input": {"command": "echo hi", "description": "say hi"}}},
+                       {"tool_use": {"name": "Bash", "input": {"command": "exit 3", "description": "fail"}}},
+                       {"tool_use": {"name": "Agent", "input": {"subagent_type": "code-reviewer", "description": "review it",
+                                                               "prompt": "[[fake:sub-review]] review the diff", "run_in_background": false}}},
+                       {"text": "toured"}],
+              "rmrf": [{"tool_use": {"name": "Bash", "input": {"command": "rm -rf {{path}}", "description": "clean up"}}},
+                       {"text": "after rm"}],
+              "perm-write": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": "permitted\\n"}}},
+                             {"text": "tried to write"}],
+              "stop-once": [{"text": "finished"}],
               "costly": [{"tool_use": {"name": "Bash", "input": {"command": "echo again", "description": "loop"}},
                           "usage": {"input_tokens": 100000, "output_tokens": 1000}}]
             }
@@ -745,7 +755,8 @@ struct AgentRunTests {
     }
 }
 
-private extension String {
+extension String {
+    /// Every `a` replaced by `b` (Foundation-free).
     func replacingOccurrences(_ a: String, _ b: String) -> String {
         var out = "", rest = Substring(self)
         while let r = rest.firstRange(of: a) {

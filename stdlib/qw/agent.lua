@@ -232,6 +232,21 @@ function M.memory_request(agent)
   return { memory = math.floor(math.max(M.default_memory, (peak or 0) * 1.2)) }
 end
 
+-- The environment every agent run gets for its hooks: the store and project as absolute
+-- paths (the CLI runs hooks in the run's cwd, a worktree maybe), and this qw first on PATH.
+local hook_env_cache
+local function hook_env()
+  if hook_env_cache then return hook_env_cache end
+  local cwd = core._cwd()
+  local store = core._state_path()
+  if store:sub(1, 1) ~= "/" then store = cwd .. "/" .. store:gsub("^%./", "") end
+  local bin = core._exe():match("^(.*)/[^/]+$")
+  local path = os.getenv("PATH") or "/usr/bin:/bin"
+  hook_env_cache = { QW_STATE = store, QW_PROJECT = os.getenv("QW_PROJECT") or cwd,
+                     PATH = bin and (bin .. ":" .. path) or path }
+  return hook_env_cache
+end
+
 ---The shared agent gate: { running, probing, closed_until (seconds since the epoch, when closed),
 ---rate (starts a second, when a limit paced it), window (runs at once, when a limit narrowed it) }.
 function M.gate()
@@ -306,6 +321,9 @@ function M.run(opts)
     -- and a TMPDIR of its own (the CLI leaves sockets and probe folders there), removed after
     local tmp = core._mkdtemp("qw-agent-")
     local run_env = { [MARK] = mark, TMPDIR = tmp }
+    -- what the CLI's hooks (`qw hook`) need to find this run, its store and its project
+    for k, v in pairs(hook_env()) do run_env[k] = v end
+    run_env.QW_RUN_ID, run_env.QW_WORKFLOW, run_env.QW_TASK = mark, opts.workflow, opts.task
     for k, v in pairs(env or {}) do run_env[k] = v end
     -- the shared gate: a place among max_agents, starts staggered, closed after a rate limit
     local gate = backend_name == "claude" and opts.gate ~= false

@@ -386,5 +386,11 @@ qw.spec = lazy("qw.spec", with_core("qw.spec"))
 qw.setup = lazy("qw.setup", with_core("qw.setup"))
 ---Git worktrees (see stdlib/qw/git.lua): `qw.git.worktree{...}`, `worktrees`, `gc`.
 qw.git = lazy("qw.git", function() return require("qw.git") end)
+qw.hooks = lazy("qw.hooks", with_core("qw.hooks"))
+qw.suggestions = lazy("qw.suggestions", with_core("qw.suggestions"))
+
+---Queues a command suggestion (an argv: `{ "/spec-design", "demo" }` or `{ "qw", "spec", ... }`)
+---for `qw consume`; see qw.suggestions.add.
+function qw.suggest(argv, opts) return qw.suggestions.add(argv, opts) end
 
 return qw

@@ -23,25 +23,43 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
 /// concurrent read-modify-writes in several processes lose no update (the loser retries).
 public final class StateStore {
     public let path: String
-    private let db: DatabaseQueue
+    let db: DatabaseQueue
 
     /// Opens (creating it and its folder when needed) and migrates the store at `path`.
     ///
     /// - Throws: ``StoreError`` naming the path and SQLite's reason.
-    public init(path: String) throws(StoreError) {
+    /// - Parameters:
+    ///   - busyWait: how long a write waits for another process's lock before it fails
+    ///     (`qw hook` waits little and keeps the event aside instead).
+    public init(path: String, busyWait: Double = 30) throws(StoreError) {
         self.path = path
         if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
             Self.makeDirectories(String(path[..<slash]))
         }
         var config = Configuration()
         config.journalMode = .wal
-        config.busyMode = .timeout(30)  // other qw processes hold the write lock only briefly
+        // Other qw processes hold the write lock only briefly: retry soon and often (SQLite's
+        // own timeout sleeps up to 100 ms between tries, which a hook on every tool call feels).
+        config.busyMode = .callback { tries in
+            // the time slept so far in this wait, from the schedule below
+            let slept = tries < 20 ? Double(tries) * 1e-4 : tries < 100 ? 2e-3 + Double(tries - 20) * 5e-4 : 0.042 + Double(tries - 100) * 2e-3
+            guard slept < busyWait else { return false }
+            usleep(tries < 20 ? 100 : tries < 100 ? 500 : 2000)
+            return true
+        }
         config.label = "qw.state"
         // Processes opening a new store at once would each see it unmigrated: an exclusive
         // flock on a file beside it lets one migrate first. (Not the database file itself:
         // closing any descriptor of that file drops the locks SQLite holds on it.)
         let lock = open(path + "-migrate.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        if lock >= 0 { flock(lock, LOCK_EX) }
+        if lock >= 0 {
+            // a bounded wait, like the database's own locks
+            var waited = 0.0
+            while flock(lock, LOCK_EX | LOCK_NB) != 0 && waited < busyWait {
+                usleep(500)
+                waited += 5e-4
+            }
+        }
         defer {
             if lock >= 0 {
                 flock(lock, LOCK_UN)
@@ -238,6 +256,58 @@ public final class StateStore {
                 CREATE INDEX spec_approvals_by_phase ON spec_approvals (spec, phase, id);
                 """)
         }
+        m.registerMigration("v9: hook events, the suggestion queue and spec phases") { db in
+            try db.execute(sql: """
+                CREATE TABLE hook_events (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    at REAL NOT NULL,
+                    event TEXT NOT NULL,
+                    session TEXT,
+                    run TEXT,
+                    workflow TEXT,
+                    task TEXT,
+                    agent TEXT,
+                    tool TEXT,
+                    summary TEXT,
+                    paths TEXT,
+                    duration_ms REAL,
+                    outcome TEXT NOT NULL,
+                    reason TEXT,
+                    latency_ms REAL,
+                    detail TEXT
+                );
+                CREATE INDEX hook_events_by_session ON hook_events (session, id);
+                CREATE INDEX hook_events_by_run ON hook_events (run, id);
+                CREATE TABLE suggestions (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    created_at REAL NOT NULL,
+                    argv TEXT NOT NULL,
+                    source TEXT,
+                    spec TEXT,
+                    state TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    not_before REAL NOT NULL DEFAULT 0,
+                    consumer TEXT,
+                    pid INTEGER,
+                    start_ticks INTEGER,
+                    lease_until REAL,
+                    started_at REAL,
+                    finished_at REAL,
+                    error TEXT
+                );
+                CREATE INDEX suggestions_by_state ON suggestions (state, not_before, id);
+                CREATE UNIQUE INDEX suggestions_live ON suggestions (argv) WHERE state IN ('pending', 'running');
+                CREATE TABLE spec_phases (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    spec TEXT NOT NULL,
+                    phase TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    source TEXT,
+                    at REAL NOT NULL
+                );
+                CREATE INDEX spec_phases_by_spec ON spec_phases (spec, id);
+                """)
+        }
         return m
     }
 
@@ -268,8 +338,13 @@ public final class StateStore {
 
     /// Runs `body` in one write transaction (the gate's read-modify-write).
     func writeGate<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
-        // IMMEDIATE: the write lock first, so that two processes never act on the same reading
-        try wrap("use the agent gate") {
+        try writeImmediate("use the agent gate", body)
+    }
+
+    /// Runs `body` in one IMMEDIATE write transaction: the write lock first, so that two
+    /// processes never act on the same reading.
+    func writeImmediate<T>(_ what: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
+        try wrap(what) {
             try db.writeWithoutTransaction { db in
                 var out: T?
                 try db.inTransaction(.immediate) {

@@ -1,0 +1,248 @@
+import Glibc
+import QuantumwalaCore
+import Testing
+
+/// `qw hook` with the real CLI firing real hooks against the fake model: what is recorded,
+/// what a policy's answers do to the run, and that nothing in qw breaks an agent's run.
+@Suite(.serialized)
+struct HookTests {
+    let agents = AgentRunTests()
+
+    /// The hook events `qw init` registers, each running `qw hook`.
+    static let events = ["SessionStart", "UserPromptSubmit", "UserPromptExpansion", "PreToolUse", "PermissionRequest",
+                         "PostToolUse", "PostToolUseFailure", "Stop", "SubagentStart", "SubagentStop", "SessionEnd"]
+
+    /// A settings file that registers `qw hook` (with extra words) for every event.
+    static func settings(command: String = "qw hook") -> String {
+        let tools: Set = ["PreToolUse", "PermissionRequest", "PostToolUse", "PostToolUseFailure"]
+        let entries = events.map { e in
+            "\"\(e)\": [{\(tools.contains(e) ? "\"matcher\": \"*\", " : "")\"hooks\": [{\"type\": \"command\", \"command\": \"\(command)\", \"timeout\": 10}]}]"
+        }
+        return "{\"hooks\": {\n  " + entries.joined(separator: ",\n  ") + "\n}}\n"
+    }
+
+    /// Runs `code` in a project with the hooks registered and `.qw/hooks.lua` holding `policy`.
+    func run(_ code: String, policy: String = "", setup: @escaping (String) -> Void = { _ in }) throws -> (Outcome, String) {
+        try agents.run(code) { dir in
+            qwShell("mkdir -p '\(dir)/proj/.claude' '\(dir)/proj/.qw'")
+            writeFile(dir + "/proj/.claude/settings.json", HookTests.settings())
+            if !policy.isEmpty { writeFile(dir + "/proj/.qw/hooks.lua", policy) }
+            setup(dir)
+        }
+    }
+
+    func events(_ dir: String) throws -> [HookEventRecord] {
+        try StateStore(path: dir + "/proj/.qw/state.db").hookEvents()
+    }
+
+    /// Each event that fires in a headless run reaches `qw hook` and is recorded with its
+    /// session, the run that qw started, the tool, its input, the paths and the duration.
+    @Test func eachHeadlessEventIsRecordedWithItsFields() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:tour]] go", allowed_tools = { "Bash", "Agent" },
+                                    workflow = "tour", task = "t1" }
+            print(r.ok, r.text, r.session_id)
+            """)
+        defer { removeTree(dir) }
+        let out = r.stdout.split(separator: "\t").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
+        try #require(out.count == 3 && out[0] == "true", "\(r.stdout)\(r.stderr)")
+        #expect(out[1] == "toured")
+        let session = out[2]
+        let all = try events(dir)
+        let names = all.map(\.event)
+        for e in ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure", "SubagentStart",
+                  "SubagentStop", "Stop", "SessionEnd"] {
+            #expect(names.contains(e), "\(e) was not recorded: \(names)")
+        }
+        #expect(names.first == "SessionStart" && names.last == "SessionEnd", "\(names)")
+        #expect(all.allSatisfy { $0.session == session }, "every event names the session")
+        let runs = Set(all.compactMap(\.run))
+        #expect(runs.count == 1 && all.allSatisfy { $0.run != nil }, "every event names the qw run: \(runs)")
+        #expect(all.allSatisfy { $0.workflow == "tour" && $0.task == "t1" })
+        #expect(all.allSatisfy { $0.outcome == "ok" }, "\(all.map { ($0.event, $0.outcome, $0.reason) })")
+        let bash = try #require(all.first { $0.event == "PostToolUse" && $0.tool == "Bash" })
+        #expect(bash.summary == "echo hi")
+        #expect(bash.durationMS != nil)
+        let failed = try #require(all.first { $0.event == "PostToolUseFailure" })
+        #expect(failed.summary == "exit 3" && (failed.detail ?? "").contains("Exit code 3"), "\(failed)")
+        let sub = try #require(all.first { $0.event == "SubagentStart" })
+        #expect(sub.agent == "code-reviewer")
+        #expect(all.first { $0.event == "PreToolUse" && $0.tool == "Agent" }?.summary == "code-reviewer: review it")
+        #expect(all.allSatisfy { ($0.latencyMS ?? 999) < 1000 })
+        #expect((all.first { $0.event == "SessionStart" }?.detail ?? "").contains("\"source\":\"startup\""))
+    }
+
+    /// The shipped guard_rm policy denies `rm -rf` of a folder outside the project: the
+    /// model gets the reason, the folder survives, the run goes on.
+    @Test func aPreToolUsePolicyDeniesRmRfOutsideTheProject() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:rmrf]] clean [[path:" .. DIR .. "/victim]]", allowed_tools = { "Bash" } }
+            print(r.ok, r.text, #r.permission_denials)
+            """.replacingOccurrences("DIR", "[[TESTDIR]]"), policy: "qw.hooks.enable(\"guard_rm\")\n") { dir in
+            qwShell("mkdir -p '\(dir)/victim' && echo keep > '\(dir)/victim/file'")
+        }
+        defer { removeTree(dir) }
+        #expect(r.stdout == "true\tafter rm\t1\n", "\(r.stdout)\(r.stderr)")
+        #expect(readText(dir + "/victim/file") == "keep\n", "the folder survives")
+        let asked = FakeModel.shared?.requests("rmrf").filter { $0.contains(dir + "/victim") } ?? []
+        #expect(asked.contains { $0.contains("qw policy guard_rm: rm -r of \(dir)/victim, which is outside the project") },
+                "the model got the denial reason")
+        let denied = try #require(try events(dir).first { $0.event == "PreToolUse" && $0.tool == "Bash" && $0.summary?.contains("victim") == true })
+        #expect(denied.outcome == "deny")
+        #expect(denied.reason?.contains("guard_rm") == true)
+    }
+
+    /// A PermissionRequest policy lets a tool run in the default permission mode, where the
+    /// CLI alone refuses it.
+    @Test func aPermissionRequestPolicyLetsAToolRunHeadless() throws {
+        let (r, dir) = try run("""
+            local a = qw.agent.run{ prompt = "[[fake:perm-write]] write [[path:" .. DIR .. "/proj/notes/refused.txt]]" }
+            print(a.ok, #(a.permission_denials or {}))
+            """.replacingOccurrences("DIR", "[[TESTDIR]]"), policy: """
+            -- the second run is allowed by the file below, written between the runs
+            if io.open(".qw/allow", "r") then qw.hooks.enable("permissions", { allow = { "Write(notes/*.txt)" } }) end
+            """) { dir in qwShell("mkdir -p '\(dir)/proj/notes'") }
+        defer { removeTree(dir) }
+        #expect(r.stdout == "true\t1\n", "\(r.stdout)\(r.stderr)")
+        #expect(readText(dir + "/proj/notes/refused.txt") == nil, "without the policy the CLI refuses the write")
+        writeFile(dir + "/proj/.qw/allow", "")
+        let env = try agents.agentEnv(dir)
+        let second = qw(["-e", """
+            local b = qw.agent.run{ prompt = "[[fake:perm-write]] write [[path:\(dir)/proj/notes/allowed.txt]]" }
+            print(b.ok, #(b.permission_denials or {}))
+            """], env: env, cwd: dir + "/proj", timeout: 120)
+        #expect(second.stdout == "true\t0\n", "\(second.stdout)\(second.stderr)")
+        #expect(readText(dir + "/proj/notes/allowed.txt") == "permitted\n")
+        let answered = try events(dir).filter { $0.event == "PermissionRequest" }
+        #expect(answered.map(\.outcome) == ["ok", "allow"], "\(answered.map { ($0.outcome, $0.summary) })")
+    }
+
+    /// A Stop policy that blocks once continues the run exactly once.
+    @Test func aStopPolicyThatBlocksOnceContinuesTheRunOnce() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:stop-once]] go [[path:" .. DIR .. "]]" }
+            print(r.ok, r.text, r.turns)
+            """.replacingOccurrences("DIR", "[[TESTDIR]]"), policy: """
+            qw.hooks.on("Stop", function(ev)
+              if not ev.stop_hook_active then return { block = "check the tests once more" } end
+            end)
+            """)
+        defer { removeTree(dir) }
+        #expect(r.stdout == "true\tfinished\t2\n", "\(r.stdout)\(r.stderr)")
+        let asked = FakeModel.shared?.requests("stop-once").filter { $0.contains(dir) } ?? []
+        #expect(asked.count == 2, "asked once, then once more after the block: \(asked.count)")
+        #expect(asked.last?.contains("check the tests once more") == true)
+        let stops = try events(dir).filter { $0.event == "Stop" }
+        #expect(stops.map(\.outcome) == ["block", "ok"])
+    }
+
+    /// A policy with an error, or a store that another process holds locked, leave the
+    /// agent's run successful; each says so in one line, and the events the locked store could
+    /// not take are imported by the next hook.
+    @Test func aBrokenPolicyAndALockedStoreLeaveTheRunSuccessful() throws {
+        let (r, dir) = try run("""
+            local r = qw.agent.run{ prompt = "[[fake:tour]] go", allowed_tools = { "Bash", "Agent" } }
+            print(r.ok, r.text)
+            """, policy: """
+            qw.hooks.on("PreToolUse", function(ev) return ev.tool_input.nothing.here end)
+            """)
+        defer { removeTree(dir) }
+        #expect(r.stdout == "true\ttoured\n", "\(r.stdout)\(r.stderr)")
+        let pre = try events(dir).filter { $0.event == "PreToolUse" }
+        #expect(!pre.isEmpty && pre.allSatisfy { $0.outcome == "error" && ($0.reason ?? "").contains(".qw/hooks.lua:1:") },
+                "\(pre.map { ($0.outcome, $0.reason) })")
+
+        // a syntax error in the policy file, and the store locked by another process
+        writeFile(dir + "/proj/.qw/hooks.lua", "qw.hooks.on(\"Stop\", function(ev) return { block = end)\n")
+        let store = dir + "/proj/.qw/state.db"
+        let before = try events(dir).count
+        let locker = try #require(StoreLocker(store))
+        let env = try agents.agentEnv(dir)
+        let cli = try #require(claudeBinary)
+        let run = runProgram([cli, "-p", "[[fake:tour]] go", "--output-format", "json", "--allowedTools", "Bash,Agent"],
+                             env: env + [("QW_HOOK_WAIT", "0.2"), ("PATH", qwDir + ":" + (getenv("PATH").map { String(cString: $0) } ?? "/usr/bin"))],
+                             cwd: dir + "/proj", timeout: 120)
+        locker.release()
+        #expect(run.code == 0 && run.stdout.contains("\"result\":\"toured\""), "\(run.stdout)\(run.stderr)")
+        let pending = readText(dir + "/proj/.qw/hooks-pending.jsonl") ?? ""
+        #expect(pending.split(separator: "\n").count >= 9, "the events were kept aside: \(pending)")
+        #expect(try events(dir).count == before, "nothing reached the locked store")
+        // the next hook takes them in
+        let next = qw(["hook"], stdin: #"{"session_id": "later", "hook_event_name": "SessionEnd", "reason": "other"}"#, cwd: dir + "/proj")
+        #expect(next.code == 0 && next.stdout.isEmpty)
+        #expect(next.stderr.contains("qw hook: policy: .qw/hooks.lua:1:"), "\(next.stderr)")
+        let after = try events(dir)
+        #expect(after.count >= before + 10, "\(after.count) after \(before)")
+        #expect(readText(dir + "/proj/.qw/hooks-pending.jsonl") == nil)
+        #expect(after.contains { $0.event == "SessionEnd" && $0.session != "later" })
+    }
+
+    /// Input that is not a hook payload: exit 0, one line on stderr, recorded.
+    @Test func badInputIsReportedAndRecordedNeverFatal() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        for (input, says) in [("{not json", "the hook input is not a JSON object"), (#"{"hook_event_name": "Bogus"}"#, "unknown hook event 'Bogus'"),
+                              ("", "the hook input is not a JSON object")] {
+            let r = qw(["hook"], stdin: input, cwd: dir)
+            #expect(r.code == 0 && r.stdout.isEmpty)
+            #expect(r.stderr.hasPrefix("qw hook: " + says) && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        }
+        let named = qw(["hook", "Stop"], stdin: #"{"session_id": "s", "hook_event_name": "Stop"}"#, cwd: dir)
+        #expect(named.code == 0 && named.stderr.isEmpty, "\(named.stderr)")
+        let all = try StateStore(path: dir + "/.qw/state.db").hookEvents()
+        #expect(all.map(\.outcome) == ["error", "error", "error", "ok"], "\(all.map { ($0.event, $0.outcome) })")
+    }
+}
+
+/// Holds a store's write lock from another process until released (an exclusive
+/// transaction in python3's sqlite3), as a busy or stuck writer would.
+final class StoreLocker {
+    let pid: pid_t
+    let input: Int32
+
+    init?(_ path: String) {
+        var toChild: [Int32] = [-1, -1], fromChild: [Int32] = [-1, -1]
+        guard pipe(&toChild) == 0, pipe(&fromChild) == 0 else { return nil }
+        let script = """
+            import sqlite3, sys
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)
+            c.execute('BEGIN EXCLUSIVE')
+            print('locked', flush=True)
+            sys.stdin.read()
+            c.execute('COMMIT')
+            """
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
+        posix_spawn_file_actions_addclose(&actions, toChild[1])
+        posix_spawn_file_actions_addclose(&actions, fromChild[0])
+        let argv = ["python3", "-c", script, path]
+        var cArgs = argv.map { strdup($0) } + [nil]
+        defer { for c in cArgs { free(c) } }
+        var p: pid_t = 0
+        let rc = posix_spawnp(&p, "python3", &actions, nil, &cArgs, environ)
+        posix_spawn_file_actions_destroy(&actions)
+        close(toChild[0])
+        close(fromChild[1])
+        guard rc == 0 else { return nil }
+        pid = p
+        input = toChild[1]
+        // the lock is held once it says so
+        var line: [UInt8] = []
+        var c: UInt8 = 0
+        while read(fromChild[0], &c, 1) == 1 && c != 10 { line.append(c) }
+        close(fromChild[0])
+        guard String(decoding: line, as: UTF8.self) == "locked" else { return nil }
+    }
+
+    /// Ends the transaction and waits for the process.
+    func release() {
+        close(input)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+    }
+}
+
+/// The folder of the qw binary under test (for PATH, where hooks find `qw`).
+let qwDir = String(qwBinary[..<qwBinary.lastIndex(of: "/")!])
