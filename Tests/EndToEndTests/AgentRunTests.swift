@@ -12,9 +12,15 @@ final class FakeModel: @unchecked Sendable {
 
     static let shared: FakeModel? = FakeModel()
 
+    /// The project of the auto-progression test: the documents' paths in its scenarios are
+    /// absolute, and the prompts that ask for them are qw's own (matched by `_routes`).
+    let autoProject: String
+
     private init?() {
         let dir = makeTempDir()
         log = dir + "/requests.jsonl"
+        let auto = dir + "/auto/proj"
+        autoProject = auto
         writeFile(dir + "/scenarios.json", """
             {
               "hello": [{"text": "Hello from the fake", "usage": {"input_tokens": 100, "output_tokens": 20}}],
@@ -65,6 +71,7 @@ final class FakeModel: @unchecked Sendable {
               "val-ok": [{"text": "Complete and testable. STATUS: done"}],
               "review-ok": [{"text": "All criteria are met. VERDICT: approve. STATUS: done"}],
               \(PythonProject.scenarios),
+              \(AutoProgressionTests.scenarios(project: auto)),
               "tour": [{"tool_use": {"name": "Bash", "input": {"command": "echo hi", "description": "say hi"}}},
                        {"tool_use": {"name": "Bash", "input": {"command": "exit 3", "description": "fail"}}},
                        {"tool_use": {"name": "Agent", "input": {"subagent_type": "code-reviewer", "description": "review it",

@@ -177,6 +177,33 @@ struct HookTests {
         #expect(after.contains { $0.event == "SessionEnd" && $0.session != "later" })
     }
 
+    /// The phase policy on an edit outside a spec session (a person in an interactive
+    /// session): a complete requirements.md is noticed once, waits for its approval (the
+    /// default), and `qw spec approve` queues the design; a document with template
+    /// placeholders left is not complete.
+    @Test func aCompleteDocumentWaitsForItsApprovalThenTheNextStepIsQueued() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        qwShell("mkdir -p '\(dir)/.claude/specs/demo'")
+        writeFile(dir + "/.claude/specs/demo/requirements.md", AutoProgressionTests.requirements)
+        let edit = #"{"session_id": "person", "hook_event_name": "PostToolUse", "tool_name": "Write", "tool_input": {"file_path": "DIR/.claude/specs/demo/requirements.md", "content": "..."}, "tool_response": {}}"#
+            .replacingOccurrences("DIR", dir)
+        for _ in 0..<2 { #expect(qw(["hook"], stdin: edit, cwd: dir).stderr.isEmpty) }
+        let store = try StateStore(path: dir + "/.qw/state.db")
+        #expect(try store.specPhases(spec: "demo").map { "\($0.phase) \($0.state)" } == ["requirements complete"], "noticed once")
+        #expect(try store.suggestions().isEmpty, "waiting for the approval")
+        let approve = qw(["spec", "approve", "demo", "requirements", "--by", "ana"], cwd: dir)
+        #expect(approve.stdout.hasSuffix("queued #1 /spec-design demo\n"), "\(approve.stdout)\(approve.stderr)")
+        #expect(try store.suggestions().map(\.argv) == [#"["/spec-design","demo"]"#])
+        // a design with the template's placeholders is not complete
+        writeFile(dir + "/.claude/specs/demo/design.md", "# Design\n\n## Overview\n\n<what is built>\n")
+        _ = qw(["hook"], stdin: edit.replacingOccurrences("requirements.md", "design.md"), cwd: dir)
+        #expect(try store.specPhases(spec: "demo").map { "\($0.phase) \($0.state)" } == ["requirements complete", "requirements approved"])
+        let status = qw(["spec", "status", "demo"], cwd: dir)
+        #expect(status.stdout.contains("  phase         requirements approved (qw spec approve"), "\(status.stdout)")
+        #expect(status.stdout.contains("  queued        #1 /spec-design demo (pending)"))
+    }
+
     /// Input that is not a hook payload: exit 0, one line on stderr, recorded.
     @Test func badInputIsReportedAndRecordedNeverFatal() throws {
         let dir = makeTempDir()

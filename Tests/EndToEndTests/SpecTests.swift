@@ -194,7 +194,9 @@ struct SpecTests {
         #expect(line("requirements").hasSuffix("(not approved)"))
         #expect(access(dir + "/.qw", F_OK) != 0, "asking makes no store")
         let ok = qw(["spec", "approve", "ledger", "requirements", "--by", "ana"], cwd: dir)
-        #expect(ok.stdout == "approved requirements of ledger (./.claude/specs/ledger/requirements.md) by ana\n", "\(ok.stdout)\(ok.stderr)")
+        // and what follows is queued for qw consume
+        #expect(ok.stdout == "approved requirements of ledger (./.claude/specs/ledger/requirements.md) by ana\nqueued #1 /spec-design ledger\n",
+                "\(ok.stdout)\(ok.stderr)")
         #expect(line("requirements").hasSuffix("(approved)"))
         #expect(line("design").hasSuffix("(not approved)"))
         let who = qw(["-e", "local a = qw.spec.approval('ledger', 'requirements') print(a.state, a.by, a.at > 0)"], cwd: dir)

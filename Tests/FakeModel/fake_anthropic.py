@@ -19,6 +19,8 @@ and may carry "usage": {input_tokens, output_tokens, cache_read_input_tokens,
 cache_creation_input_tokens}. Past the last turn the last one is repeated. A scenario may be
 {"first": N, "then": [turns], "reject": turn} to answer the first N requests with `reject`,
 or {"rate": R, "then": [turns], "reject": turn} to admit at most R requests a second.
+"_routes": [["words", "NAME"], ...] names the scenario of a request with no marker: the first
+route whose words appear in its system prompt or user text (prompts that qw writes itself).
 
 Usage: fake_anthropic.py --scenarios FILE --log FILE [--port 0]; prints the port on stdout.
 """
@@ -111,6 +113,12 @@ class Handler(BaseHTTPRequestHandler):
         for t in marker_texts(body):
             for m in MARK.finditer(t):
                 name = m.group(1)
+        if name is None:  # no marker: the first route whose words the request has
+            said = list(marker_texts(body))
+            for words, scenario in st.scenarios.get("_routes", []):
+                if any(words in t for t in said):
+                    name = scenario
+                    break
         for t in list(texts(body.get("system"))) + list(texts(body.get("messages"))):
             p = PATH_MARK.search(t)
             if p and path is None:

@@ -1104,6 +1104,17 @@ function M.run(name, opts)
   end
   refresh_blanked()
   local wf = qw.workflow("spec:" .. s.name)
+  -- each phase that runs says so in the spec's phases (qw spec status shows the last)
+  local function phase_task(ph, what, o)
+    if type(what) ~= "function" then return wf:task(ph, what, o) end
+    return wf:task(ph, function(...)
+      core._spec_phase(s.name, ph, "started", "qw spec run")
+      local ok, r = pcall(what, ...)
+      core._spec_phase(s.name, ph, ok and "complete" or "failed", "qw spec run")
+      if not ok then error(r, 0) end
+      return r
+    end, o)
+  end
   local prev
   local impl_report
   local function note(ph) return opts.notes and opts.notes[ph] and ("\n\n" .. opts.notes[ph]) or "" end
@@ -1113,7 +1124,7 @@ function M.run(name, opts)
     local doc = ph:match("^(%a+)%-") or ph
     if ph == "steering" then
       if not exists(project_root(s) .. "/.claude/steering/product.md") then
-        wf:task(ph, { agent = M.PHASE_AGENTS[ph], prompt = M.PHASE_PROMPTS[ph](s, opts) .. note(ph), permission_mode = "acceptEdits" },
+        phase_task(ph, { agent = M.PHASE_AGENTS[ph], prompt = M.PHASE_PROMPTS[ph](s, opts) .. note(ph), permission_mode = "acceptEdits" },
                 { deps = deps })
         prev = ph
       end
@@ -1124,7 +1135,7 @@ function M.run(name, opts)
       -- calls them sensitive files), so the agent writes a draft under .qw/drafts and qw
       -- moves it into place.
       local draft = cwd .. "/.qw/drafts/" .. s.name .. "/" .. ph .. ".md"
-      wf:task(ph, function()
+      phase_task(ph, function()
         M.mkdirs(".qw/drafts/" .. s.name)
         local current = read_file(docs[ph])
         if current then
@@ -1153,14 +1164,14 @@ function M.run(name, opts)
         if said_blocked(r.text) then error(("%s: %s"):format(ph, summary(r.text)), 0) end
         return r
       end
-      wf:task(ph, check, { deps = deps, inputs = { doc == "tasks" and blanked or docs[doc] } })
+      phase_task(ph, check, { deps = deps, inputs = { doc == "tasks" and blanked or docs[doc] } })
       prev = ph
     elseif ph:match("%-approval$") then
-      wf:task(ph, function() return await_approval(s, doc, mode, opts.poll) end,
+      phase_task(ph, function() return await_approval(s, doc, mode, opts.poll) end,
               { deps = deps, inputs = { doc == "tasks" and blanked or docs[doc] } })
       prev = ph
     elseif ph == "implementation" then
-      wf:task(ph, function()
+      phase_task(ph, function()
         impl_report = M.implement(s.name, { into = opts.into, check = opts.check, agent = opts.agent })
         if not impl_report.ok then
           local parts = {}
@@ -1171,7 +1182,7 @@ function M.run(name, opts)
       end, { deps = deps })
       prev = ph
     elseif ph == "testing" then
-      wf:task(ph, function()
+      phase_task(ph, function()
         if opts.check then
           local c = qw.exec(opts.check, { name = "the project's tests" })
           if not c.ok then error("testing: " .. tostring(c.error), 0) end
@@ -1183,7 +1194,7 @@ function M.run(name, opts)
       end, { deps = deps })
       prev = ph
     elseif ph == "review" then
-      wf:task(ph, function()
+      phase_task(ph, function()
         local r = qw.agent.run{ agent = M.PHASE_AGENTS[ph], prompt = M.PHASE_PROMPTS[ph](s, opts) .. note(ph), workflow = "spec:" .. s.name,
                                 task = ph, allowed_tools = { "Read", "Glob", "Grep", "Bash(git diff:*)", "Bash(git log:*)", "Bash(qw:*)" } }
         if not r.ok or said_blocked(r.text) then error("review: " .. tostring(r.error or summary(r.text)), 0) end
@@ -1294,7 +1305,8 @@ function M.approval(name, phase)
 end
 
 ---Where a spec stands: { name, documents = { [doc] = path or false }, counts = { done, active,
----open, optional }, next = {ids of the first wave}, problems = n }.
+---open, optional }, next = {ids of the first wave}, problems = n, phases = { {phase, state,
+---source, at} } (oldest first), phase (the last), suggestions = { {id, command, state, error} } }.
 function M.status(name)
   local spec = locate(name)
   local out = { name = spec.name, documents = {}, counts = { done = 0, active = 0, open = 0, other = 0 } }
@@ -1318,6 +1330,16 @@ function M.status(name)
     out.waves = #plan
     out.problems = #M.lint(name)
   end
+  -- the phase changes the hooks and qw spec noticed, and what is queued for this spec
+  -- (from the store when there is one: asking makes none)
+  out.phases, out.suggestions = {}, {}
+  if exists(core._state_path()) then
+    out.phases = core._spec_phases(spec.name)
+    for _, sug in ipairs(qw.suggestions.list{ states = { "pending", "running", "failed" } }) do
+      if sug.spec == spec.name then out.suggestions[#out.suggestions + 1] = { id = sug.id, command = sug.command, state = sug.state, error = sug.error } end
+    end
+  end
+  out.phase = out.phases[#out.phases]
   return out
 end
 
@@ -1414,6 +1436,12 @@ function M.report(o)
         print(("  next          %s"):format(#st.next > 0 and table.concat(st.next, ", ") or "nothing: all done"))
         print(("  lint          %s"):format(st.problems == 0 and "no problems" or (st.problems .. " problem(s): qw spec lint " .. st.name)))
       end
+      if st.phase then
+        print(("  phase         %s %s (%s, %s)"):format(st.phase.phase, st.phase.state, st.phase.source or "-", os.date("%Y-%m-%d %H:%M:%S", math.floor(st.phase.at))))
+      end
+      for _, sug in ipairs(st.suggestions) do
+        print(("  queued        #%d %s (%s%s)"):format(sug.id, sug.command, sug.state, sug.error and (": " .. sug.error) or ""))
+      end
       return 0
     end
     if action == "run" then
@@ -1443,6 +1471,15 @@ function M.report(o)
       end
       local rec = M.approve(name, o.task, { by = o.by })
       print(("approved %s of %s (%s) by %s"):format(rec.phase, name, rec.document, rec.by))
+      core._spec_phase(M.locate(name).name, o.task, "approved", "qw spec approve")
+      -- what follows an approved document is queued for qw consume (the hooks' phase policy)
+      local id, why = qw.hooks.advance(M.locate(name).name, o.task, "qw spec approve")
+      if id then
+        local q = qw.suggestions.list{ states = { "pending", "running" } }
+        for _, sug in ipairs(q) do if sug.id == id then print(("queued #%d %s"):format(id, sug.command)) end end
+      elseif why and not why:match("^nothing follows") then
+        print("not queued: " .. why)
+      end
       return 0
     end
     if action == "mark" then

@@ -50,10 +50,26 @@ struct Status: ParsableCommand {
         }
         if json {
             writeAll(1, String(decoding: try JSON.encode(.array(objects), pretty: true), as: UTF8.self) + "\n")
-        } else if rows.isEmpty {
-            writeAll(1, "no workflows in \(store.path)\n")
         } else {
-            printTable(["workflow", "status", "runs", "tasks", "by status"], rows)
+            if rows.isEmpty {
+                writeAll(1, "no workflows in \(store.path)\n")
+            } else {
+                printTable(["workflow", "status", "runs", "tasks", "by status"], rows)
+            }
+            // what qw consume has to do, is doing, or parked
+            let queue = try store.suggestions(states: ["pending", "running", "failed"])
+            if !queue.isEmpty {
+                writeAll(1, "\n")
+                printTable(["suggestion", "state", "attempts", "command"], queue.map { q in
+                    var words: [String] = []
+                    if case .table(let t)? = try? JSON.decode(Array(q.argv.utf8)) {
+                        for i in 0..<t.count {
+                            if case .string(let w)? = t[.integer(Int64(i + 1))] { words.append(String(decoding: w, as: UTF8.self)) }
+                        }
+                    }
+                    return ["#\(q.id)", q.state, String(q.attempts), words.joined(separator: " ") + (q.error.map { "  (\($0))" } ?? "")]
+                })
+            }
         }
     }
 
