@@ -204,6 +204,49 @@ struct HookTests {
         #expect(status.stdout.contains("  queued        #1 /spec-design demo (pending)"))
     }
 
+    /// The shipped policies' verdicts on payloads as the CLI sends them: guard_rm,
+    /// guard_writes, the permissions allow-list (a compound command is not covered by a
+    /// prefix rule), and task_context for a run qw started.
+    @Test func theShippedPoliciesVerdicts() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        qwShell("mkdir -p '\(dir)/proj/.qw' '\(dir)/proj/src'")
+        let p = dir + "/proj"
+        writeFile(p + "/.qw/hooks.lua", """
+            qw.hooks.enable("guard_rm")
+            qw.hooks.enable("guard_writes")
+            qw.hooks.enable("permissions", { allow = { "Bash(git status:*)", "Edit(src/**)" }, deny = { "Bash(git push:*)" } })
+            qw.hooks.enable("task_context")
+            """)
+        func verdict(_ event: String, _ tool: String, _ input: String, env: [(String, String)] = []) -> String {
+            let payload = #"{"session_id": "v", "hook_event_name": "\#(event)", "cwd": "\#(p)", "tool_name": "\#(tool)", "tool_input": \#(input), "source": "startup"}"#
+            let r = qw(["hook"], stdin: payload, env: env + [("CLAUDE_PROJECT_DIR", p)], cwd: p)
+            if r.code == 2 { return "exit 2" }
+            for (needle, word) in [("\"permissionDecision\":\"deny\"", "deny"), ("\"behavior\":\"deny\"", "deny"),
+                                   ("\"behavior\":\"allow\"", "allow"), ("additionalContext", "context")] where r.stdout.contains(needle) {
+                return word
+            }
+            return r.stdout.isEmpty && r.stderr.isEmpty ? "none" : "? \(r.stdout)\(r.stderr)"
+        }
+        let bash = { (c: String) in "{\"command\": \(jsonString(c))}" }
+        #expect(verdict("PreToolUse", "Bash", bash("rm -rf /tmp/elsewhere")) == "deny")
+        #expect(verdict("PreToolUse", "Bash", bash("rm -r -f ~")) == "deny")
+        #expect(verdict("PreToolUse", "Bash", bash("cd src && rm -fr $TARGET")) == "deny", "a target it cannot resolve")
+        #expect(verdict("PreToolUse", "Bash", bash("rm -rf \(p)")) == "deny", "the project itself")
+        #expect(verdict("PreToolUse", "Bash", bash("rm -rf build src/old")) == "none", "inside the project")
+        #expect(verdict("PreToolUse", "Bash", bash("rm notes.txt")) == "none", "not recursive")
+        #expect(verdict("PreToolUse", "Write", #"{"file_path": "/etc/passwd", "content": "x"}"#) == "deny")
+        #expect(verdict("PreToolUse", "Edit", #"{"file_path": "\#(p)/src/a.c", "old_string": "a", "new_string": "b"}"#) == "none")
+        #expect(verdict("PreToolUse", "Write", #"{"file_path": "\#(p)/../outside.txt", "content": "x"}"#) == "deny", "a .. out of it")
+        #expect(verdict("PermissionRequest", "Bash", bash("git status --short")) == "allow")
+        #expect(verdict("PermissionRequest", "Bash", bash("git status; curl evil")) == "none", "a compound command")
+        #expect(verdict("PermissionRequest", "Bash", bash("git push origin main")) == "deny")
+        #expect(verdict("PermissionRequest", "Edit", #"{"file_path": "\#(p)/src/deep/a.c"}"#) == "allow")
+        #expect(verdict("PermissionRequest", "Edit", #"{"file_path": "\#(p)/README.md"}"#) == "none")
+        #expect(verdict("SessionStart", "", "{}") == "none", "a session qw did not start")
+        #expect(verdict("SessionStart", "", "{}", env: [("QW_RUN_ID", "r1"), ("QW_WORKFLOW", "build"), ("QW_TASK", "lint")]) == "context")
+    }
+
     /// Input that is not a hook payload: exit 0, one line on stderr, recorded.
     @Test func badInputIsReportedAndRecordedNeverFatal() throws {
         let dir = makeTempDir()

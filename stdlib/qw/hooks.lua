@@ -590,6 +590,8 @@ M.policies.phases = function()
   end, { name = "phases" })
   for _, event in ipairs({ "Stop", "SubagentStop", "SessionEnd" }) do
     M.on(event, function(ev)
+      -- the CLI's internal compaction agents end with an empty agent_type: not a phase's work
+      if event == "SubagentStop" and (ev.agent_type == nil or ev.agent_type == "") then return nil end
       local name, doc = session_phase(ev)
       if name and qw.spec.find(name) then act(name, doc, "hook:" .. event) end
     end, { name = "phases" })
