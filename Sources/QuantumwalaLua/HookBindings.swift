@@ -75,16 +75,20 @@ extension Runtime {
             return out
         }
 
-        // qw._hook_record{ event, session, run, ..., outcome } -> id
+        // qw._hook_record({ event, session, run, ..., outcome }, wait) -> id; `wait`: seconds
+        // for another process's lock (default: the store's)
         lua.setFunction("_hook_record", in: t) { [unowned self] call in
             let s = call.stack
             guard s.type(at: 1) == .table else { throw LuaArgumentError("_hook_record: a table is needed") }
             let e = event(from: s)
+            let wait = s.number(at: 2)
             let store = try stateStore()
-            s.push(Int(try storeCall { () throws(StoreError) in try store.recordHookEvent(e) }))
+            s.push(Int(try storeCall { () throws(StoreError) in
+                try store.withBusyWait(wait ?? options.storeBusyWait) { () throws(StoreError) in try store.recordHookEvent(e) }
+            }))
             return .values(1)
         }
-        // qw._hook_record_many({ records }) -> how many: in one transaction (the events a
+        // qw._hook_record_many({ records }, wait) -> how many: in one transaction (the events a
         // fallback file kept)
         lua.setFunction("_hook_record_many", in: t) { [unowned self] call in
             let s = call.stack
@@ -98,8 +102,11 @@ extension Runtime {
                 s.pop()
                 n += 1
             }
+            let wait = s.number(at: 2)
             let store = try stateStore()
-            try storeCall { () throws(StoreError) in try store.recordHookEvents(events) }
+            try storeCall { () throws(StoreError) in
+                try store.withBusyWait(wait ?? options.storeBusyWait) { () throws(StoreError) in try store.recordHookEvents(events) }
+            }
             s.push(events.count)
             return .values(1)
         }

@@ -190,8 +190,29 @@ function M.record_of(ev, env)
 end
 
 ---The events recorded: of a session or run when given ({ session, run, event, after, limit }).
+---Events kept aside meanwhile are taken in first.
 function M.events(opts)
+  pcall(M.import_pending)
   return core._hook_events(opts or {})
+end
+
+-- How long a hook's record waits for another process's write lock before it is kept aside
+-- (so that a busy store never slows an agent's tool calls), and how long events may wait
+-- aside before a hook says so on stderr (QW_HOOK_WAIT, seconds).
+M.RECORD_WAIT = 0.005
+M.SAY_AFTER = tonumber(os.getenv("QW_HOOK_WAIT") or "") or 1
+
+---The records kept aside, oldest first.
+function M.pending_records()
+  local out = {}
+  local f = io.open(M.pending_path(), "rb")
+  if not f then return out end
+  for line in f:lines() do
+    local ok, r = pcall(qw.json.decode, line)
+    if ok and type(r) == "table" then out[#out + 1] = r end
+  end
+  f:close()
+  return out
 end
 
 -- The file that keeps events the store could not take: beside the store.
@@ -201,8 +222,9 @@ function M.pending_path()
   return dir .. "/hooks-pending.jsonl"
 end
 
----Moves the events kept aside into the store; returns how many.
-function M.import_pending()
+---Moves the events kept aside into the store (waiting `wait` seconds at most for its lock);
+---returns how many.
+function M.import_pending(wait)
   local path = M.pending_path()
   local taken = path .. ".importing-" .. core._pid()
   if not os.rename(path, taken) then return 0 end
@@ -215,7 +237,7 @@ function M.import_pending()
     end
     f:close()
   end
-  local ok, err = pcall(core._hook_record_many, records)
+  local ok, err = pcall(core._hook_record_many, records, wait)
   if not ok then
     -- back where it was, for the next try (appended: hooks may have started a new file)
     local back = io.open(taken, "rb")
@@ -287,14 +309,25 @@ function M.main(text, name, started)
   rec.reason = reason or (#problems > 0 and table.concat(problems, "; ") or nil)
   if ev.raw then rec.detail = qw.json.encode({ raw = ev.raw }) end
   rec.latency_ms = (core._time() - (started or rec.at)) * 1000
-  local saved, why = pcall(core._hook_record, rec)
+  local saved, why = pcall(core._hook_record, rec, M.RECORD_WAIT)
   if saved then
     -- what earlier hooks kept aside, now that the store takes events again
-    pcall(M.import_pending)
+    local aside = io.open(M.pending_path(), "rb")
+    if aside then
+      aside:close()
+      pcall(M.import_pending, M.RECORD_WAIT)
+    end
   else
+    local first = M.pending_records()[1]
     local kept = core._append_line(M.pending_path(), qw.json.encode(rec))
-    problems[#problems + 1] = ("the state store did not take the event (%s); %s"):format(
-      tostring(why):gsub("^.-:%d+: ", ""):gsub("\n.*", ""), kept and ("kept in " .. M.pending_path()) or "and it could not be kept")
+    why = tostring(why):gsub("^.-:%d+: ", ""):gsub("\n.*", "")
+    -- a moment's contention is no news; a store that stays locked, or cannot be opened, is
+    local busy = why:find("database is locked", 1, true) or why:find("SQLite error 5", 1, true)
+    if not busy or (first and type(first.at) == "number" and rec.at - first.at >= M.SAY_AFTER) then
+      problems[#problems + 1] = ("the state store did not take the event (%s)%s; %s"):format(why,
+        busy and first and (" for %.0f s"):format(rec.at - first.at) or "",
+        kept and ("kept in " .. M.pending_path()) or "and it could not be kept")
+    end
   end
   if #problems > 0 then stderr = stderr .. "qw hook: " .. table.concat(problems, "; ") .. "\n" end
   return stdout, stderr, code
@@ -548,6 +581,11 @@ local function session_phase(ev)
   if not ev.session_id then return nil end
   local list = core._hook_events{ session = ev.session_id, event = "UserPromptExpansion", limit = 1 }
   local e = list[#list]
+  if not e then  -- kept aside while the store was busy?
+    for _, r in ipairs(M.pending_records()) do
+      if r.session == ev.session_id and r.event == "UserPromptExpansion" then e = r end
+    end
+  end
   if not e or not e.detail then return nil end
   local ok, d = pcall(qw.json.decode, e.detail)
   if not ok or type(d) ~= "table" then return nil end
