@@ -2,14 +2,18 @@ import ArgumentParser
 import QuantumwalaLua
 
 /// `qw init [--force] [--dry-run] [--check]`: installs the agent catalogue, the slash
-/// commands and the steering templates into the project (stdlib/qw/setup.lua).
+/// commands, the steering templates and the hook settings into the project
+/// (stdlib/qw/setup.lua).
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Install .claude/agents, .claude/commands and the steering templates into this project.",
+        abstract: "Install .claude/agents, .claude/commands, the steering templates and the hook settings into this project.",
         discussion: """
             A file qw installed and nobody changed is brought up to date; a file someone changed, \
             or that qw did not install, is kept unless --force. .qw/installed.json notes what qw \
-            installed. --check reports what is wrong in the agents and commands as FILE:LINE: MESSAGE.
+            installed. The hook registrations (qw hook) are merged into .claude/settings.json: only \
+            the events where no hook runs qw hook get one, everything else is kept, and the old file \
+            is kept as .claude/settings.json.bak. --check reports what is wrong in the agents, the \
+            commands and the settings files as FILE:LINE: MESSAGE.
             """
     )
 
@@ -21,7 +25,7 @@ struct Init: ParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Say what would be written, and write nothing.")
     var dryRun = false
 
-    @Flag(help: "Check the project's agents and commands instead of installing.")
+    @Flag(help: "Check the project's agents, commands and settings files instead of installing.")
     var check = false
 
     mutating func run() throws {
