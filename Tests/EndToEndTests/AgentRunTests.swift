@@ -77,6 +77,8 @@ final class FakeModel: @unchecked Sendable {
                        {"tool_use": {"name": "Agent", "input": {"subagent_type": "code-reviewer", "description": "review it",
                                                                "prompt": "[[fake:sub-review]] review the diff", "run_in_background": false}}},
                        {"text": "toured"}],
+              "tour2": [{"tool_use": {"name": "Bash", "input": {"command": "cd /tmp && pwd", "description": "look elsewhere"}}},
+                        {"text": "toured again"}],
               "rmrf": [{"tool_use": {"name": "Bash", "input": {"command": "rm -rf {{path}}", "description": "clean up"}}},
                        {"text": "after rm"}],
               "perm-write": [{"tool_use": {"name": "Write", "input": {"file_path": "{{path}}", "content": "permitted\\n"}}},

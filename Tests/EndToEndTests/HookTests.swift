@@ -72,6 +72,49 @@ struct HookTests {
         #expect((all.first { $0.event == "SessionStart" }?.detail ?? "").contains("\"source\":\"startup\""))
     }
 
+    /// The rarer events that fire in headless runs reach `qw hook` too when registered:
+    /// InstructionsLoaded (a CLAUDE.md), UserPromptExpansion and PreSkillShellCommand (a slash
+    /// command with a `!` line), CwdChanged, PostToolBatch, MessageDisplay, PreCompact and
+    /// PostCompact (`/compact` of a session), Setup (`--init-only`). WorktreeCreate is left
+    /// out: a hook for it replaces git's worktree creation.
+    @Test func theRarerHeadlessEventsAreRecordedToo() throws {
+        let all = ["PreToolUse", "PostToolUse", "PostToolUseFailure", "PostToolBatch", "Notification", "UserPromptSubmit",
+                   "UserPromptExpansion", "SessionStart", "SessionEnd", "Stop", "StopFailure", "SubagentStart", "SubagentStop",
+                   "PreCompact", "PostCompact", "PermissionRequest", "PermissionDenied", "Setup", "InstructionsLoaded", "CwdChanged",
+                   "MessageDisplay", "PreSkillShellCommand"]
+        let settings = "{\"hooks\": {" + all.map { "\"\($0)\": [{\"hooks\": [{\"type\": \"command\", \"command\": \"qw hook\", \"timeout\": 10}]}]" }
+            .joined(separator: ", ") + "}}\n"
+        let (r, dir) = try agents.run("""
+            local a = qw.agent.run{ prompt = "/greet [[fake:tour2]] you", allowed_tools = { "Bash" } }
+            print(a.ok, a.text)
+            local c = qw.agent.run{ prompt = "/compact", session = a.session_id }
+            print(c.ok, c.error, c.turns)
+            """) { dir in
+            qwShell("mkdir -p '\(dir)/proj/.claude/commands'")
+            writeFile(dir + "/proj/.claude/settings.json", settings)
+            writeFile(dir + "/proj/CLAUDE.md", "# Notes\n\nBe brief.\n")
+            writeFile(dir + "/proj/.claude/commands/greet.md", "---\ndescription: Greets\nallowed-tools: Bash(echo:*)\n---\nToday: !`echo sunny`\n\nGreet $ARGUMENTS.\n")
+        }
+        defer { removeTree(dir) }
+        #expect(r.stdout == "true\ttoured again\ntrue\tnil\t0\n", "\(r.stdout)\(r.stderr)")
+        let env = try agents.agentEnv(dir)
+        let cli = try #require(claudeBinary)
+        let setup = runProgram([cli, "--init-only"], env: env + [("PATH", qwDir + ":" + (getenv("PATH").map { String(cString: $0) } ?? "/usr/bin"))],
+                               cwd: dir + "/proj", timeout: 60)
+        #expect(setup.code == 0, "\(setup.stderr)")
+        let names = Set(try events(dir).map(\.event))
+        for e in ["InstructionsLoaded", "UserPromptExpansion", "PreSkillShellCommand", "CwdChanged", "PostToolBatch", "MessageDisplay",
+                  "PreCompact", "PostCompact", "Setup"] {
+            #expect(names.contains(e), "\(e) was not recorded: \(names.sorted())")
+        }
+        let expansion = try events(dir).first { $0.event == "UserPromptExpansion" }
+        #expect(expansion?.detail?.contains("\"command_name\":\"greet\"") == true, "\(expansion?.detail ?? "")")
+        let cd = try events(dir).first { $0.event == "CwdChanged" }
+        #expect(cd?.detail?.contains("\"new_cwd\":\"/tmp\"") == true, "\(cd?.detail ?? "")")
+        let recorded = try events(dir)
+        #expect(recorded.allSatisfy { $0.outcome == "ok" }, "\(recorded.filter { $0.outcome != "ok" }.map { ($0.event, $0.reason) })")
+    }
+
     /// The shipped guard_rm policy denies `rm -rf` of a folder outside the project: the
     /// model gets the reason, the folder survives, the run goes on.
     @Test func aPreToolUsePolicyDeniesRmRfOutsideTheProject() throws {

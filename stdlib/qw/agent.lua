@@ -106,6 +106,9 @@ function claude.watch(line)
   end
 end
 
+-- The CLI's own commands whose run ends with no answer (`/compact` of a session: num_turns 0).
+M.SILENT_COMMANDS = { compact = true }
+
 -- The slash command a prompt starts with, if any.
 local function slash_command(prompt)
   return type(prompt) == "string" and prompt:match("^%s*/([%w_.:%-]+)") or nil
@@ -180,7 +183,7 @@ function claude.parse(r, opts)
     why = "stopped: " .. result.terminal_reason
   elseif opts.json_schema ~= nil and result.structured_output == nil then
     why = "the agent gave no structured output for the json_schema"
-  elseif result.result == "" then
+  elseif result.result == "" and not M.SILENT_COMMANDS[slash_command(opts.prompt) or ""] then
     -- a Stop hook that kept blocking, or a hook that stopped the run, ends it with no answer
     why = "the agent ended with no answer (a hook stopped it)"
   end
