@@ -763,15 +763,3 @@ struct AgentRunTests {
         #expect(lines[2].hasPrefix("false\t") && lines[2].contains("no agent named 'nobody'"), "\(lines[2])")
     }
 }
-
-extension String {
-    /// Every `a` replaced by `b` (Foundation-free).
-    func replacingOccurrences(_ a: String, _ b: String) -> String {
-        var out = "", rest = Substring(self)
-        while let r = rest.firstRange(of: a) {
-            out += rest[..<r.lowerBound] + b
-            rest = rest[r.upperBound...]
-        }
-        return out + rest
-    }
-}

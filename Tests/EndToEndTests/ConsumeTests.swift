@@ -67,9 +67,11 @@ struct ConsumeTests {
         }
         // and through the file older tools write: each line split at spaces
         writeFile(dir + "/proj/.claude/next_command.txt", "/spec-design demo; rm -rf ~\n/spec-tasks demo\u{1B}[2J\n")
-        let r = qw(["consume", "--once"], cwd: dir + "/proj")
+        let r = qw(["consume", "--once", "--json"], cwd: dir + "/proj")
         #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
         #expect(readText(canary) == nil, "nothing ran")
+        // those validation let through, the allow-list refused at the consumer
+        #expect(r.stdout.hasPrefix("{") && r.stdout.contains("\"counts\":{\"ran\":0,\"refused\":5}") && r.stdout.components("\"reason\":") == 5, "\(r.stdout)")
         #expect(readText(dir + "/proj/.claude/next_command.txt") == nil, "the file was taken in")
         let q = try queue(dir)
         #expect(q.count == attempts.count + 2, "\(q.map(\.argv))")

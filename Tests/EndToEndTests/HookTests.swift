@@ -238,6 +238,12 @@ struct HookTests {
         let approve = qw(["spec", "approve", "demo", "requirements", "--by", "ana"], cwd: dir)
         #expect(approve.stdout.hasSuffix("queued #1 /spec-design demo\n"), "\(approve.stdout)\(approve.stderr)")
         #expect(try store.suggestions().map(\.argv) == [#"["/spec-design","demo"]"#])
+        // written for tools that read the file too; qw consume knows it is queued already
+        #expect(readText(dir + "/.claude/next_command.txt") == "/spec-design demo\n")
+        let dry = qw(["consume", "--dry-run"], cwd: dir)
+        #expect(dry.stdout.contains("would refuse  /spec-design demo  (/spec-design is not one of the project's commands"), "\(dry.stdout)")
+        #expect(readText(dir + "/.claude/next_command.txt") == nil)
+        #expect(try store.suggestions().count == 1, "the file's line is the queued suggestion")
         // a design with the template's placeholders is not complete
         writeFile(dir + "/.claude/specs/demo/design.md", "# Design\n\n## Overview\n\n<what is built>\n")
         _ = qw(["hook"], stdin: edit.replacingOccurrences("requirements.md", "design.md"), cwd: dir)
@@ -288,6 +294,32 @@ struct HookTests {
         #expect(verdict("PermissionRequest", "Edit", #"{"file_path": "\#(p)/README.md"}"#) == "none")
         #expect(verdict("SessionStart", "", "{}") == "none", "a session qw did not start")
         #expect(verdict("SessionStart", "", "{}", env: [("QW_RUN_ID", "r1"), ("QW_WORKFLOW", "build"), ("QW_TASK", "lint")]) == "context")
+        // a spec task's run gets the task's context
+        qwShell("mkdir -p '\(p)/.claude/specs/demo'")
+        writeFile(p + "/.claude/specs/demo/tasks.md", "# Tasks\n\n- [ ] 1. Write the parser\n  - _Requirements: 1.1_\n")
+        writeFile(p + "/.claude/specs/demo/requirements.md", "# R\n\n### Requirement 1: Parse\n\n1. WHEN given text THEN the system SHALL parse it.\n")
+        let start = #"{"session_id": "v", "hook_event_name": "SessionStart", "source": "startup"}"#
+        let ctx = qw(["hook"], stdin: start, env: [("QW_RUN_ID", "r2"), ("QW_SPEC", "demo"), ("QW_SPEC_TASK", "1")], cwd: p)
+        #expect(ctx.stdout.contains("additionalContext") && ctx.stdout.contains("Write the parser") && ctx.stdout.contains("SHALL parse it"),
+                "\(ctx.stdout)\(ctx.stderr)")
+    }
+
+    /// A handler registered fail-closed turns its own error into a deny; one that is not
+    /// gives no opinion, and the hook says why on stderr.
+    @Test func aFailClosedRuleDeniesWhenItsHandlerFails() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        qwShell("mkdir -p '\(dir)/.qw'")
+        let pre = #"{"session_id": "f", "hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "ls"}}"#
+        writeFile(dir + "/.qw/hooks.lua", "qw.hooks.on('PreToolUse', function(ev) error('cannot tell') end)\n")
+        let open = qw(["hook"], stdin: pre, cwd: dir)
+        #expect(open.code == 0 && open.stdout.isEmpty && open.stderr.contains(".qw/hooks.lua:1: cannot tell"), "\(open.stdout)\(open.stderr)")
+        writeFile(dir + "/.qw/hooks.lua", "qw.hooks.on('PreToolUse', function(ev) error('cannot tell') end, { fail = 'closed' })\n")
+        let closed = qw(["hook"], stdin: pre, cwd: dir)
+        #expect(closed.code == 0 && closed.stdout.contains("\"permissionDecision\":\"deny\"") && closed.stdout.contains("cannot tell"),
+                "\(closed.stdout)\(closed.stderr)")
+        let bad = qw(["-e", "qw.hooks.on('PreToolUse', print, { fail = 'sometimes' })"], cwd: dir)
+        #expect(bad.code == 1 && bad.stderr.contains("(command line):1: qw.hooks.on: fail is 'open' or 'closed' (got 'sometimes')"), "\(bad.stderr)")
     }
 
     /// Input that is not a hook payload: exit 0, one line on stderr, recorded.

@@ -147,11 +147,3 @@ struct SpecEndToEndTests {
         #expect(most <= 3, "\(most) runs at once")
     }
 }
-
-private extension String {
-    func components(_ needle: String) -> Int {
-        var n = 0, rest = Substring(self)
-        while let r = rest.firstRange(of: needle) { n += 1; rest = rest[r.upperBound...] }
-        return n
-    }
-}

@@ -248,3 +248,22 @@ extension String {
         return nil
     }
 }
+
+extension String {
+    /// Every `a` replaced by `b` (Foundation-free).
+    func replacingOccurrences(_ a: String, _ b: String) -> String {
+        var out = "", rest = Substring(self)
+        while let r = rest.firstRange(of: a) {
+            out += rest[..<r.lowerBound] + b
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+
+    /// How many times `needle` occurs.
+    func components(_ needle: String) -> Int {
+        var n = 0, rest = Substring(self)
+        while let r = rest.firstRange(of: needle) { n += 1; rest = rest[r.upperBound...] }
+        return n
+    }
+}

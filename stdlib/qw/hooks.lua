@@ -555,8 +555,22 @@ function M.advance(name, doc, source)
     qw.spec.approve(name, doc, { by = "auto" })
     core._spec_phase(name, doc, "approved", source)
   end
-  return qw.suggestions.add(next_step(name), { source = source, spec = name })
+  local argv = next_step(name)
+  local id, added = qw.suggestions.add(argv, { source = source, spec = name })
+  -- for tools that read the next command from the file (qw consume knows it is queued)
+  if added and M.write_next_command then
+    local f = io.open(qw.suggestions.FILE .. ".qw-new", "wb")
+    if f then
+      f:write(table.concat(argv, " "), "\n")
+      f:close()
+      os.rename(qw.suggestions.FILE .. ".qw-new", qw.suggestions.FILE)
+    end
+  end
+  return id, added
 end
+
+-- Whether advancing also writes the next command to .claude/next_command.txt.
+M.write_next_command = true
 
 ---Notices a complete document once per version of it: records the phase change and
 ---advances. Returns the suggestion's id, or nil and why not.

@@ -939,7 +939,9 @@ function M.implement(name, opts)
                                   permission_mode = opts.permission_mode or "acceptEdits",
                                   allowed_tools = opts.allowed_tools or { "Bash", "Read", "Write", "Edit", "Glob", "Grep" },
                                   model = opts.model, timeout = opts.timeout, task = id, workflow = "spec:" .. p.spec.name,
-                                  session = "resume", name = "task " .. id }
+                                  session = "resume", name = "task " .. id,
+                                  -- for the hooks: the task_context policy gives this task's context
+                                  env = { QW_SPEC = p.spec.name, QW_SPEC_TASK = id } }
           if not r.ok then return { ok = false, error = "the agent: " .. tostring(r.error) } end
           -- verified, not trusted: a commit or a change, and the check passes in the worktree
           local wt = trees[id].path

@@ -149,12 +149,21 @@ function M.list(opts)
   return out
 end
 
+-- A line of the file whose command was queued this many seconds before is that suggestion,
+-- not a new one (the hooks' phase policy writes the file as it queues).
+M.FILE_SAME_WITHIN = 600
+
 ---Takes the lines of `.claude/next_command.txt` into the queue (each line split at spaces:
 ---no quoting, no shell) and removes the file. Returns how many lines.
 function M.import_file(path)
   path = path or M.FILE
   local taken = path .. ".qw-taken-" .. core._pid()
   if not os.rename(path, taken) then return 0 end
+  local recent = {}
+  local now = core._time()
+  for _, s in ipairs(M.list{ limit = 200 }) do
+    if now - s.created_at < M.FILE_SAME_WITHIN then recent[s.command] = true end
+  end
   local n = 0
   local f = io.open(taken, "rb")
   if f then
@@ -166,8 +175,10 @@ function M.import_file(path)
         local words = {}
         for w in line:gmatch("%S+") do words[#words + 1] = w end
         -- a control character inside a line is kept, for validation to refuse
-        M.add(words, { source = path })
-        n = n + 1
+        if not recent[table.concat(words, " ")] then
+          M.add(words, { source = path })
+          n = n + 1
+        end
       end
     end
   end
@@ -314,7 +325,12 @@ function M.report(o)
   end
   local r = M.consume{ continuous = o.continuous, once = o.once or not o.continuous, dry_run = o.dry_run }
   if o.json then
+    -- (an empty list would encode as {}: it is left out, and the counts say it)
+    r.counts = { ran = #r.ran, refused = #r.refused }
+    if #r.ran == 0 then r.ran = nil end
+    if #r.refused == 0 then r.refused = nil end
     io.write(qw.json.encode(r), "\n")
+    r.ran, r.refused = r.ran or {}, r.refused or {}
   else
     for _, e in ipairs(r.ran) do
       if r.dry_run then
