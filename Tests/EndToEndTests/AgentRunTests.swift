@@ -88,29 +88,11 @@ final class FakeModel: @unchecked Sendable {
                           "usage": {"input_tokens": 100000, "output_tokens": 1000}}]
             }
             """)
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { return nil }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
-        // not the test process's stderr: a crashed test run must not wait for the fake's end
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         let argv = ["python3", repoRoot + "/Tests/FakeModel/fake_anthropic.py", "--scenarios", dir + "/scenarios.json", "--log", log]
-        var cArgs = argv.map { strdup($0) } + [nil]
-        defer { for c in cArgs { free(c) } }
-        var p: pid_t = 0
-        let rc = posix_spawnp(&p, "python3", &actions, nil, &cArgs, environ)
-        posix_spawn_file_actions_destroy(&actions)
-        close(fds[1])
-        guard rc == 0 else { close(fds[0]); return nil }
+        guard let (p, _, out) = spawnHelper(argv) else { return nil }
         pid = p
         // the first line it prints is its port
-        var line: [UInt8] = []
-        var c: UInt8 = 0
-        while read(fds[0], &c, 1) == 1 && c != 10 { line.append(c) }
-        close(fds[0])
-        guard let n = Int(String(decoding: line, as: UTF8.self)) else { kill(p, SIGKILL); return nil }
+        guard let n = Int(firstLine(of: out)) else { kill(p, SIGKILL); return nil }
         port = n
         fakeModelPid = p
         atexit { if fakeModelPid > 0 { kill(fakeModelPid, SIGKILL) } }

@@ -346,8 +346,6 @@ final class StoreLocker {
     let input: Int32
 
     init?(_ path: String) {
-        var toChild: [Int32] = [-1, -1], fromChild: [Int32] = [-1, -1]
-        guard pipe(&toChild) == 0, pipe(&fromChild) == 0 else { return nil }
         let script = """
             import sqlite3, sys
             c = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -356,29 +354,11 @@ final class StoreLocker {
             sys.stdin.read()
             c.execute('COMMIT')
             """
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
-        posix_spawn_file_actions_addclose(&actions, toChild[1])
-        posix_spawn_file_actions_addclose(&actions, fromChild[0])
-        let argv = ["python3", "-c", script, path]
-        var cArgs = argv.map { strdup($0) } + [nil]
-        defer { for c in cArgs { free(c) } }
-        var p: pid_t = 0
-        let rc = posix_spawnp(&p, "python3", &actions, nil, &cArgs, environ)
-        posix_spawn_file_actions_destroy(&actions)
-        close(toChild[0])
-        close(fromChild[1])
-        guard rc == 0 else { return nil }
+        guard let (p, input, out) = spawnHelper(["python3", "-c", script, path], withStdin: true) else { return nil }
         pid = p
-        input = toChild[1]
+        self.input = input
         // the lock is held once it says so
-        var line: [UInt8] = []
-        var c: UInt8 = 0
-        while read(fromChild[0], &c, 1) == 1 && c != 10 { line.append(c) }
-        close(fromChild[0])
-        guard String(decoding: line, as: UTF8.self) == "locked" else { return nil }
+        guard firstLine(of: out) == "locked" else { close(input); return nil }
     }
 
     /// Ends the transaction and waits for the process.

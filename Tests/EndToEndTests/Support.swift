@@ -267,3 +267,43 @@ extension String {
         return n
     }
 }
+
+/// A helper process the tests talk to (test plumbing): started with its stdout on a pipe and,
+/// when asked, its stdin on one; its stderr goes to /dev/null, so that a crashed test run
+/// never waits for it. Returns its pid and the test's ends of the pipes (stdin -1 when none).
+func spawnHelper(_ argv: [String], withStdin: Bool = false) -> (pid: pid_t, stdin: Int32, stdout: Int32)? {
+    var out: [Int32] = [-1, -1], inp: [Int32] = [-1, -1]
+    guard pipe(&out) == 0 else { return nil }
+    if withStdin && pipe(&inp) != 0 { close(out[0]); close(out[1]); return nil }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+    posix_spawn_file_actions_addclose(&actions, out[0])
+    if withStdin {
+        posix_spawn_file_actions_adddup2(&actions, inp[0], 0)
+        posix_spawn_file_actions_addclose(&actions, inp[1])
+    }
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    var cArgs = argv.map { strdup($0) } + [nil]
+    defer { for c in cArgs { free(c) } }
+    var p: pid_t = 0
+    let rc = posix_spawnp(&p, argv[0], &actions, nil, &cArgs, environ)
+    posix_spawn_file_actions_destroy(&actions)
+    close(out[1])
+    if withStdin { close(inp[0]) }
+    guard rc == 0 else {
+        close(out[0])
+        if withStdin { close(inp[1]) }
+        return nil
+    }
+    return (p, withStdin ? inp[1] : -1, out[0])
+}
+
+/// The first line a helper prints (without its newline); the pipe is closed after.
+func firstLine(of fd: Int32) -> String {
+    var line: [UInt8] = []
+    var c: UInt8 = 0
+    while read(fd, &c, 1) == 1 && c != 10 { line.append(c) }
+    close(fd)
+    return String(decoding: line, as: UTF8.self)
+}
