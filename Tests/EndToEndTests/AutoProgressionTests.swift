@@ -55,10 +55,10 @@ struct AutoProgressionTests {
         #expect(initialized.code == 0 && initialized.stdout.contains("wrote                .claude/settings.json"), "\(initialized.stdout)\(initialized.stderr)")
         writeFile(p + "/.claude/steering/product.md", "# Product\n\n## Overview\n\nA folder of files.\n")
         writeFile(p + "/.gitignore", ".qw/\n")
-        writeFile(p + "/.qw/hooks.lua", """
-            qw.hooks.approvals = "auto"           -- a complete document is approved by the policy
-            qw.hooks.enable("permissions")        -- headless runs may write the spec documents
-            """)
+        // the policy qw init wrote (headless runs may write the spec documents), and no person:
+        // a complete document is approved by the policy
+        let policy = try #require(readText(p + "/.qw/hooks.lua"))
+        writeFile(p + "/.qw/hooks.lua", policy + "qw.hooks.approvals = \"auto\"\n")
         writeFile(p + "/.qw/policy.lua", "qw.limits{ agent_stagger = 0 }\n")
         _ = qwShell("cd '\(p)' && git init -q -b main && git add -A && git -c user.email=t@example.com -c user.name=t commit -qm init")
 
@@ -83,17 +83,22 @@ struct AutoProgressionTests {
         var statusLines: [String] = []
         let deadline = monotonicSeconds() + 180
         var last = ""
-        while monotonicSeconds() < deadline && consumer == nil {
-            reactor.runOnce(maxWait: 0.05)
+        func look() -> String {
             let st = qw(["spec", "status", "demo"], cwd: p)
-            guard st.code == 0 else { continue }
+            guard st.code == 0 else { return "" }
             let phase = st.stdout.split(separator: "\n").first { $0.hasPrefix("  phase ") }.map {
                 $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().prefix(2).joined(separator: " ")
             } ?? "-"
             if phase != last { seen.append(phase); last = phase; statusLines.append(st.stdout) }
-            if st.stdout.contains("3 done, 0 in progress, 0 open"),
+            return st.stdout
+        }
+        while monotonicSeconds() < deadline && consumer == nil {
+            reactor.runOnce(maxWait: 0.05)
+            let now = look()
+            if now.contains("3 done, 0 in progress, 0 open"),
                try StateStore(path: p + "/.qw/state.db").suggestions(states: ["pending", "running"]).isEmpty { break }
         }
+        _ = look()  // the last change may have come after the reading above
         #expect(created?.code == 0, "\(String(decoding: created?.stdout ?? [], as: UTF8.self))")
         #expect(consumer == nil, "the consumer keeps running: \(String(decoding: consumer?.stderr ?? [], as: UTF8.self))")
         let queue = try StateStore(path: p + "/.qw/state.db").suggestions()

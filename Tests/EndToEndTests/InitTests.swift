@@ -14,27 +14,32 @@ struct InitTests {
         defer { removeTree(dir) }
         let dry = qw(["init", "--dry-run"], cwd: dir)
         #expect(dry.code == 0)
-        #expect(dry.stdout.hasSuffix("35 would write (dry run: nothing written)\n"), "\(dry.stdout)")
+        #expect(dry.stdout.hasSuffix("37 would write (dry run: nothing written)\n"), "\(dry.stdout)")
         #expect(files(dir).isEmpty, "a dry run writes nothing")
 
         let first = qw(["init"], cwd: dir)
         #expect(first.stdout.contains("wrote                .claude/commands/spec-status.md"))
         #expect(first.stdout.contains("wrote                .claude/settings.json\n"))
-        #expect(first.stdout.hasSuffix("35 wrote\n"), "\(first.stdout)")
+        #expect(first.stdout.hasSuffix("37 wrote\n"), "\(first.stdout)")
         let installed = files(dir)
         #expect(installed.filter { $0.hasPrefix(".claude/agents/") }.count == 21)
         #expect(installed.filter { $0.hasPrefix(".claude/commands/") }.count == 10)
         #expect(installed.contains(".claude/steering/tech.md") && installed.contains(".qw/installed.json"))
+        // a hook policy to start from, and what of .qw git leaves alone
+        #expect(readText(dir + "/.qw/hooks.lua")?.contains("\nqw.hooks.enable(\"permissions\")\n") == true)
+        _ = qw(["-e", "qw.state.set('x', 1)"], cwd: dir)
+        let tracked = qwShell("cd '\(dir)' && git init -q && git status --porcelain --untracked-files=all .qw")
+        #expect(tracked == "?? .qw/.gitignore\n?? .qw/hooks.lua\n?? .qw/installed.json\n", "\(tracked)")
         #expect(readText(dir + "/.claude/commands/planning.md") == readText(repoRoot + "/.claude/commands/planning.md"))
         #expect(readText(dir + "/.claude/settings.json") == readText(repoRoot + "/.claude/settings.template.json"),
                 "a project without settings gets the template")
         #expect(!(readText(dir + "/.qw/installed.json") ?? "").contains("settings"), "the settings file is never in the manifest")
 
-        #expect(qw(["init"], cwd: dir).stdout == "35 unchanged\n")
+        #expect(qw(["init"], cwd: dir).stdout == "37 unchanged\n")
         // a file the user changed, and one qw did not install, are kept
         writeFile(dir + "/.claude/commands/planning.md", "---\ndescription: mine\n---\nmy own planning\n")
         let again = qw(["init"], cwd: dir)
-        #expect(again.stdout == "kept                 .claude/commands/planning.md  (changed since qw installed it; --force replaces it)\n1 kept, 34 unchanged\n",
+        #expect(again.stdout == "kept                 .claude/commands/planning.md  (changed since qw installed it; --force replaces it)\n1 kept, 36 unchanged\n",
                 "\(again.stdout)")
         #expect(readText(dir + "/.claude/commands/planning.md") == "---\ndescription: mine\n---\nmy own planning\n")
         let forced = qw(["init", "--force"], cwd: dir)
@@ -113,14 +118,14 @@ struct InitTests {
         let dry = qw(["init", "--dry-run"], cwd: dir)
         #expect(dry.code == 0)
         #expect(dry.stdout.contains("would merge          .claude/settings.json  (would add qw hook on 10 events)\n"), "\(dry.stdout)")
-        #expect(dry.stdout.hasSuffix("34 would write, 1 would merge (dry run: nothing written)\n"), "\(dry.stdout)")
+        #expect(dry.stdout.hasSuffix("36 would write, 1 would merge (dry run: nothing written)\n"), "\(dry.stdout)")
         #expect(readText(settings) == Self.userSettings && readText(settings + ".bak") == nil, "a dry run writes nothing")
 
         let r = qw(["init"], cwd: dir)
         #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("merged               .claude/settings.json  (added qw hook on 10 events; the old file is .claude/settings.json.bak)\n"),
                 "\(r.stdout)")
-        #expect(r.stdout.hasSuffix("34 wrote, 1 merged\n"), "\(r.stdout)")
+        #expect(r.stdout.hasSuffix("36 wrote, 1 merged\n"), "\(r.stdout)")
         #expect(readText(settings + ".bak") == Self.userSettings, "the backup is the old file")
         let merged = try #require(readText(settings))
         // the user's hooks are all there, ours come after them; SessionStart already ran qw hook
@@ -148,7 +153,7 @@ struct InitTests {
 
         // a second run changes nothing and makes no backup
         let again = qw(["init"], cwd: dir)
-        #expect(again.stdout == "35 unchanged\n", "\(again.stdout)")
+        #expect(again.stdout == "37 unchanged\n", "\(again.stdout)")
         #expect(readText(settings) == merged)
         #expect(qwShell("ls -A '\(dir)/.claude'") == "agents\ncommands\nsettings.json\nsettings.json.bak\nsteering\n")
 
@@ -168,7 +173,7 @@ struct InitTests {
         let r = qw(["init"], cwd: dir)
         #expect(r.code == 1)
         #expect(r.stdout.contains(".claude/settings.json:4: not valid JSON: a ',' before '}'; qw init did not change it\n"), "\(r.stdout)")
-        #expect(r.stdout.hasSuffix("34 wrote, 1 invalid\n"), "the other files are installed: \(r.stdout)")
+        #expect(r.stdout.hasSuffix("36 wrote, 1 invalid\n"), "the other files are installed: \(r.stdout)")
         #expect(readText(dir + "/.claude/settings.json") == broken)
         #expect(qwShell("ls -A '\(dir)/.claude'") == "agents\ncommands\nsettings.json\nsteering\n", "no backup, no temporary file")
 

@@ -1,5 +1,5 @@
---- `qw init`: installs the agent catalogue, the slash commands and the steering templates
---- into a project, merges the hook registrations into its `.claude/settings.json`, and checks
+--- `qw init`: installs the agent catalogue, the slash commands, the steering templates, a
+--- starting hook policy (.qw/hooks.lua) and .qw/.gitignore into a project, merges the hook registrations into its `.claude/settings.json`, and checks
 --- them.
 ---
 --- A file qw installed and the user did not change is brought up to date; a file the user
@@ -36,6 +36,9 @@ function M.files()
   for _, doc in ipairs({ "product", "tech", "structure" }) do
     out[#out + 1] = { target = ".claude/steering/" .. doc .. ".md", text = spec.template("steering/" .. doc .. ".md") }
   end
+  -- the project's hook policy to start from, and what of .qw stays out of git
+  out[#out + 1] = { target = ".qw/hooks.lua", text = spec.template("hooks.lua") }
+  out[#out + 1] = { target = ".qw/.gitignore", text = spec.template("qw.gitignore") }
   return out
 end
 
