@@ -13,7 +13,8 @@ struct AgentGateTests {
         return (try StateStore(path: dir + "/state.db"), dir)
     }
 
-    let settings = AgentGate.Settings(maxAgents: 8, stagger: 0, backoff: 30)
+    // (no cap on starts per CPU here: these tests drive the pace and the door)
+    let settings = AgentGate.Settings(maxAgents: 8, stagger: 0, backoff: 30, startup: 0)
 
     @Test func aSteadyLimitPacesStartsAndADoubleRefusalClosesTheGate() throws {
         let (s, dir) = try store()
@@ -30,10 +31,11 @@ struct AgentGateTests {
         var g = try s.gateStatus()
         #expect(g.closedUntil == nil, "one refusal among successes does not shut the gate")
         #expect(!g.probing)
-        // paced at 95% of the rate that got through (2 intervals over the span), two at once
+        // paced at 90% of the rate that got through (2 intervals over the span), two at once
         // (half of what ran)
         let rate = try #require(g.rate)
-        #expect(abs(rate - 2 / span * 0.95) < 0.5, "\(rate) against \(2 / span * 0.95)")
+        let share = AgentGate.admittedShare
+        #expect(abs(rate - 2 / span * share) < 0.5, "\(rate) against \(2 / span * share)")
         #expect(g.window == 2)
         for i in 1...3 { try s.gateRelease(run: "r\(i)", limited: false, retryAfter: nil, settings: settings) }
         // the next start waits one interval of the pace after the last
@@ -53,7 +55,7 @@ struct AgentGateTests {
     @Test func aProbeThatGetsThroughReopensTheGateAtOnce() throws {
         let (s, dir) = try store()
         defer { removeFolder(dir) }
-        let quick = AgentGate.Settings(maxAgents: 8, stagger: 0, backoff: 0.05)
+        let quick = AgentGate.Settings(maxAgents: 8, stagger: 0, backoff: 0.05, startup: 0)
         for i in 1...8 { #expect(try s.gateAcquire(run: "a\(i)", settings: quick).granted) }
         for i in 1...8 { try s.gateRelease(run: "a\(i)", limited: i == 1, retryAfter: nil, settings: quick) }
         while !(try s.gateAcquire(run: "b", settings: quick).granted) { usleep(20_000) }
@@ -68,5 +70,23 @@ struct AgentGateTests {
         let g = try s.gateStatus()
         #expect(!g.probing && g.closedUntil == nil && g.rate == nil)
         #expect(try s.gateAcquire(run: "other", settings: quick).granted)
+    }
+
+    /// At most `cpus` runs start within `startup` seconds; and the first refusal after a
+    /// burst paces at what got through within one second (too few for a mean).
+    @Test func startsAreCappedPerCPUAndABurstGivesThePace() throws {
+        let (s, dir) = try store()
+        defer { removeFolder(dir) }
+        let capped = AgentGate.Settings(maxAgents: 8, stagger: 0, backoff: 30, cpus: 2, startup: 0.5)
+        #expect(try s.gateAcquire(run: "c1", settings: capped).granted)
+        #expect(try s.gateAcquire(run: "c2", settings: capped).granted)
+        let third = try s.gateAcquire(run: "c3", settings: capped)
+        #expect(!third.granted && third.wait > 0 && third.wait <= 0.5, "\(third)")
+        try s.gateAdmitted(run: "c1", settings: capped)
+        try s.gateAdmitted(run: "c2", settings: capped)
+        while !(try s.gateAcquire(run: "c3", settings: capped).granted) { usleep(20_000) }
+        try s.gateRelease(run: "c3", limited: true, retryAfter: nil, settings: capped)
+        let rate = try #require(try s.gateStatus().rate)
+        #expect(abs(rate - 2 * AgentGate.admittedShare) < 1e-9, "two got through within a second: \(rate)")
     }
 }

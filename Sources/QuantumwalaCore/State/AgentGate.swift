@@ -5,13 +5,17 @@ import Glibc
 /// project shares it: at most `maxAgents` runs at once, starts at least `stagger` seconds
 /// apart.
 ///
+/// At most one run per CPU starts within half a second: a CLI's start is CPU work, and more
+/// at once only start each later (and crowd the model with requests it may refuse).
+///
 /// Rate limits are met in two ways, as TCP meets congestion:
 /// - *A steady limit* (some runs get through, some are refused) slows the gate down: at the
-///   first refusal of an episode starts are paced at 95% of the rate at which the server let
-///   runs through in the last 3 seconds (when fewer than three got through: at 3/4 of the
-///   pace there was, or not yet), and the number of runs at once is halved. Each run that
-///   gets through (its first model answer) raises the pace by 1% and the window by one per
-///   window's worth of runs. It closes only when the server gave a reset time.
+///   first refusal of an episode starts are paced at 90% of the rate at which the server let
+///   runs through (the mean over the last 3 seconds, or the most that got through within
+///   one second, whichever is higher; with too few for a mean after a pace was set, 3/4 of
+///   it), and the number of runs at once is halved. Each run that gets through (its first
+///   model answer) raises the pace by 0.3% and the window by one per window's worth of runs.
+///   It closes only when the server gave a reset time.
 /// - *A closed door* (a run started after a refusal is refused too, with no run getting
 ///   through in between) closes the gate for everyone for the backoff, doubled at each
 ///   further refusal, and reopens it for one run at a time (a probe) until one gets through.
@@ -24,11 +28,19 @@ public struct AgentGate {
         public var stagger: Double
         public var backoff: Double
         public var maxBackoff: Double
-        public init(maxAgents: Int = 3, stagger: Double = 1, backoff: Double = 1, maxBackoff: Double = 60) {
+        /// At most `cpus` runs start within `startup` seconds: a CLI spends its first half
+        /// second or so on the CPU, and more of them starting at once only start each later
+        /// (and, under a rate limit, crowd the model with requests it refuses).
+        public var cpus: Int
+        public var startup: Double
+        public init(maxAgents: Int = 3, stagger: Double = 1, backoff: Double = 1, maxBackoff: Double = 60,
+                    cpus: Int = AgentGate.machineCPUs, startup: Double = 0.5) {
             self.maxAgents = maxAgents
             self.stagger = stagger
             self.backoff = backoff
             self.maxBackoff = maxBackoff
+            self.cpus = cpus
+            self.startup = startup
         }
     }
 
@@ -42,11 +54,15 @@ public struct AgentGate {
         public var window: Double?
     }
 
+    /// The CPUs online.
+    public static let machineCPUs = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+
     /// The pace after a refusal, as a share of the rate the server let runs through; and of
-    /// the pace there was, when too few got through to measure.
-    static let admittedShare = 0.95, startedShare = 0.75
+    /// the pace there was, when too few got through to measure. (Below the limit: the CLIs'
+    /// start times vary, and their requests come less evenly than the starts.)
+    static let admittedShare = 0.9, startedShare = 0.75
     /// How much the pace grows for each run that gets through.
-    static let increase = 0.01
+    static let increase = 0.003
 
     /// The start time of a process (clock ticks since boot), to tell a live holder from a
     /// reused pid.
@@ -75,6 +91,11 @@ extension StateStore {
             if holders >= limit { return (false, 0.05) }
             let spacing = max(settings.stagger, rate > 0 ? 1 / rate : 0)
             if now < lastStart + spacing { return (false, lastStart + spacing - now) }
+            if settings.startup > 0 {
+                let recent = try Double.fetchAll(db, sql: "SELECT at FROM agent_starts WHERE at > ? ORDER BY at",
+                                                 arguments: [now - settings.startup])
+                if recent.count >= settings.cpus { return (false, recent[recent.count - settings.cpus] + settings.startup - now) }
+            }
             try db.execute(sql: "INSERT OR REPLACE INTO agent_holders (run, pid, start_ticks, since, probe) VALUES (?, ?, ?, ?, ?)",
                            arguments: [run, pid, ticks, now, probing])
             try db.execute(sql: "UPDATE agent_gate SET last_start = ? WHERE id = 1", arguments: [now])
@@ -139,11 +160,21 @@ extension StateStore {
                                                  arguments: [now - 3])
                 // too few through to measure: 3/4 of the pace there is, or none yet (the
                 // halved window slows a burst until a measure is possible)
+                // The most that got through within one second is a rate the server allows
+                // too: the mean over 3 s is low when the runs came slower than it allowed.
+                var inOneSecond = 0, first = 0
+                for (i, at) in admits.enumerated() {
+                    while admits[first] <= at - 1 { first += 1 }
+                    inOneSecond = max(inOneSecond, i - first + 1)
+                }
                 let paced: Double
                 if admits.count >= 3, admits.last! - admits.first! > 0.1 {
-                    paced = Double(admits.count - 1) / (admits.last! - admits.first!) * AgentGate.admittedShare
+                    let mean = Double(admits.count - 1) / (admits.last! - admits.first!)
+                    paced = max(mean, Double(inOneSecond)) * AgentGate.admittedShare
+                } else if rate > 0 {
+                    paced = max(0.01, rate * AgentGate.startedShare)
                 } else {
-                    paced = rate > 0 ? max(0.01, rate * AgentGate.startedShare) : 0
+                    paced = Double(inOneSecond) * AgentGate.admittedShare
                 }
                 let halved = max(1, (window > 0 ? min(window, running) : running) / 2)
                 try db.execute(sql: """
