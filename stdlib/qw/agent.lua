@@ -286,6 +286,8 @@ function M.run(opts)
   -- own budget_usd, else the average of this agent's and model's past runs) would pass the
   -- process's or the workflow's budget; otherwise the CLI gets --max-budget-usd = what is left.
   local function over_budget()
+    -- no budget: nothing to look up in the ledger
+    if not M.limits.budget_usd and not opts.workflow_budget_usd then return nil end
     local model = opts.model or (agent and agent.model)
     if type(model) == "string" and not model:match("^claude%-") then model = nil end  -- an alias: by agent alone
     local expected = opts.budget_usd or core._cost_average(opts.agent, model) or 0
