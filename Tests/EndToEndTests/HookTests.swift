@@ -332,10 +332,13 @@ struct HookTests {
             #expect(r.code == 0 && r.stdout.isEmpty)
             #expect(r.stderr.hasPrefix("qw hook: " + says) && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
         }
+        // fields of the wrong type are no reason to fail either
+        let odd = qw(["hook"], stdin: #"{"session_id": "o", "hook_event_name": "PostToolUse", "cwd": {"x": 1}, "tool_name": 7, "tool_input": {"file_path": ["a"]}, "duration_ms": "slow"}"#, cwd: dir)
+        #expect(odd.code == 0 && odd.stdout.isEmpty && odd.stderr.isEmpty, "\(odd.stderr)")
         let named = qw(["hook", "Stop"], stdin: #"{"session_id": "s", "hook_event_name": "Stop"}"#, cwd: dir)
         #expect(named.code == 0 && named.stderr.isEmpty, "\(named.stderr)")
         let all = try StateStore(path: dir + "/.qw/state.db").hookEvents()
-        #expect(all.map(\.outcome) == ["error", "error", "error", "ok"], "\(all.map { ($0.event, $0.outcome) })")
+        #expect(all.map(\.outcome) == ["error", "error", "error", "ok", "ok"], "\(all.map { ($0.event, $0.outcome) })")
     }
 }
 

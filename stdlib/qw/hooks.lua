@@ -145,7 +145,7 @@ end
 local function absolute(path, cwd)
   if type(path) ~= "string" or path == "" then return nil end
   if path:sub(1, 1) == "/" then return path end
-  return (cwd or core._cwd()) .. "/" .. path:gsub("^%./", "")
+  return (type(cwd) == "string" and cwd or core._cwd()) .. "/" .. path:gsub("^%./", "")
 end
 
 ---The tool input in one line, and the paths it touches.
@@ -201,6 +201,14 @@ end
 -- aside before a hook says so on stderr (QW_HOOK_WAIT, seconds).
 M.RECORD_WAIT = 0.005
 M.SAY_AFTER = tonumber(os.getenv("QW_HOOK_WAIT") or "") or 1
+
+-- Keeps a record aside (its folder made when the store never was); true when it is kept.
+local function keep_aside(rec)
+  local path = M.pending_path()
+  local dir = path:match("^(.*)/[^/]+$")
+  if dir then core._mkdir(dir) end
+  return (core._append_line(path, qw.json.encode(rec)))
+end
 
 ---The records kept aside, oldest first.
 function M.pending_records()
@@ -277,9 +285,7 @@ local function load_policies()
   return errors
 end
 
----Handles one hook call: `text` is stdin, `name` the EVENT argument (or nil), `started`
----when the process started (core._time()). Returns stdout, stderr, exit code. Never raises.
-function M.main(text, name, started)
+local function handle(text, name, started)
   local env = { run = os.getenv("QW_RUN_ID"), workflow = os.getenv("QW_WORKFLOW"), task = os.getenv("QW_TASK") }
   local problems = {}
   local ok, ev = pcall(qw.json.decode, text or "")
@@ -319,7 +325,7 @@ function M.main(text, name, started)
     end
   else
     local first = M.pending_records()[1]
-    local kept = core._append_line(M.pending_path(), qw.json.encode(rec))
+    local kept = keep_aside(rec)
     why = tostring(why):gsub("^.-:%d+: ", ""):gsub("\n.*", "")
     -- a moment's contention is no news; a store that stays locked, or cannot be opened, is
     local busy = why:find("database is locked", 1, true) or why:find("SQLite error 5", 1, true)
@@ -331,6 +337,19 @@ function M.main(text, name, started)
   end
   if #problems > 0 then stderr = stderr .. "qw hook: " .. table.concat(problems, "; ") .. "\n" end
   return stdout, stderr, code
+end
+
+---Handles one hook call: `text` is stdin, `name` the EVENT argument (or nil), `started`
+---when the process started (core._time()). Returns stdout, stderr, exit code. Never raises:
+---a payload that trips qw up is kept aside as it came, and the agent goes on.
+function M.main(text, name, started)
+  local ok, stdout, stderr, code = pcall(handle, text, name, started)
+  if ok then return stdout, stderr, code end
+  local rec = { at = core._time(), event = name or "?", outcome = "error", reason = tostring(stdout),
+                detail = qw.json.encode({ raw = one_line(text, 2000) }) }
+  local kept = pcall(keep_aside, rec)
+  return "", ("qw hook: %s; %s\n"):format(tostring(stdout):gsub("\n.*", ""),
+    kept and ("the event is kept in " .. M.pending_path()) or "the event could not be kept"), 0
 end
 
 ---------------------------------------------------------------------------------------------
