@@ -135,8 +135,9 @@ struct Qw: ParsableCommand {
 
     /// Runs the command line when it is one of the common forms: `[OPTIONS] -e CODE...`,
     /// `[OPTIONS] run [OPTIONS] FILE ARGS...` (everything after FILE is the script's),
-    /// `[OPTIONS] hook [EVENT]` and `--version`, where OPTIONS are the global ones. Returns nil for anything else (other
-    /// commands, help, unknown options), which the argument parser then handles. Reads argv
+    /// `[OPTIONS] hook [EVENT]` and `--version`, where OPTIONS are the global ones. Returns nil
+    /// for anything else (other commands, help, unknown options), which the argument parser
+    /// then handles. Reads argv
     /// as C strings: the first generic code to run costs type lookups that are a noticeable
     /// part of a start.
     static func fastPath() -> Int32? {
