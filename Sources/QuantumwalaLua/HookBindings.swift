@@ -61,18 +61,22 @@ extension Runtime {
                 s.setIndex(-2, i + 1)
             }
         }
-        func strings(_ s: LuaStack, at i: Int32) -> [String] {
+        // the items of the list at `i` that `read` takes, up to the first it does not
+        func list<T>(_ s: LuaStack, at i: Int32, _ read: () -> T?) -> [T] {
             guard s.type(at: i) == .table else { return [] }
-            var out: [String] = []
+            var out: [T] = []
             var n = 1
             while true {
                 s.getIndex(i, n)
                 defer { s.pop() }
-                guard s.type(at: -1) == .string, let v = s.string(at: -1) else { break }
+                guard let v = read() else { break }
                 out.append(v)
                 n += 1
             }
             return out
+        }
+        func strings(_ s: LuaStack, at i: Int32) -> [String] {
+            list(s, at: i) { s.type(at: -1) == .string ? s.string(at: -1) : nil }
         }
 
         // qw._hook_record({ event, session, run, ..., outcome }, wait) -> id; `wait`: seconds
@@ -122,17 +126,6 @@ extension Runtime {
             pushList(s, list) { push(s, $0) }
             return .values(1)
         }
-        // qw._live_run(run) -> workflow, task, agent (nils when qw has no such run)
-        lua.setFunction("_live_run", in: t) { [unowned self] call in
-            let s = call.stack
-            guard let run = s.string(at: 1) else { return .values(0) }
-            let store = try stateStore()
-            let r = try storeCall { () throws(StoreError) in try store.liveRun(run) }
-            for v in [r?.workflow, r?.task, r?.agent] {
-                if let v { s.push(v) } else { s.pushNil() }
-            }
-            return .values(3)
-        }
         // qw._suggest(argv_json, source, spec, state, error) -> id, added
         lua.setFunction("_suggest", in: t) { [unowned self] call in
             let s = call.stack
@@ -161,15 +154,7 @@ extension Runtime {
         // qw._suggest_renew({ids}, consumer, lease)
         lua.setFunction("_suggest_renew", in: t) { [unowned self] call in
             let s = call.stack
-            var ids: [Int64] = []
-            var n = 1
-            while s.type(at: 1) == .table {
-                s.getIndex(1, n)
-                defer { s.pop() }
-                guard let v = s.integer(at: -1) else { break }
-                ids.append(Int64(v))
-                n += 1
-            }
+            let ids = list(s, at: 1) { s.integer(at: -1) }
             let consumer = s.string(at: 2) ?? "?", lease = s.number(at: 3) ?? 60
             let store = try stateStore()
             try storeCall { () throws(StoreError) in try store.renewSuggestions(ids, consumer: consumer, lease: lease) }
@@ -235,9 +220,12 @@ extension Runtime {
         }
         // qw._exe() -> the running qw binary
         lua.setFunction("_exe", in: t) { call in
-            var buf = [CChar](repeating: 0, count: 4096)
-            let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-            call.stack.push(n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0])
+            call.stack.push(resolvedPath("/proc/self/exe") ?? CommandLine.arguments[0])
+            return .values(1)
+        }
+        // qw._realpath(path) -> the absolute path with links resolved, or nil when it does not exist
+        lua.setFunction("_realpath", in: t) { call in
+            if let p = call.stack.string(at: 1).flatMap(resolvedPath) { call.stack.push(p) } else { call.stack.pushNil() }
             return .values(1)
         }
         // qw._append_line(path, text) -> ok, error: one write(2) with O_APPEND, so that lines

@@ -199,9 +199,7 @@ public final class Runtime {
     static func findStdlib() -> String? {
         func ok(_ dir: String) -> Bool { access(dir + "/qw/init.lua", R_OK) == 0 }
         if let env = getenv("QW_STDLIB").map({ String(cString: $0) }), ok(env) { return env }
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        if realpath("/proc/self/exe", &buf) != nil {
-            var dir = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        if var dir = resolvedPath("/proc/self/exe") {
             while let slash = dir.lastIndex(of: "/"), slash != dir.startIndex {
                 dir = String(dir[..<slash])
                 if ok(dir + "/stdlib") { return dir + "/stdlib" }
@@ -365,8 +363,7 @@ public final class Runtime {
     /// Runs a script file as the main task; `args` become `...`, `arg` and `qw.args`.
     public func runFile(_ path: String, args: [String] = []) -> RunOutcome {
         setArguments(script: path, args)
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        scriptPath = realpath(path, &buf) != nil ? buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : path
+        scriptPath = resolvedPath(path) ?? path
         do {
             try lua.loadFile(path)
         } catch {

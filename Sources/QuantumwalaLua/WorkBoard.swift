@@ -223,6 +223,13 @@ private func ownCommandLine() -> String {
 }
 
 /// The process's working directory ("" when it cannot be read).
+/// The absolute path of `path` with its links resolved, or nil when it does not exist.
+func resolvedPath(_ path: String) -> String? {
+    var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard realpath(path, &buf) != nil else { return nil }
+    return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
 func currentDirectory() -> String {
     var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     guard getcwd(&buf, buf.count) != nil else { return "" }

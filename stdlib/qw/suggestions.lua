@@ -65,10 +65,7 @@ end
 M.QW_SPEC_ACTIONS = { run = true, status = true, approve = true, lint = true, plan = true, tasks = true, new = true, list = true }
 M.QW_SPEC_OPTIONS = { ["--from"] = true, ["--until"] = true, ["--approve"] = true }
 
-local function realpath(path)
-  local r = qw.exec({ "realpath", "-e", "--", path }, { name = "realpath" })
-  return r.ok and r.stdout:gsub("\n$", "") or nil
-end
+local realpath = core._realpath
 
 ---The allow-list (policy: replace `qw.suggestions.allowed` in .qw/policy.lua): the project's
 ---`.claude/commands`, `qw spec ...` of a spec name, and `qw run` of a script under the

@@ -71,6 +71,12 @@ public struct AgentGate {
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         return fields.count > 19 ? Int64(fields[19]) : nil
     }
+
+    /// Whether `pid` is the process that was started at `ticks` (0: any process of that pid).
+    public static func isAlive(_ pid: Int32, ticks: Int64) -> Bool {
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        return ticks == 0 || startTicks(pid) == ticks
+    }
 }
 
 extension StateStore {
@@ -206,8 +212,7 @@ extension StateStore {
     private static func dropDeadHolders(_ db: Database) throws {
         for r in try Row.fetchAll(db, sql: "SELECT run, pid, start_ticks FROM agent_holders") {
             let pid: Int32 = r[1], ticks: Int64 = r[2]
-            let alive = kill(pid, 0) == 0 || errno == EPERM
-            if !alive || (ticks != 0 && AgentGate.startTicks(pid) != ticks) {
+            if !AgentGate.isAlive(pid, ticks: ticks) {
                 try db.execute(sql: "DELETE FROM agent_holders WHERE run = ?", arguments: [r[0] as String])
             }
         }

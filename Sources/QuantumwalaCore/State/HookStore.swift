@@ -107,15 +107,6 @@ extension StateStore {
         }
     }
 
-    /// The workflow and task of a live agent run (`agent_live`, noted when the CLI named its
-    /// session), for the hooks of a CLI that qw started.
-    public func liveRun(_ run: String) throws(StoreError) -> (workflow: String?, task: String?, agent: String?)? {
-        try readTable("read the agent runs") { db in
-            try Row.fetchOne(db, sql: "SELECT workflow, task, agent FROM agent_live WHERE run = ?", arguments: [run])
-                .map { ($0["workflow"], $0["task"], $0["agent"]) }
-        }
-    }
-
     // MARK: the suggestion queue
 
     /// Queues a suggestion unless the same argv is pending or running already.
@@ -149,8 +140,7 @@ extension StateStore {
             // consumers that died (kill -9) give theirs back at once
             for r in try Row.fetchAll(db, sql: "SELECT id, pid, start_ticks FROM suggestions WHERE state = 'running'") {
                 let p: Int32 = r["pid"] ?? 0, t: Int64 = r["start_ticks"] ?? 0
-                let alive = p > 0 && (kill(p, 0) == 0 || errno == EPERM) && (t == 0 || AgentGate.startTicks(p) == t)
-                if !alive { try db.execute(sql: "UPDATE suggestions SET lease_until = 0 WHERE id = ?", arguments: [r["id"] as Int64]) }
+                if !AgentGate.isAlive(p, ticks: t) { try db.execute(sql: "UPDATE suggestions SET lease_until = 0 WHERE id = ?", arguments: [r["id"] as Int64]) }
             }
             guard let row = try Row.fetchOne(db, sql: """
                 SELECT id FROM suggestions
@@ -245,11 +235,8 @@ extension StateStore {
         }
     }
 
+    /// Runs `body` in a read transaction, with the store's error for `what`.
     func readTable<T>(_ what: String, _ body: (Database) throws -> T) throws(StoreError) -> T {
-        do {
-            return try db.read(body)
-        } catch {
-            throw StoreError(message: "state: cannot \(what) in \(path): \(error)")
-        }
+        try wrap(what) { try db.read(body) }
     }
 }

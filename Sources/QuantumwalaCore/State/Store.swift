@@ -538,7 +538,7 @@ public final class StateStore {
         }
     }
 
-    private func wrap<T>(_ what: String, _ body: () throws -> T) throws(StoreError) -> T {
+    func wrap<T>(_ what: String, _ body: () throws -> T) throws(StoreError) -> T {
         do {
             return try body()
         } catch {
