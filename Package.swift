@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // the dashboard's HTTP server: no dependencies of its own, a tenth of Hummingbird's build
+        .package(url: "https://github.com/swhitty/FlyingFox", from: "0.27.1"),
     ],
     targets: [
         // Lua 5.4 from the system (Debian: liblua5.4-dev), found with pkg-config.
@@ -63,6 +65,7 @@ let package = Package(
             dependencies: [
                 "QuantumwalaLua", "LuaHost", "QuantumwalaCore", "CReadline", "CLuaShims", "CLua", "CSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "FlyingFox", package: "FlyingFox"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -122,7 +122,7 @@ struct Qw: ParsableCommand {
         abstract: "Quantumwala: orchestrate processes and coding agents from Lua.",
         discussion: "With no command: an interactive Lua shell on a terminal, or the script read from standard input otherwise. `qw run FILE` runs a script; `qw -e CODE` runs a chunk.",
         version: quantumwalaVersion,
-        subcommands: [Run.self, Repl.self, Status.self, Resume.self, Resources.self, State.self, Agents.self, AgentCommand.self, Cost.self, Spec.self, Init.self, Worktrees.self, Hook.self, Consume.self]
+        subcommands: [Run.self, Repl.self, Status.self, Resume.self, Resources.self, State.self, Agents.self, AgentCommand.self, Cost.self, Spec.self, Init.self, Worktrees.self, Hook.self, Consume.self, Dashboard.self]
     )
 
     /// The commands that most start-ups are (`qw -e CODE`, `qw run FILE ARGS...`,

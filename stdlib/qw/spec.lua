@@ -1345,6 +1345,66 @@ function M.status(name)
   return out
 end
 
+-- The phases as the dashboard draws them; a step such as requirements-approval belongs to
+-- the phase before its dash.
+M.MAIN_PHASES = { "steering", "requirements", "design", "tasks", "implementation", "testing", "review" }
+
+---The phase changes recorded for a spec, oldest first ({} without a store: asking makes none).
+function M.phases(name)
+  if not exists(core._state_path()) then return {} end
+  return core._spec_phases(name)
+end
+
+---What the dashboard shows of a spec: ``M.status`` with the phases in order (each with its
+---last recorded state), the task tree of tasks.md with each task's depth, and each task's
+---worktree, branch and merge state (`merged`, `unmerged`, `kept` or nil).
+function M.view(name)
+  local st = M.status(name)
+  local spec = locate(name)
+  local out = { name = st.name, kind = spec.kind, dir = spec.dir, documents = st.documents, approvals = st.approvals,
+                counts = st.counts, suggestions = st.suggestions, phase = st.phase, phases = {}, tasks = {}, warnings = {} }
+  local last = {}
+  for _, ph in ipairs(st.phases) do
+    local main = ph.phase:match("^([^-]+)") or ph.phase
+    last[main] = { phase = main, step = ph.phase, state = ph.state, at = ph.at, source = ph.source }
+  end
+  for i, p in ipairs(M.MAIN_PHASES) do out.phases[i] = last[p] or { phase = p } end
+  if not st.documents.tasks then return out end
+  local p = M.parse(name)
+  out.warnings = p.warnings
+  -- worktrees and branches of this spec's tasks, as qw.spec.implement names them
+  local root = project_root(spec)
+  local trees, merged, branches = {}, {}, {}
+  local git = qw.git
+  local okw, list = pcall(git.worktrees, { repo = root })
+  if okw then for _, w in ipairs(list) do if w.branch then trees[w.branch] = w end end end
+  local prefix = "qw/" .. spec.name .. "/"
+  local refs = qw.exec({ "git", "-C", root, "for-each-ref", "--format=%(refname:short)", "refs/heads/" .. prefix }, { name = "git for-each-ref" })
+  if refs.ok then for b in refs.stdout:gmatch("[^\n]+") do branches[b] = true end end
+  local m = qw.exec({ "git", "-C", root, "branch", "--format=%(refname:short)", "--merged", "HEAD", "--list", prefix .. "*" }, { name = "git branch --merged" })
+  if m.ok then for b in m.stdout:gmatch("[^\n]+") do merged[b] = true end end
+  for i, t in ipairs(p.tasks) do
+    local depth, a = 0, t
+    while a.parent and p.by_id[a.parent] and depth < 32 do depth = depth + 1; a = p.by_id[a.parent] end
+    local row = { id = t.id, title = t.title, state = t.state, derived_state = t.derived_state, parent = t.parent,
+                  depth = depth, line = t.line, depends = #t.depends > 0 and t.depends or nil,
+                  parallel = t.parallel or nil, optional = t.optional or nil }
+    if t.id then
+      local branch = prefix .. t.id
+      local w = trees[branch]
+      if w then
+        row.worktree, row.branch = w.path, branch
+        row.merge = w.merged and "merged" or (t.state == "-" and "kept") or "unmerged"
+      elseif branches[branch] then
+        row.branch = branch
+        row.merge = merged[branch] and "merged" or "unmerged"
+      end
+    end
+    out.tasks[i] = row
+  end
+  return out
+end
+
 ---------------------------------------------------------------------------------------------
 -- The command line: qw spec list|tasks|lint|plan
 

@@ -25,29 +25,9 @@ struct Resources: ParsableCommand {
         let runtime = try global.makeRuntime()
         // CPU busy is a rate: sample it over a short window first
         try runtime.lua.run("qw.resources(); qw.sleep(0.2)")
-        var r = try runtime.lua.run("return qw.resources()").first ?? .nil
-        // the shared agent gate, whether or not this process has run agents (a store that
-        // does not exist yet is not made for it: no agent has run here)
-        let hasStore = access(runtime.statePath, F_OK) == 0
-        let gate = try runtime.lua.run(hasStore ? """
-            local g = qw.agent.gate()
-            g.max_agents = qw.agent.limits.max_agents or 3
-            return g
-            """ : "return { running = 0, probing = false, max_agents = qw.agent.limits.max_agents or 3 }").first ?? .nil
-        let processes = WorkBoard().map { $0.entries() } ?? []
-        let work = processes.map(withResidentMemory)
-        var running = 0, queued = 0
-        for p in work {
-            running += count(p["running"]) + Int(num(p["running_more"]) ?? 0)
-            queued += count(p["queued"]) + Int(num(p["queued_more"]) ?? 0) + Int(num(p["leases_waiting"]) ?? 0)
-        }
-        if case .table(var t) = r {
-            t["running"] = .integer(Int64(running))
-            t["queued"] = .integer(Int64(queued))
-            t["processes"] = .array(work)
-            t["agents"] = gate
-            r = .table(t)
-        }
+        let r = try machineView(runtime)
+        let gate = r["agents"] ?? .nil
+        let work = items(r["processes"])
         if json {
             writeAll(1, String(decoding: (try? JSON.encode(r, pretty: true)) ?? Array("{}".utf8), as: UTF8.self) + "\n")
             return
@@ -66,8 +46,8 @@ struct Resources: ParsableCommand {
         rows.append(("agents running", "\(Int(num(gate["running"]) ?? 0)) of max_agents \(Int(num(gate["max_agents"]) ?? 3))"))
         rows.append(("agent gate", gateState(gate, now: monotonicWallClock())))
         rows.append(("qw processes", "\(work.count)"))
-        rows.append(("running", "\(running)"))
-        rows.append(("queued", "\(queued)"))
+        rows.append(("running", "\(Int(num(r["running"]) ?? 0))"))
+        rows.append(("queued", "\(Int(num(r["queued"]) ?? 0))"))
         var out = table(rows.map { [$0.0, $0.1] }, header: nil)
         let now = wallSeconds()
         for p in work {
@@ -97,6 +77,36 @@ struct Resources: ParsableCommand {
         }
         writeAll(1, out)
     }
+}
+
+/// What `qw resources` shows: `qw.resources()` with the work every running qw process
+/// publishes (running and queued counts, each command's resident memory) and, with
+/// `gate`, the agent gate (asking for it drops holders that are gone: a write).
+func machineView(_ runtime: Runtime, gate withGate: Bool = true) throws -> LuaValue {
+    var r = try runtime.lua.run("return qw.resources()").first ?? .nil
+    // the shared agent gate, whether or not this process has run agents (a store that
+    // does not exist yet is not made for it: no agent has run here)
+    let hasStore = withGate && access(runtime.statePath, F_OK) == 0
+    let gate = try runtime.lua.run(hasStore ? """
+        local g = qw.agent.gate()
+        g.max_agents = qw.agent.limits.max_agents or 3
+        return g
+        """ : "return { running = 0, probing = false, max_agents = qw.agent.limits.max_agents or 3 }").first ?? .nil
+    let processes = WorkBoard().map { $0.entries() } ?? []
+    let work = processes.map(withResidentMemory)
+    var running = 0, queued = 0
+    for p in work {
+        running += count(p["running"]) + Int(num(p["running_more"]) ?? 0)
+        queued += count(p["queued"]) + Int(num(p["queued_more"]) ?? 0) + Int(num(p["leases_waiting"]) ?? 0)
+    }
+    if case .table(var t) = r {
+        t["running"] = .integer(Int64(running))
+        t["queued"] = .integer(Int64(queued))
+        t["processes"] = .array(work)
+        t["agents"] = gate
+        r = .table(t)
+    }
+    return r
 }
 
 private func num(_ v: LuaValue?) -> Double? {
@@ -131,17 +141,22 @@ private func withResidentMemory(_ entry: LuaValue) -> LuaValue {
 
 /// The gate in words: open, or closed and when it reopens; paced after a rate limit.
 private func gateState(_ g: LuaValue, now: Double) -> String {
+    gateWords(closedUntil: num(g["closed_until"]), probing: g["probing"] == .boolean(true), rate: num(g["rate"]),
+              window: num(g["window"]), now: now)
+}
+
+/// The gate in words (for `qw resources` and `qw status --watch`).
+func gateWords(closedUntil: Double?, probing: Bool, rate: Double?, window: Double?, now: Double) -> String {
     var parts: [String] = []
-    if let until = num(g["closed_until"]), until > now {
-        parts.append("closed by a rate limit, reopens in " + seconds(until - now)
-                     + (g["probing"] == .boolean(true) ? " for one run at a time" : ""))
-    } else if g["probing"] == .boolean(true) {
+    if let until = closedUntil, until > now {
+        parts.append("closed by a rate limit, reopens in " + seconds(until - now) + (probing ? " for one run at a time" : ""))
+    } else if probing {
         parts.append("open for one run at a time (after a rate limit)")
     } else {
         parts.append("open")
     }
-    if let rate = num(g["rate"]) { parts.append("paced at " + formatAmount((rate * 100).rounded() / 100) + " starts/s") }
-    if let w = num(g["window"]) { parts.append("window " + formatAmount((w * 10).rounded() / 10) + " at once") }
+    if let rate { parts.append("paced at " + formatAmount((rate * 100).rounded() / 100) + " starts/s") }
+    if let w = window { parts.append("window " + formatAmount((w * 10).rounded() / 10) + " at once") }
     return parts.joined(separator: ", ")
 }
 
@@ -153,7 +168,8 @@ private func request(_ c: LuaValue) -> String {
     return parts.isEmpty ? "-" : parts.joined(separator: ", ")
 }
 
-private func seconds(_ s: Double) -> String {
+/// A duration in short words: 4.2s, 3m5s, 2h10m.
+func seconds(_ s: Double) -> String {
     let s = max(0, s)
     if s < 60 { return formatAmount((s * 10).rounded() / 10) + "s" }
     if s < 3600 { return "\(Int(s) / 60)m\(Int(s) % 60)s" }

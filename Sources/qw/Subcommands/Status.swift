@@ -13,12 +13,23 @@ struct Status: ParsableCommand {
     @Argument(help: "A workflow's name: list its tasks.")
     var name: String?
 
-    @Flag(help: "Print JSON instead of a table.")
+    @Flag(help: "Print JSON instead of a table (with --watch: a document per change, one per line).")
     var json = false
+
+    @Flag(help: "Keep watching: redraw on a terminal as the store changes; elsewhere, append a line per event (watching NAME there ends when it finishes).")
+    var watch = false
 
     mutating func run() throws {
         let store = try openStore(global)
         do {
+            if watch {
+                let name = self.name
+                let watcher = StatusWatcher(store: store, name: name, json: json) {
+                    let doc = try name.map { try Self.tasksDocument(store, $0) } ?? Self.workflowsDocument(store)
+                    return String(decoding: try JSON.encode(doc), as: UTF8.self)
+                }
+                throw ExitCode(try watcher.run())
+            }
             if let name {
                 try showTasks(store, name)
             } else {
@@ -30,24 +41,33 @@ struct Status: ParsableCommand {
         }
     }
 
-    private func showWorkflows(_ store: StateStore) throws {
-        let all = try store.workflows()
+    /// What `qw status --json` prints: each workflow with its task counts.
+    static func workflowsDocument(_ store: StateStore) throws -> LuaValue {
+        .array(try workflowRows(store).objects)
+    }
+
+    private static func workflowRows(_ store: StateStore) throws -> (rows: [[String]], objects: [LuaValue]) {
         var rows: [[String]] = []
         var objects: [LuaValue] = []
-        for w in all {
-            let tasks = try store.tasks(of: w.name)
+        for w in try store.workflows() {
             var counts: [String: Int] = [:]
-            for t in tasks { counts[t.status, default: 0] += 1 }
+            for (state, n) in try store.taskCounts(of: w.name) { counts[state] = n }
+            let total = counts.values.reduce(0, +)
             let summary = counts.keys.sorted().map { "\(counts[$0]!) \($0)" }.joined(separator: ", ")
-            rows.append([w.name, w.status, String(w.runs), String(tasks.count), summary])
+            rows.append([w.name, w.status, String(w.runs), String(total), summary])
             var o: [LuaValue: LuaValue] = ["name": .string(w.name), "status": .string(w.status), "runs": .integer(Int64(w.runs)),
-                                           "tasks": .integer(Int64(tasks.count)), "updated_at": .number(w.updatedAt)]
+                                           "tasks": .integer(Int64(total)), "updated_at": .number(w.updatedAt)]
             var c: [LuaValue: LuaValue] = [:]
             for (k, v) in counts { c[.string(k)] = .integer(Int64(v)) }
             o["counts"] = .table(c)
             if let s = w.script { o["script"] = .string(s) }
             objects.append(.table(o))
         }
+        return (rows, objects)
+    }
+
+    private func showWorkflows(_ store: StateStore) throws {
+        let (rows, objects) = try Self.workflowRows(store)
         if json {
             writeAll(1, String(decoding: try JSON.encode(.array(objects), pretty: true), as: UTF8.self) + "\n")
         } else {
@@ -73,29 +93,42 @@ struct Status: ParsableCommand {
         }
     }
 
+    /// What `qw status --json NAME` prints: the workflow's tasks, in the order they started,
+    /// each with what the next run would do. A workflow not in the store reads as `absent`.
+    static func tasksDocument(_ store: StateStore, _ name: String) throws -> LuaValue {
+        guard let w = try store.workflows().first(where: { $0.name == name }) else {
+            return .table(["name": .string(name), "status": .string("absent"), "runs": .integer(0), "tasks": .array([])])
+        }
+        let (tasks, next) = try orderedTasks(store, name)
+        var list: [LuaValue] = []
+        for t in tasks {
+            var o: [LuaValue: LuaValue] = ["id": .string(t.id), "status": .string(t.status), "attempts": .integer(Int64(t.attempts))]
+            if let d = t.duration { o["duration"] = .number(d) }
+            if let c = t.code { o["code"] = .integer(Int64(c)) }
+            if let e = t.error { o["error"] = .string(e) }
+            o["next_run"] = .string(next[t.id] ?? "kept")
+            list.append(.table(o))
+        }
+        return .table(["name": .string(name), "status": .string(w.status), "runs": .integer(Int64(w.runs)), "tasks": .array(list)])
+    }
+
+    /// The tasks in the order they started, and what the next run would do with each: kept,
+    /// or why not (inputs are hashed with the store's cache).
+    private static func orderedTasks(_ store: StateStore, _ name: String) throws -> ([StateStore.TaskRecord], [String: String]) {
+        let tasks = try store.tasks(of: name).sorted { ($0.startedAt ?? .infinity, $0.id) < ($1.startedAt ?? .infinity, $1.id) }
+        return (tasks, WorkflowRun.nextRun(tasks, hashes: ContentHashes(lookup: { try? store.cachedHash($0) ?? nil })))
+    }
+
     private func showTasks(_ store: StateStore, _ name: String) throws {
         guard let w = try store.workflows().first(where: { $0.name == name }) else {
             writeAll(2, "qw: no workflow named '\(name)' in \(store.path)\n")
             throw ExitCode(1)
         }
-        let tasks = try store.tasks(of: name).sorted { ($0.startedAt ?? .infinity, $0.id) < ($1.startedAt ?? .infinity, $1.id) }
-        // what the next run would do: kept, or why not (inputs are hashed with the store's cache)
-        let next = WorkflowRun.nextRun(tasks, hashes: ContentHashes(lookup: { try? store.cachedHash($0) ?? nil }))
         if json {
-            var list: [LuaValue] = []
-            for t in tasks {
-                var o: [LuaValue: LuaValue] = ["id": .string(t.id), "status": .string(t.status), "attempts": .integer(Int64(t.attempts))]
-                if let d = t.duration { o["duration"] = .number(d) }
-                if let c = t.code { o["code"] = .integer(Int64(c)) }
-                if let e = t.error { o["error"] = .string(e) }
-                o["next_run"] = .string(next[t.id] ?? "kept")
-                list.append(.table(o))
-            }
-            let doc: LuaValue = .table(["name": .string(name), "status": .string(w.status), "runs": .integer(Int64(w.runs)),
-                                        "tasks": .array(list)])
-            writeAll(1, String(decoding: try JSON.encode(doc, pretty: true), as: UTF8.self) + "\n")
+            writeAll(1, String(decoding: try JSON.encode(try Self.tasksDocument(store, name), pretty: true), as: UTF8.self) + "\n")
             return
         }
+        let (tasks, next) = try Self.orderedTasks(store, name)
         writeAll(1, "workflow \(name): \(w.status) (run \(w.runs) time\(w.runs == 1 ? "" : "s"))\n")
         let rows = tasks.map { t in
             [t.id, t.status, String(t.attempts), t.duration.map { String(format2($0)) + " s" } ?? "-", next[t.id] ?? "kept", t.error ?? ""]

@@ -1,0 +1,338 @@
+import Dispatch
+import Glibc
+import LuaHost
+import QuantumwalaCore
+import QuantumwalaLua
+
+/// What the dashboard knows: the store's views as JSON, with the caches that keep a busy
+/// store cheap to watch. Everything here runs on ``queue`` (SQLite and Lua calls block: they
+/// stay off the threads that serve connections).
+final class DashboardModel: @unchecked Sendable {
+    let queue = DispatchQueue(label: "qw.dashboard.store")
+    let store: StateStore
+    /// For what policy knows (specs, the machine's readings): loaded like any qw's.
+    let runtime: Runtime
+    let project: String
+
+    init(store: StateStore, runtime: Runtime, project: String) {
+        self.store = store
+        self.runtime = runtime
+        self.project = project
+    }
+
+    /// Runs `body` on the store's queue.
+    func run<T: Sendable>(_ body: @escaping @Sendable (DashboardModel) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            queue.async { c.resume(with: Result { try body(self) }) }
+        }
+    }
+
+    // MARK: caches
+
+    /// Task counts by state, per workflow; dropped for a workflow when its tasks change.
+    private var counts: [String: [(String, Int)]] = [:]
+
+    /// A workflow's tasks in wave order, and each one's wave: rebuilt when the set of tasks
+    /// or their dependencies may have changed (a new run, or more tasks).
+    private struct Graph {
+        var key: String
+        var ids: [String]
+        var wave: [String: Int]
+        var order: [Int]          // indices into ids, by wave then id
+        var waves: Int
+        var edges: [(Int, Int)]
+    }
+    private var graphs: [String: Graph] = [:]
+
+    func countsOf(_ workflow: String) throws -> [(String, Int)] {
+        if let c = counts[workflow] { return c }
+        let c = try store.taskCounts(of: workflow)
+        counts[workflow] = c
+        return c
+    }
+
+    /// The tasks of these workflows changed.
+    func invalidate(_ workflows: some Sequence<String>) {
+        for w in workflows { counts[w] = nil }
+    }
+
+    static func countsJSON(_ c: [(String, Int)]) -> JSONValue {
+        .object(c.map { ($0.0, .int($0.1)) })
+    }
+
+    private func graph(_ workflow: String, runs: Int, total: Int) throws -> Graph {
+        let key = "\(runs):\(total)"
+        if let g = graphs[workflow], g.key == key { return g }
+        let (ids, deps, _) = try store.taskGraph(of: workflow)
+        var index: [String: Int] = [:]
+        index.reserveCapacity(ids.count)
+        for (i, id) in ids.enumerated() { index[id] = i }
+        // the engine's own graph: the same waves `qw run` plans (a dependency the store no
+        // longer has is left out rather than failing the view)
+        let defs = ids.enumerated().map { i, id in
+            WorkflowTaskDef(id: id, deps: deps[i].filter { index[$0] != nil }, fingerprint: "", base: "")
+        }
+        var wave: [String: Int] = [:]
+        var waves = 0
+        var edges: [(Int, Int)] = []
+        if let plan = try? WorkflowRun(name: workflow, tasks: defs) {
+            let levels = plan.levels()
+            waves = levels.count
+            for (l, members) in levels.enumerated() { for i in members { wave[ids[i]] = l } }
+        } else {
+            for id in ids { wave[id] = 0 }
+            waves = ids.isEmpty ? 0 : 1
+        }
+        if ids.count <= DashboardModel.graphLimit {
+            for (i, d) in deps.enumerated() { for name in d { if let j = index[name] { edges.append((j, i)) } } }
+        }
+        let order = ids.indices.sorted { (wave[ids[$0]]!, ids[$0]) < (wave[ids[$1]]!, ids[$1]) }
+        let g = Graph(key: key, ids: ids, wave: wave, order: order, waves: waves, edges: edges)
+        graphs[workflow] = g
+        return g
+    }
+
+    /// A workflow of at most this many tasks is drawn as a graph; larger ones by wave.
+    static let graphLimit = 400
+
+    // MARK: views
+
+    func workflowList() throws -> [JSONValue] {
+        try store.workflowViews().map { w in
+            let c = try countsOf(w.name)
+            var fields = w.fields
+            fields.insert(("tasks", .int(c.reduce(0) { $0 + $1.1 })), at: 3)
+            fields.insert(("counts", Self.countsJSON(c)), at: 4)
+            return .object(fields)
+        }
+    }
+
+    /// The machine's readings, taken at most once a second (a CPU reading is a rate).
+    private var machine: (at: Double, value: JSONValue)?
+
+    func machineReadings() -> JSONValue {
+        let now = monotonicWallClock()
+        if let m = machine, now - m.at < 1 { return m.value }
+        var value: JSONValue = .null
+        if let v = try? machineView(runtime, gate: false), let bytes = try? JSON.encode(v) {
+            value = .raw(String(decoding: bytes, as: UTF8.self))
+        }
+        machine = (now, value)
+        return value
+    }
+
+    private var maxAgents: Int?
+
+    func overview() throws -> JSONValue {
+        var gate = try store.gateView()
+        if maxAgents == nil {
+            maxAgents = (try? runtime.lua.run("return qw.agent.limits.max_agents or 3").first).flatMap { v -> Int? in
+                if case .integer(let i) = v { return Int(i) }
+                if case .number(let d) = v { return Int(d) }
+                return nil
+            } ?? 3
+        }
+        gate.insert(("max_agents", .int(maxAgents!)), at: 1)
+        let queue = try store.suggestions(states: ["pending", "running", "failed"]).map { q in
+            JSONValue.object([("id", .int(Int(q.id))), ("state", .string(q.state)), ("attempts", .int(q.attempts)),
+                              ("argv", .raw(q.argv)), ("spec", .of(q.spec)), ("error", .of(q.error)),
+                              ("created_at", .number(q.createdAt))])
+        }
+        return .object([
+            ("store", .string(store.path)), ("project", .string(project)), ("now", .number(monotonicWallClock())),
+            ("workflows", .array(try workflowList())),
+            ("specs", specList()),
+            ("machine", machineReadings()),
+            ("gate", .object(gate)),
+            ("agents", .array(try store.liveAgents())),
+            ("suggestions", .array(queue)),
+            ("cost", try store.costTotals()),
+        ])
+    }
+
+    /// The specs of the project with the phase each was last seen in (Lua: the spec folders
+    /// are policy's to find).
+    private var specs: (at: Double, value: JSONValue)?
+
+    func specList() -> JSONValue {
+        let now = monotonicWallClock()
+        if let s = specs, now - s.at < 2 { return s.value }
+        let value = luaJSON("""
+            local out = {}
+            for _, s in ipairs(qw.spec.list()) do
+              local phases = qw.spec.phases(s.name)
+              out[#out + 1] = { name = s.name, kind = s.kind, phase = phases[#phases] }
+            end
+            return out
+            """) ?? .array([])
+        specs = (now, value)
+        return value
+    }
+
+    func workflow(_ name: String) throws -> JSONValue? {
+        guard let w = try store.workflowViews().first(where: { $0.name == name }) else { return nil }
+        let c = try countsOf(name)
+        let total = c.reduce(0) { $0 + $1.1 }
+        let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
+        let g = try graph(name, runs: runs, total: total)
+        let states = try store.taskStates(of: name)
+        var perWave = Array(repeating: [String: Int](), count: g.waves)
+        for (id, s) in states { if let l = g.wave[id], l < perWave.count { perWave[l][s, default: 0] += 1 } }
+        var fields = w.fields
+        fields.insert(("tasks", .int(total)), at: 3)
+        fields.insert(("counts", Self.countsJSON(c)), at: 4)
+        fields.append(("waves", .array(perWave.enumerated().map { l, m in
+            .object([("wave", .int(l)), ("tasks", .int(m.values.reduce(0, +))),
+                     ("counts", .object(m.keys.sorted().map { ($0, .int(m[$0]!)) }))])
+        })))
+        if g.ids.count <= Self.graphLimit {
+            fields.append(("graph", .object([
+                ("nodes", .array(g.order.map { i in
+                    .object([("id", .string(g.ids[i])), ("wave", .int(g.wave[g.ids[i]] ?? 0)), ("status", .string(states[g.ids[i]] ?? "pending"))])
+                })),
+                ("edges", .array(g.edges.map { .array([.string(g.ids[$0.0]), .string(g.ids[$0.1])]) })),
+            ])))
+        }
+        return .object(fields)
+    }
+
+    func tasks(_ name: String, offset: Int, limit: Int, status: String?, wave: Int?, query: String?) throws -> JSONValue? {
+        guard let w = try store.workflowViews().first(where: { $0.name == name }) else { return nil }
+        let c = try countsOf(name)
+        let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
+        let g = try graph(name, runs: runs, total: c.reduce(0) { $0 + $1.1 })
+        var order = g.order
+        if let wave { order = order.filter { g.wave[g.ids[$0]] == wave } }
+        if let query, !query.isEmpty { order = order.filter { g.ids[$0].localizedLowercase.contains(query.lowercased()) } }
+        if let status, !status.isEmpty {
+            let states = try store.taskStates(of: name)
+            order = order.filter { states[g.ids[$0]] == status }
+        }
+        let limit = max(1, min(limit, 500))
+        let offset = max(0, min(offset, order.count))
+        let page = order[offset..<min(order.count, offset + limit)].map { g.ids[$0] }
+        let rows = try store.taskViews(of: name, ids: page)
+        return .object([
+            ("total", .int(order.count)), ("offset", .int(offset)), ("limit", .int(limit)),
+            ("tasks", .array(page.compactMap { id in rows[id].map { .object(withWave($0, g.wave[id])) } })),
+        ])
+    }
+
+    private func withWave(_ fields: [(String, JSONValue)], _ wave: Int?) -> [(String, JSONValue)] {
+        var f = fields
+        f.insert(("wave", .of(wave)), at: 2)
+        return f
+    }
+
+    /// Rows of changed tasks for a live `tasks` message (with their waves when known).
+    func changedTasks(_ workflow: String, ids: [String]) throws -> [JSONValue] {
+        let rows = try store.taskViews(of: workflow, ids: ids)
+        let waves = graphs[workflow]?.wave
+        return ids.compactMap { id in rows[id].map { .object(withWave($0, waves?[id])) } }
+    }
+
+    func task(_ name: String, _ id: String) throws -> JSONValue? {
+        guard let d = try store.taskDetail(of: name, id: id) else { return nil }
+        var dependents: [String] = []
+        if let g = graphs[name] {
+            // the dependents from the graph already read (a large workflow is not read again)
+            let (ids, deps, _) = g.ids.count <= 20000 ? try store.taskGraph(of: name) : ([], [], [])
+            for (i, ds) in deps.enumerated() where ds.contains(id) { dependents.append(ids[i]) }
+        } else {
+            let (ids, deps, _) = try store.taskGraph(of: name)
+            for (i, ds) in deps.enumerated() where ds.contains(id) { dependents.append(ids[i]) }
+        }
+        return .object([("task", .object(withWave(d.task, graphs[name]?.wave[id]))),
+                        ("deps", .array(d.deps.map { .string($0) })),
+                        ("dependents", .array(dependents.sorted().map { .string($0) }))] + d.rest)
+    }
+
+    func spec(_ name: String) -> JSONValue? {
+        luaJSON("return qw.spec.view(...)", args: [name])
+    }
+
+    func cost(since: Double?) throws -> JSONValue {
+        func rows(_ by: String) throws -> JSONValue {
+            .array(try store.costReport(by: by, since: since).prefix(by == "task" ? 50 : 1000).map { r in
+                .object([("key", .string(r.key)), ("runs", .int(r.runs)), ("failed", .int(r.failed)), ("cost_usd", .number(r.costUSD)),
+                         ("input_tokens", .int(r.inputTokens)), ("output_tokens", .int(r.outputTokens)),
+                         ("cache_read_tokens", .int(r.cacheReadTokens)), ("cache_creation_tokens", .int(r.cacheCreationTokens)),
+                         ("duration", .number(r.duration))])
+            })
+        }
+        let totals = try store.costTotals()
+        let (bucket, series) = try store.costSeries(since: since)
+        var spent: [String: Double] = [:]
+        for r in try store.costReport(by: "workflow", since: nil) { spent[r.key] = r.costUSD }
+        let budgets = try store.workflowBudgets().map { b in
+            JSONValue.object([("scope", .string("workflow " + b.workflow)), ("workflow", .string(b.workflow)),
+                              ("budget_usd", .number(b.usd)), ("spent_usd", .number(spent[b.workflow] ?? 0))])
+        }
+        return .object([("total_usd", totals["total_usd"] ?? .number(0)), ("today_usd", totals["today_usd"] ?? .number(0)),
+                        ("runs", totals["runs"] ?? .int(0)), ("since", .of(since)),
+                        ("bucket", .number(bucket)), ("series", .array(series)),
+                        ("by_agent", try rows("agent")), ("by_model", try rows("model")),
+                        ("by_workflow", try rows("workflow")), ("by_task", try rows("task")),
+                        ("budgets", .array(budgets))])
+    }
+
+    func events(limit: Int, before: Double?, sources: Set<String>, kind: String?, workflow: String?) throws -> JSONValue {
+        .array(try store.eventLog(limit: max(1, min(limit, 1000)), before: before, sources: sources, kind: kind, workflow: workflow).map(\.json))
+    }
+
+    /// Approves a spec's phase as `qw spec approve` does; recorded as an engine event.
+    func approve(spec: String, phase: String) throws -> JSONValue {
+        guard ["requirements", "design", "tasks"].contains(phase) else {
+            throw DashboardError(status: 400, "phase must be requirements, design or tasks (got '\(phase)')")
+        }
+        let result = luaJSON("""
+            local name, phase = ...
+            local ok, r = pcall(qw.spec.approve, name, phase, { by = "dashboard" })
+            if not ok then return { ok = false, error = tostring(r) } end
+            return { ok = true, approval = qw.spec.approval(name, phase) }
+            """, args: [spec, phase]) ?? .null
+        let ok: Bool = { if case .raw(let t) = result { return t.contains("\"ok\":true") }; return false }()
+        try? store.record(event: "dashboard approve", workflow: nil, task: nil,
+                          data: Array(JSONValue.object([("spec", .string(spec)), ("phase", .string(phase)), ("ok", .bool(ok))]).text.utf8))
+        return result
+    }
+
+    /// Runs Lua that returns one value, as JSON (nil when it fails; the error goes to the log).
+    private func luaJSON(_ code: String, args: [String] = []) -> JSONValue? {
+        do {
+            let fn = args.isEmpty ? code : "return (function(...) \(code)\nend)(\(args.map(luaString).joined(separator: ", ")))"
+            guard let v = try runtime.lua.run(fn, name: "=dashboard").first else { return nil }
+            return .raw(String(decoding: try JSON.encode(v), as: UTF8.self))
+        } catch {
+            lastLuaError = "\(error)"
+            return nil
+        }
+    }
+    var lastLuaError: String?
+}
+
+/// A Lua string literal for `s` (every byte outside plain ASCII escaped).
+func luaString(_ s: String) -> String {
+    var out = "\""
+    for b in s.utf8 {
+        switch b {
+        case UInt8(ascii: "\""): out += "\\\""
+        case UInt8(ascii: "\\"): out += "\\\\"
+        case 0x20...0x7E: out.unicodeScalars.append(Unicode.Scalar(b))
+        default:
+            let d = String(b)
+            out += "\\" + String(repeating: "0", count: 3 - d.count) + d
+        }
+    }
+    return out + "\""
+}
+
+/// An answer other than 200, with the message the client sees.
+struct DashboardError: Error {
+    var status: Int
+    var message: String
+    init(status: Int, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+}

@@ -1,0 +1,220 @@
+import Dispatch
+import QuantumwalaCore
+
+/// Pushes the store's changes to every connected page over Server-Sent Events.
+///
+/// One watcher for all clients: every 50 ms it asks SQLite for `PRAGMA data_version`, which
+/// moves when any other connection commits (a few instructions, no reading of tables).
+/// When it moved, the feed reads what is new once (the event log and hook events after the
+/// last ids it saw, suggestions changed since) and sends each client the part it asked for:
+/// events, the changed rows of the workflow it shows, and the overview when that changed.
+/// The work per change is paced by its own cost, so a store taking thousands of changes a
+/// second costs the dashboard a bounded share of one core.
+final class LiveFeed: @unchecked Sendable {
+    let model: DashboardModel
+    private var queue: DispatchQueue { model.queue }
+
+    final class Client {
+        let id: Int
+        let workflow: String?
+        let wantsEvents: Bool
+        let continuation: AsyncStream<[UInt8]>.Continuation
+        init(id: Int, workflow: String?, wantsEvents: Bool, continuation: AsyncStream<[UInt8]>.Continuation) {
+            self.id = id
+            self.workflow = workflow
+            self.wantsEvents = wantsEvents
+            self.continuation = continuation
+        }
+    }
+
+    private var clients: [Int: Client] = [:]
+    private var nextID = 1
+    private var timer: (any DispatchSourceTimer)?
+    private var version: Int64 = -1
+    private var lastEvent: Int64 = 0
+    private var lastHook: Int64 = 0
+    private var suggestionsSince = 0.0
+    private var seenSuggestions: [String: Double] = [:]
+    private var dirty = false
+    private var overviewDue = false
+    private var nextDelta = 0.0
+    private var nextOverview = 0.0
+    private var lastOverview = ""
+    private var lastPing = 0.0
+    /// Seconds between polls of the data version.
+    static let poll = 0.05
+    /// The most rows of the event log one message carries.
+    static let maxRows = 500
+
+    init(model: DashboardModel) {
+        self.model = model
+    }
+
+    var clientCount: Int { queue.sync { clients.count } }
+
+    /// Starts watching (from the log's current end).
+    func start() throws {
+        try queue.sync {
+            let p = try model.store.logPositions()
+            lastEvent = p.events
+            lastHook = p.hooks
+            version = try model.store.dataVersion()
+            suggestionsSince = monotonicWallClock()
+        }
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        t.schedule(deadline: .now() + Self.poll, repeating: Self.poll, leeway: .milliseconds(5))
+        t.setEventHandler { [weak self] in self?.tick() }
+        t.resume()
+        timer = t
+    }
+
+    func stop() {
+        timer?.cancel()
+        queue.sync {
+            for c in clients.values { c.continuation.finish() }
+            clients = [:]
+        }
+    }
+
+    /// The id of the position the feed has reached: the last event and hook event ids.
+    private var position: String { "\(lastEvent).\(lastHook)" }
+
+    /// A new client; its stream ends when the server stops. `lastEventID` is what a
+    /// reconnecting EventSource sends: the events after it are sent again to a client of
+    /// events.
+    func connect(workflow: String?, wantsEvents: Bool, lastEventID: String?) -> (id: Int, stream: AsyncStream<[UInt8]>) {
+        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingNewest(2000))
+        let id: Int = queue.sync {
+            let id = nextID
+            nextID += 1
+            let c = Client(id: id, workflow: workflow, wantsEvents: wantsEvents, continuation: continuation)
+            clients[id] = c
+            var missed: [StateStore.EventView] = []
+            if let last = lastEventID, let dot = last.firstIndex(of: "."),
+               let e = Int64(last[..<dot]), let h = Int64(last[last.index(after: dot)...]) {
+                if wantsEvents || workflow != nil {
+                    missed = ((try? model.store.engineEvents(afterID: e, limit: Self.maxRows)) ?? []).filter { $0.id <= lastEvent }
+                        + ((try? model.store.hookEventViews(afterID: h, limit: Self.maxRows)) ?? []).filter { $0.id <= lastHook }
+                }
+            }
+            send(c, "hello", JSONValue.object([("version", .string(position)), ("resync", .bool(lastEventID != nil))]).text)
+            let rows = missed.filter { wants(c, $0) }.suffix(Self.maxRows)
+            if !rows.isEmpty { send(c, "events", JSONValue.array(rows.map(\.json)).text) }
+            return id
+        }
+        continuation.onTermination = { [weak self] _ in self?.disconnect(id) }
+        return (id, stream)
+    }
+
+    func disconnect(_ id: Int) {
+        queue.async { self.clients[id] = nil }
+    }
+
+    private func send(_ c: Client, _ event: String, _ data: String) {
+        // a page whose server went away tries again after a second, not the browser's three
+        var msg = event == "hello" ? "retry: 1000\n" : ""
+        msg += "id: \(position)\nevent: \(event)\ndata: "
+        msg += data
+        msg += "\n\n"
+        if case .terminated = c.continuation.yield(Array(msg.utf8)) { clients[c.id] = nil }
+    }
+
+    private func wants(_ c: Client, _ e: StateStore.EventView) -> Bool {
+        c.wantsEvents || (c.workflow != nil && e.workflow == c.workflow)
+    }
+
+    // MARK: watching
+
+    private func tick() {
+        let now = monotonicWallClock()
+        if let v = try? model.store.dataVersion(), v != version {
+            version = v
+            dirty = true
+        }
+        if dirty && now >= nextDelta {
+            dirty = false
+            let started = monotonicWallClock()
+            delta()
+            let cost = monotonicWallClock() - started
+            // at most a tenth of a core on a busy store, never more often than every 100 ms
+            nextDelta = now + max(0.1, cost * 9)
+        }
+        guard !clients.isEmpty else { return }
+        if overviewDue && now >= nextOverview || now - nextOverview > 2 {
+            overviewDue = false
+            let started = monotonicWallClock()
+            pushOverview()
+            nextOverview = now + max(0.25, (monotonicWallClock() - started) * 9)
+        }
+        if now - lastPing >= 15 {
+            lastPing = now
+            for c in clients.values { send(c, "ping", "{}") }
+        }
+    }
+
+    /// Reads what changed since the last pass and sends it.
+    private func delta() {
+        var rows: [StateStore.EventView] = []
+        var touched: [String: [String]] = [:]
+        var touchedSeen: [String: Set<String>] = [:]
+        if let ev = try? model.store.engineEvents(afterID: lastEvent, limit: 5000), !ev.isEmpty {
+            lastEvent = ev.last!.id
+            for e in ev {
+                guard let w = e.workflow else { continue }
+                if touched[w] == nil { touched[w] = [] }
+                if let t = e.task, e.kind.hasPrefix("task"), touchedSeen[w, default: []].insert(t).inserted {
+                    touched[w]!.append(t)
+                }
+            }
+            rows += ev
+            // more than one read takes: the rest on the next pass
+            if ev.count >= 5000 { dirty = true }
+        }
+        if let hk = try? model.store.hookEventViews(afterID: lastHook), !hk.isEmpty {
+            lastHook = hk.last!.id
+            rows += hk
+        }
+        if let sg = try? model.store.suggestionEvents(since: suggestionsSince) {
+            for s in sg where seenSuggestions[s.cursor] == nil {
+                seenSuggestions[s.cursor] = s.at
+                rows.append(s)
+                suggestionsSince = max(suggestionsSince, s.at)
+            }
+            if seenSuggestions.count > 5000 { seenSuggestions = seenSuggestions.filter { $0.value >= suggestionsSince - 1 } }
+        }
+        model.invalidate(touched.keys)
+        overviewDue = true
+        guard !clients.isEmpty else { return }
+        if !rows.isEmpty {
+            for c in clients.values {
+                let mine = rows.filter { wants(c, $0) }
+                if !mine.isEmpty { send(c, "events", JSONValue.array(mine.suffix(Self.maxRows).map(\.json)).text) }
+            }
+        }
+        // the changed rows of each workflow a client shows, read once for all of them
+        let shown = Set(clients.values.compactMap(\.workflow))
+        for (w, ids) in touched where shown.contains(w) {
+            guard let counts = try? model.countsOf(w) else { continue }
+            var fields: [(String, JSONValue)] = [("workflow", .string(w)), ("counts", DashboardModel.countsJSON(counts))]
+            if ids.count <= Self.maxRows, let changed = try? model.changedTasks(w, ids: ids) {
+                fields += [("tasks", .array(changed)), ("more", .bool(false))]
+            } else {
+                fields += [("tasks", .array([])), ("more", .bool(true))]
+            }
+            let text = JSONValue.object(fields).text
+            for c in clients.values where c.workflow == w { send(c, "tasks", text) }
+        }
+    }
+
+    private func pushOverview() {
+        guard let o = try? model.overview() else { return }
+        // `now` moves every time: compare without it
+        var fields: [(String, JSONValue)] = []
+        if case .object(let f) = o { fields = f.filter { $0.0 != "now" } }
+        let key = JSONValue.object(fields).text
+        guard key != lastOverview else { return }
+        lastOverview = key
+        let text = o.text
+        for c in clients.values { send(c, "overview", text) }
+    }
+}
