@@ -1,0 +1,265 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `qw dashboard` and `qw status --watch` against real workflows: the real binary, the real
+/// store, real HTTP, and pages in headless Chromium.
+@Suite(.serialized) struct DashboardTests {
+    /// A project with a workflow whose task names need escaping, run to the end.
+    private func finishedProject() -> String {
+        let dir = makeTempDir()
+        writeFile(dir + "/wf.lua", """
+            local wf = qw.workflow("demo")
+            wf:task("a", { "sh", "-c", "echo out-of-a; echo err-of-a >&2" })
+            wf:task("<img src=x onerror=alert(1)>", { "true" }, { deps = { "a" } })
+            wf:task("b", { "false" }, { deps = { "a" } })
+            wf:run()
+            """)
+        _ = qw(["run", "wf.lua"], cwd: dir)
+        return dir
+    }
+
+    @Test func theAPIAnswersFromTheStore() throws {
+        let dir = finishedProject()
+        defer { removeTree(dir) }
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let overview = try #require(d.get("/api/overview"))
+        #expect(overview.status == 200)
+        let o = try #require(parseJSON(overview.body) as? [String: Any])
+        let wfs = try #require(o["workflows"] as? [[String: Any]])
+        #expect(wfs.first?["name"] as? String == "demo")
+        #expect(wfs.first?["status"] as? String == "failed")
+        #expect((wfs.first?["counts"] as? [String: Int]) == ["succeeded": 2, "failed": 1])
+
+        let w = try #require(d.json("/api/workflows/demo") as? [String: Any])
+        let waves = try #require(w["waves"] as? [[String: Any]])
+        #expect(waves.map { $0["tasks"] as? Int } == [1, 2])
+        let graph = try #require(w["graph"] as? [String: Any])
+        #expect((graph["edges"] as? [[String]])?.count == 2)
+
+        let page = try #require(d.json("/api/workflows/demo/tasks?limit=2&offset=1") as? [String: Any])
+        #expect(page["total"] as? Int == 3)
+        #expect((page["tasks"] as? [[String: Any]])?.map { $0["id"] as? String } == ["<img src=x onerror=alert(1)>", "b"])
+        let failed = try #require(d.json("/api/workflows/demo/tasks?status=failed") as? [String: Any])
+        #expect((failed["tasks"] as? [[String: Any]])?.map { $0["id"] as? String } == ["b"])
+
+        let task = try #require(d.json("/api/workflows/demo/tasks/a") as? [String: Any])
+        let result = try #require(task["result"] as? [String: Any])
+        #expect(result["stdout"] as? String == "out-of-a\n")
+        #expect(result["stderr"] as? String == "err-of-a\n")
+        #expect((task["dependents"] as? [String])?.sorted() == ["<img src=x onerror=alert(1)>", "b"])
+        let escaped = "/api/workflows/demo/tasks/" + "<img src=x onerror=alert(1)>".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        #expect(try #require(d.get(escaped)).status == 200)
+
+        let events = try #require(d.json("/api/events?source=engine&kind=failed") as? [[String: Any]])
+        #expect(events.contains { $0["kind"] as? String == "task failed" && $0["task"] as? String == "b" })
+        #expect(!events.contains { ($0["kind"] as? String)?.contains("failed") == false })
+
+        let missing = try #require(d.get("/api/workflows/nope"))
+        #expect(missing.status == 404)
+        #expect(missing.body.contains("no workflow named 'nope'"))
+        let bad = try #require(d.get("/api/workflows/demo/tasks?limit=many"))
+        #expect(bad.status == 400)
+        #expect(bad.body.contains("limit must be a whole number"))
+        #expect(try #require(d.get("/api/cost")).status == 200)
+    }
+
+    @Test func nothingOutsideItsAssetsIsServed() throws {
+        let dir = finishedProject()
+        defer { removeTree(dir) }
+        writeFile(dir + "/secret.txt", "top-secret-content")
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        #expect(try #require(d.get("/assets/app.js")).status == 200)
+        let page = try #require(d.get("/workflows/demo"))
+        #expect(page.status == 200)
+        #expect(page.header("content-security-policy")?.contains("script-src 'self'") == true)
+        for path in ["/../secret.txt", "/assets/../secret.txt", "/assets/..%2F..%2Fsecret.txt", "/assets/%2e%2e/%2e%2e/secret.txt",
+                     "/assets/../../../../etc/passwd", "//etc/passwd", "/assets//etc/passwd", "/assets/app.js/../../secret.txt",
+                     "/secret.txt", "/assets/../qw/init.lua", "/assets/index.html/..", "/workflows/../../secret.txt"] {
+            let r = try #require(d.get(path), "no answer to \(path)")
+            #expect(!r.body.contains("top-secret-content") && !r.body.contains("root:x:0") && !r.body.contains("local core = ..."),
+                    "\(path) served a file outside the dashboard's assets")
+            #expect(r.status == 404 || r.status == 400 || (r.status == 200 && r.body.contains("<!doctype html>")), "\(path): \(r.status)")
+        }
+    }
+
+    @Test func changesNeedTheTokenAndStrangersAreRefused() throws {
+        let dir = finishedProject()
+        defer { removeTree(dir) }
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let post = try #require(httpRequest("POST", port: d.port, path: "/api/specs/x/approve?phase=design"))
+        #expect(post.status == 403)
+        let cookieOnly = try #require(httpRequest("POST", port: d.port, path: "/api/specs/x/approve?phase=design",
+                                                  headers: ["Cookie": "qw_token=\(d.token)"]))
+        #expect(cookieOnly.status == 403)
+        let withToken = try #require(httpRequest("POST", port: d.port, path: "/api/specs/x/approve?phase=nonsense",
+                                                 headers: ["X-QW-Token": d.token]))
+        #expect(withToken.status == 400)
+        #expect(withToken.body.contains("phase must be requirements, design or tasks"))
+        // a page on another name (DNS rebinding) gets nothing
+        let rebound = try #require(httpRequest("GET", port: d.port, path: "/api/overview", headers: ["Host": "evil.example:\(d.port)"]))
+        #expect(rebound.status == 421)
+        // the address with the token sets the cookie the page then uses
+        let first = try #require(d.get("/?token=\(d.token)"))
+        #expect(first.header("set-cookie")?.contains("qw_token=\(d.token)") == true)
+        #expect(first.header("set-cookie")?.contains("HttpOnly") == true)
+    }
+
+    @Test func beyondLoopbackEverythingNeedsTheToken() throws {
+        let dir = finishedProject()
+        defer { removeTree(dir) }
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir, extra: ["--host", "0.0.0.0"]))
+        defer { d.stop() }
+        #expect(try #require(d.get("/api/overview")).status == 403)
+        #expect(try #require(d.get("/")).status == 403)
+        #expect(try #require(d.get("/api/overview", headers: ["X-QW-Token": d.token])).status == 200)
+        #expect(try #require(d.get("/api/overview?token=\(d.token)")).status == 200)
+        #expect(try #require(d.get("/api/overview", headers: ["Cookie": "qw_token=\(d.token)"])).status == 200)
+        #expect(try #require(d.get("/api/overview", headers: ["X-QW-Token": "wrong"])).status == 403)
+    }
+
+    @Test func aTakenPortIsNamed() throws {
+        let dir = finishedProject()
+        defer { removeTree(dir) }
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let r = qw(["dashboard", "--state", dir + "/.qw/state.db", "--port", String(d.port)], cwd: dir, timeout: 20)
+        #expect(r.code == 1)
+        #expect(r.stderr.contains("cannot listen on 127.0.0.1:\(d.port)"))
+        let bad = qw(["dashboard", "--port", "70000"], cwd: dir, timeout: 20)
+        #expect(bad.code != 0)
+        #expect(bad.stderr.contains("--port must be between 0 and 65535"))
+    }
+
+    /// The stream tells of a change as it happens, and a client that comes back with
+    /// Last-Event-ID gets what it missed.
+    @Test func theStreamPushesChangesAndCatchesUp() throws {
+        let dir = finishedProject()
+        defer { removeTree(dir) }
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let stream = try #require(EventStream(port: d.port, path: "/api/stream?workflow=more&events=1"))
+        let hello = try #require(stream.next { e, _ in e == "hello" })
+        let position = try #require((parseJSON(hello.data) as? [String: Any])?["version"] as? String)
+        #expect(stream.status == 200)
+        writeFile(dir + "/more.lua", """
+            local wf = qw.workflow("more")
+            wf:task("x", { "true" })
+            wf:task("y", { "true" }, { deps = { "x" } })
+            wf:run()
+            """)
+        #expect(qw(["run", "more.lua"], cwd: dir).code == 0)
+        let tasks = try #require(stream.next { e, data in e == "tasks" && data.contains("\"id\":\"y\"") && data.contains("\"succeeded\"") })
+        let t = try #require(parseJSON(tasks.data) as? [String: Any])
+        #expect(t["workflow"] as? String == "more")
+        _ = try #require(stream.next { e, data in e == "overview" && data.contains("\"more\"") })
+        // back after missing it all
+        let again = try #require(EventStream(port: d.port, path: "/api/stream?events=1", headers: ["Last-Event-ID": position]))
+        let h2 = try #require(again.next { e, _ in e == "hello" })
+        #expect(h2.data.contains("\"resync\":true"))
+        let missed = try #require(again.next { e, _ in e == "events" })
+        #expect(missed.data.contains("\"workflow started\"") && missed.data.contains("\"workflow\":\"more\""))
+    }
+
+    @Test func statusWatchAppendsLinesOffATerminalAndEndsWithTheWorkflow() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        mkfifo(dir + "/go.fifo", 0o600)
+        writeFile(dir + "/wf.lua", """
+            local wf = qw.workflow("watched")
+            wf:task("gate", { "sh", "-c", "read line < go.fifo" })
+            wf:task("then", { "true" }, { deps = { "gate" } })
+            wf:run()
+            """)
+        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
+        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
+        let watch = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "status", "--watch", "watched"]))
+        var seen: [String] = []
+        // the first line is the workflow as the watch found it; wait for its task to start
+        while let line = Optional(readLine(watch.stdout)), !line.isEmpty {
+            seen.append(line)
+            if line.contains("task started gate") { break }
+        }
+        #expect(seen.contains { $0.contains("watched: task started gate") })
+        let fifo = open(dir + "/go.fifo", O_WRONLY)
+        _ = write(fifo, "go\n", 3)
+        close(fifo)
+        while let line = Optional(readLine(watch.stdout)), !line.isEmpty { seen.append(line) }
+        var status: Int32 = 0
+        waitpid(watch.pid, &status, 0)
+        #expect(status >> 8 & 0xff == 0, "the watch ends with the workflow's status")
+        waitpid(run.pid, &status, 0)
+        close(watch.stdout)
+        close(run.stdout)
+        #expect(seen.contains { $0.contains("task succeeded then") })
+        #expect(seen.contains { $0.contains("workflow finished succeeded") })
+        #expect(seen.last?.contains("watched: succeeded, 2 tasks (2 succeeded)") == true)
+        #expect(!seen.joined().contains("\u{1B}["), "no terminal codes in plain lines")
+        // --json keeps working, and is JSON
+        let json = qw(["status", "--json"], cwd: dir)
+        #expect((parseJSON(json.stdout) as? [[String: Any]])?.first?["name"] as? String == "watched")
+    }
+
+    /// In a real browser: a task goes from running to succeeded without a reload, a task
+    /// named like markup shows as text, and the page carries on after the server restarts.
+    @Test func aBrowserSeesTasksFinishLiveAndSurvivesARestart() throws {
+        let (browser, why) = Browser.start()
+        let b = try #require(browser, "\(why)")
+        defer { b.quit() }
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        mkfifo(dir + "/go.fifo", 0o600)
+        mkfifo(dir + "/go2.fifo", 0o600)
+        let xss = "<img src=x onerror=\"window.__xss=1\">"
+        writeFile(dir + "/wf.lua", """
+            local wf = qw.workflow("live")
+            wf:task([[\(xss)]], { "true" })
+            wf:task("waiter", { "sh", "-c", "read line < go.fifo" })
+            wf:task("after", { "true" }, { deps = { "waiter" } })
+            wf:task("second", { "sh", "-c", "read line < go2.fifo" })
+            wf:run()
+            """)
+        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
+        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
+        defer {
+            kill(run.pid, SIGTERM)
+            var st: Int32 = 0
+            waitpid(run.pid, &st, 0)
+            close(run.stdout)
+        }
+        var d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        b.open("http://127.0.0.1:\(d.port)/workflows/live")
+        #expect(b.waitFor("document.querySelector('tr[data-task=\"waiter\"]') && document.querySelector('tr[data-task=\"waiter\"]').dataset.status === 'running'"),
+                "the waiting task shows as running")
+        _ = b.run("window.__mark = 42; return 1;")
+        let fifo = open(dir + "/go.fifo", O_WRONLY)
+        _ = write(fifo, "go\n", 3)
+        close(fifo)
+        #expect(b.waitFor("document.querySelector('tr[data-task=\"after\"]') && document.querySelector('tr[data-task=\"after\"]').dataset.status === 'succeeded' && document.querySelector('tr[data-task=\"waiter\"]').dataset.status === 'succeeded'"),
+                "the tasks turn succeeded in the page")
+        #expect(b.run("return window.__mark;") as? Int == 42, "without a reload")
+        // the name shows as text: no element was made of it, and nothing ran
+        let rows = b.run("return [...document.querySelectorAll('tr[data-task]')].filter(r => r.dataset.task === arguments[0]).map(r => r.textContent);", [xss]) as? [String]
+        #expect(rows?.count == 1)
+        #expect(rows?.first?.contains("<img src=x onerror") == true)
+        #expect(b.run("return document.querySelectorAll('#app img').length;") as? Int == 0)
+        #expect(b.run("return window.__xss === undefined;") as? Bool == true)
+
+        // the server goes away and comes back on the same port: the page reconnects
+        let port = d.port
+        d.stop()
+        #expect(b.waitFor("document.getElementById('conn') && document.getElementById('conn').dataset.state !== 'open'"))
+        d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir, port: port))
+        #expect(b.waitFor("document.getElementById('conn').dataset.state === 'open'", timeout: 20), "the page reconnects")
+        let fifo2 = open(dir + "/go2.fifo", O_WRONLY)
+        _ = write(fifo2, "go\n", 3)
+        close(fifo2)
+        #expect(b.waitFor("document.querySelector('tr[data-task=\"second\"]').dataset.status === 'succeeded'"),
+                "a change after the restart shows too")
+        #expect(b.run("return window.__mark;") as? Int == 42, "still without a reload")
+    }
+}
