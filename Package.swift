@@ -11,6 +11,9 @@ let package = Package(
     name: "Quantumwala",
     products: [
         .executable(name: "qw", targets: ["qw"]),
+        // the dashboard's server, a binary of its own: its HTTP stack (and the libraries
+        // Foundation's networking brings) stays out of every other start of qw
+        .executable(name: "qw-dashboard", targets: ["qw-dashboard"]),
         .library(name: "QuantumwalaLua", targets: ["QuantumwalaLua"]),
     ],
     dependencies: [
@@ -65,8 +68,17 @@ let package = Package(
             dependencies: [
                 "QuantumwalaLua", "LuaHost", "QuantumwalaCore", "CReadline", "CLuaShims", "CLua", "CSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "FlyingFox", package: "FlyingFox"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "QuantumwalaDashboard",
+            dependencies: ["QuantumwalaLua", "LuaHost", "QuantumwalaCore", .product(name: "FlyingFox", package: "FlyingFox")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "qw-dashboard",
+            dependencies: ["QuantumwalaDashboard", "QuantumwalaLua", "QuantumwalaCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -86,7 +98,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["qw", "CSystem", "QuantumwalaCore"],
+            dependencies: ["qw", "qw-dashboard", "CSystem", "QuantumwalaCore"],
             swiftSettings: swiftSettings
         ),
     ]

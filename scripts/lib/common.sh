@@ -56,7 +56,9 @@ ensure_packages() {
 # library, readline, SQLite for the state store, pkg-config to find Lua). Also checks that a
 # Swift toolchain is on PATH.
 ensure_system_deps() {
-    ensure_packages liblua5.4-dev libreadline-dev libsqlite3-dev pkg-config
+    # libcurl: Foundation's networking, which the dashboard's HTTP library brings into the
+    # static link of qw-dashboard (qw itself does not link it)
+    ensure_packages liblua5.4-dev libreadline-dev libsqlite3-dev pkg-config libcurl4-openssl-dev
     command -v swift >/dev/null 2>&1 \
         || qw_die "no 'swift' on PATH: install a Swift 6 toolchain (https://www.swift.org/install/linux/) and retry"
 }

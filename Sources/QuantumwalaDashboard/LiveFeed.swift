@@ -1,5 +1,6 @@
 import Dispatch
 import QuantumwalaCore
+import QuantumwalaLua
 
 /// Pushes the store's changes to every connected page over Server-Sent Events.
 ///
@@ -186,9 +187,15 @@ final class LiveFeed: @unchecked Sendable {
         overviewDue = true
         guard !clients.isEmpty else { return }
         if !rows.isEmpty {
+            // encoded once per kind of client: all rows, or one workflow's
+            var texts: [String: String] = [:]
             for c in clients.values {
-                let mine = rows.filter { wants(c, $0) }
-                if !mine.isEmpty { send(c, "events", JSONValue.array(mine.suffix(Self.maxRows).map(\.json)).text) }
+                let key = c.wantsEvents ? "" : "w:" + (c.workflow ?? "")
+                if texts[key] == nil {
+                    let mine = rows.filter { wants(c, $0) }
+                    texts[key] = mine.isEmpty ? "" : JSONValue.array(mine.suffix(Self.maxRows).map(\.json)).text
+                }
+                if let text = texts[key], !text.isEmpty { send(c, "events", text) }
             }
         }
         // the changed rows of each workflow a client shows, read once for all of them

@@ -3,6 +3,7 @@ import FlyingSocks
 import Foundation
 import Glibc
 import QuantumwalaCore
+import QuantumwalaLua
 
 /// The store's JSON (FlyingFox has a type of this name too).
 typealias JSONValue = QuantumwalaCore.JSONValue
