@@ -821,10 +821,12 @@ function overviewPage(route, main) {
     if (procs.length) {
       const t = makeTable([["qw pid", "num"], "Slots", "Running", "Queued"], "compact");
       for (const p of procs) {
-        const running = p.running || [], queued = p.queued || [];
+        // each is a command the process runs or queues: { name, pid, ... }, or a bare name
+        const label = (c) => (c && typeof c === "object") ? String(c.name ?? c.pid ?? "?") : String(c);
+        const running = (p.running || []).map(label), queued = (p.queued || []).map(label);
         t.tbody.appendChild(el("tr", null,
           el("td", { class: "num mono" }, p.pid),
-          el("td", null, slots(running.length, p.slots)),
+          el("td", null, slots(running.length, p.slots_total ?? p.slots)),
           el("td", { class: "small" }, running.length ? longText(running.join(", "), 60) : el("span", { class: "muted" }, "idle")),
           el("td", { class: "small" }, queued.length ? longText(`${queued.length}: ${queued.join(", ")}`, 40) : DASH)));
       }
@@ -1997,7 +1999,7 @@ function costPage(route, main) {
       statBox(range ? "Spent in period" : "Spent in total", fmtMoney(doc.total_usd)),
       statBox("Agent runs", fmtInt(doc.runs)),
       statBox("Per run", runs ? fmtMoney(doc.total_usd / runs) : DASH),
-      statBox("Today", fmtMoney(c.today_usd)),
+      statBox("Today", fmtMoney(doc.today_usd ?? c.today_usd)),
       statBox("Tokens in / out", `${fmtTokens(sumOf(doc.by_agent, "input_tokens"))} / ${fmtTokens(sumOf(doc.by_agent, "output_tokens"))}`));
     renderChart();
     renderBudgets(doc.budgets || []);
