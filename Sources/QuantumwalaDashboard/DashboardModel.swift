@@ -247,8 +247,11 @@ final class DashboardModel: @unchecked Sendable {
                         ("dependents", .array(dependents.sorted().map { .string($0) }))] + d.rest)
     }
 
-    func spec(_ name: String) -> JSONValue? {
-        luaJSON("return qw.spec.view(...)", args: [name])
+    func spec(_ name: String) throws -> JSONValue? {
+        lastLuaError = nil
+        if let v = luaJSON("return qw.spec.view(...)", args: [name]) { return v }
+        // qw.spec says why: no such spec, or a document it cannot read
+        throw DashboardError(status: 404, lastLuaError ?? "no spec named '\(name)'")
     }
 
     func cost(since: Double?) throws -> JSONValue {

@@ -170,7 +170,7 @@ final class DashboardServer: Sendable {
             return try found(try await model.run { try $0.task(name, id) }, "no task '\(id)' in workflow '\(name)'")
         case (.GET, 2, "specs"):
             let name = path[1]
-            return try found(try await model.run { $0.spec(name) }, "no spec named '\(name)'")
+            return try found(try await model.run { try $0.spec(name) }, "no spec named '\(name)'")
         case (.POST, 3, "specs") where path[2] == "approve":
             let name = path[1]
             guard let phase = q("phase") else { throw DashboardError(status: 400, "approve needs ?phase=requirements|design|tasks") }

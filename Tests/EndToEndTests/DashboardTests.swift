@@ -121,6 +121,40 @@ import Testing
         #expect(try #require(d.get("/api/overview", headers: ["X-QW-Token": "wrong"])).status == 403)
     }
 
+    @Test func aSpecShowsItsPhasesAndTasksAndCanBeApproved() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        #expect(runProgram(["git", "init", "-q", dir]).code == 0)
+        #expect(qw(["spec", "new", "login", "Sign-in"], cwd: dir).code == 0)
+        writeFile(dir + "/.claude/specs/login/tasks.md", """
+            # Tasks
+
+            - [x] 1. Form
+            - [ ] 2. Check the password
+              - [-] 2.1 Hashing
+            """)
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let spec = try #require(d.json("/api/specs/login") as? [String: Any])
+        #expect((spec["phases"] as? [[String: Any]])?.map { $0["phase"] as? String }
+                == ["steering", "requirements", "design", "tasks", "implementation", "testing", "review"])
+        let tasks = try #require(spec["tasks"] as? [[String: Any]])
+        #expect(tasks.map { $0["id"] as? String } == ["1", "2", "2.1"])
+        #expect(tasks.map { $0["state"] as? String } == ["x", " ", "-"])
+        #expect(tasks.last?["depth"] as? Int == 1)
+        let missing = try #require(d.get("/api/specs/nope"))
+        #expect(missing.status == 404)
+        #expect(missing.body.contains("nope"))
+        let approve = try #require(httpRequest("POST", port: d.port, path: "/api/specs/login/approve?phase=requirements",
+                                               headers: ["X-QW-Token": d.token]))
+        #expect(approve.status == 200)
+        #expect(approve.body.contains("\"ok\":true"))
+        let again = try #require(d.json("/api/specs/login") as? [String: Any])
+        #expect((again["approvals"] as? [String: String])?["requirements"] == "approved")
+        let log = try #require(d.json("/api/events?kind=dashboard") as? [[String: Any]])
+        #expect(log.first?["kind"] as? String == "dashboard approve")
+    }
+
     @Test func aTakenPortIsNamed() throws {
         let dir = finishedProject()
         defer { removeTree(dir) }

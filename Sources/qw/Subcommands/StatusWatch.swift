@@ -28,8 +28,8 @@ struct StatusWatcher {
         if tty && !json {
             // hide the cursor while drawing; show it again however this ends
             writeAll(1, "\u{1B}[?25l\u{1B}[2J")
-            signal(SIGINT) { _ in _ = "\u{1B}[?25h\n".withCString { write(1, $0, 4) }; _exit(0) }
-            signal(SIGTERM) { _ in _ = "\u{1B}[?25h\n".withCString { write(1, $0, 4) }; _exit(0) }
+            signal(SIGINT) { _ in _ = "\u{1B}[?25h\n".withCString { write(1, $0, 7) }; _exit(0) }
+            signal(SIGTERM) { _ in _ = "\u{1B}[?25h\n".withCString { write(1, $0, 7) }; _exit(0) }
         }
         var version: Int64 = -1
         var lastDraw = 0.0
