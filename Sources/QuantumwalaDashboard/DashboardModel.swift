@@ -247,6 +247,28 @@ final class DashboardModel: @unchecked Sendable {
                         ("dependents", .array(dependents.sorted().map { .string($0) }))] + d.rest)
     }
 
+    /// Where a task of a workflow tees its output (see ``TaskLogs``): under the folder the
+    /// workflow last ran in.
+    func logPath(_ workflow: String, _ task: String) throws -> String? {
+        guard let w = try store.workflowViews().first(where: { $0.name == workflow }),
+              case .string(let cwd)? = w.fields.first(where: { $0.0 == "cwd" })?.1 else { return nil }
+        return TaskLogs.path(root: cwd, workflow: workflow, task: task)
+    }
+
+    /// A piece of a task's log: from `offset` (default: the last 256 KiB), at most 256 KiB.
+    func log(_ workflow: String, _ task: String, offset: Int?) throws -> JSONValue? {
+        guard try store.taskViews(of: workflow, ids: [task])[task] != nil else { return nil }
+        guard let path = try logPath(workflow, task) else { return nil }
+        let size = LogFile.size(path)
+        guard let size else {
+            return .object([("path", .string(path)), ("exists", .bool(false)), ("size", .int(0)), ("offset", .int(0)),
+                            ("text", .string("")), ("more", .bool(false))])
+        }
+        let piece = LogFile.read(path, from: offset ?? max(0, size - LogFile.piece), size: size)
+        return .object([("path", .string(path)), ("exists", .bool(true)), ("size", .int(size)), ("offset", .int(piece.offset)),
+                        ("text", .string(piece.text)), ("more", .bool(piece.offset + piece.bytes < size))])
+    }
+
     func spec(_ name: String) throws -> JSONValue? {
         lastLuaError = nil
         if let v = luaJSON("return qw.spec.view(...)", args: [name]) { return v }
@@ -337,5 +359,41 @@ struct DashboardError: Error {
     init(status: Int, _ message: String) {
         self.status = status
         self.message = message
+    }
+}
+
+/// Reading a log that another process is writing.
+enum LogFile {
+    /// The most one answer or message carries.
+    static let piece = 256 * 1024
+
+    static func size(_ path: String) -> Int? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : nil
+    }
+
+    /// The text from `from` (moved on past a character cut in two) up to `size`, at most
+    /// ``piece`` bytes, ending before a character not yet written whole: the text, the
+    /// offset it starts at and how many bytes it is.
+    static func read(_ path: String, from: Int, size: Int) -> (text: String, offset: Int, bytes: Int) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return ("", from, 0) }
+        defer { close(fd) }
+        let start = max(0, min(from, size))
+        let n = min(piece, size - start)
+        var buf = [UInt8](repeating: 0, count: n)
+        let got = n == 0 ? 0 : buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, n, off_t(start)) }
+        guard got > 0 else { return ("", start, 0) }
+        var lo = 0, hi = got
+        while lo < hi && buf[lo] & 0xC0 == 0x80 { lo += 1 }
+        // a sequence whose last bytes are not there yet waits for the next read
+        var k = hi - 1, back = 0
+        while k >= lo && buf[k] & 0xC0 == 0x80 && back < 3 { k -= 1; back += 1 }
+        if k >= lo {
+            let lead = buf[k]
+            let need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
+            if hi - k < need { hi = k }
+        }
+        return (String(decoding: buf[lo..<hi], as: UTF8.self), start + lo, hi - lo)
     }
 }

@@ -165,6 +165,10 @@ final class DashboardServer: Sendable {
             let wave: Int? = (q("wave") ?? "").isEmpty ? nil : try int("wave", 0)
             return try found(try await model.run { try $0.tasks(name, offset: offset, limit: limit, status: status, wave: wave, query: query) },
                              "no workflow named '\(name)'")
+        case (.GET, 5, "workflows") where path[2] == "tasks" && path[4] == "log":
+            let name = path[1], id = path[3]
+            let offset: Int? = (q("offset") ?? "").isEmpty ? nil : try int("offset", 0)
+            return try found(try await model.run { try $0.log(name, id, offset: offset) }, "no task '\(id)' in workflow '\(name)'")
         case (.GET, 4, "workflows") where path[2] == "tasks":
             let name = path[1], id = path[3]
             return try found(try await model.run { try $0.task(name, id) }, "no task '\(id)' in workflow '\(name)'")
@@ -185,9 +189,10 @@ final class DashboardServer: Sendable {
             return json(try await model.run { try $0.events(limit: limit, before: before, sources: sources, kind: kind, workflow: workflow) })
         case (.GET, 1, "stream"):
             let workflow = q("workflow").flatMap { $0.isEmpty ? nil : $0 }
+            let task = workflow == nil ? nil : q("task").flatMap { $0.isEmpty ? nil : $0 }
             let wantsEvents = q("events") == "1"
             let last = request.headers[HTTPHeader("Last-Event-ID")] ?? q("last")
-            let (id, stream) = feed.connect(workflow: workflow, wantsEvents: wantsEvents, lastEventID: last)
+            let (id, stream) = feed.connect(workflow: workflow, task: task, wantsEvents: wantsEvents, lastEventID: last)
             return HTTPResponse(statusCode: .ok, headers: [
                 HTTPHeader("Content-Type"): "text/event-stream; charset=utf-8",
                 HTTPHeader("Cache-Control"): "no-store",

@@ -18,11 +18,14 @@ final class LiveFeed: @unchecked Sendable {
     final class Client {
         let id: Int
         let workflow: String?
+        /// The task whose log it follows.
+        let task: String?
         let wantsEvents: Bool
         let continuation: AsyncStream<[UInt8]>.Continuation
-        init(id: Int, workflow: String?, wantsEvents: Bool, continuation: AsyncStream<[UInt8]>.Continuation) {
+        init(id: Int, workflow: String?, task: String?, wantsEvents: Bool, continuation: AsyncStream<[UInt8]>.Continuation) {
             self.id = id
             self.workflow = workflow
+            self.task = task
             self.wantsEvents = wantsEvents
             self.continuation = continuation
         }
@@ -83,13 +86,14 @@ final class LiveFeed: @unchecked Sendable {
     /// A new client; its stream ends when the server stops. `lastEventID` is what a
     /// reconnecting EventSource sends: the events after it are sent again to a client of
     /// events.
-    func connect(workflow: String?, wantsEvents: Bool, lastEventID: String?) -> (id: Int, stream: AsyncStream<[UInt8]>) {
+    func connect(workflow: String?, task: String?, wantsEvents: Bool, lastEventID: String?) -> (id: Int, stream: AsyncStream<[UInt8]>) {
         let (stream, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingNewest(2000))
         let id: Int = queue.sync {
             let id = nextID
             nextID += 1
-            let c = Client(id: id, workflow: workflow, wantsEvents: wantsEvents, continuation: continuation)
+            let c = Client(id: id, workflow: workflow, task: task, wantsEvents: wantsEvents, continuation: continuation)
             clients[id] = c
+            if let workflow, let task { follow(workflow, task) }
             var missed: [StateStore.EventView] = []
             if let last = lastEventID, let dot = last.firstIndex(of: "."),
                let e = Int64(last[..<dot]), let h = Int64(last[last.index(after: dot)...]) {
@@ -147,6 +151,7 @@ final class LiveFeed: @unchecked Sendable {
             pushOverview()
             nextOverview = now + max(0.25, (monotonicWallClock() - started) * 9)
         }
+        followLogs()
         if now - lastPing >= 15 {
             lastPing = now
             for c in clients.values { send(c, "ping", "{}") }
@@ -210,6 +215,42 @@ final class LiveFeed: @unchecked Sendable {
             }
             let text = JSONValue.object(fields).text
             for c in clients.values where c.workflow == w { send(c, "tasks", text) }
+        }
+    }
+
+    // MARK: logs
+
+    /// The logs followed, by workflow and task: the file and the size sent up to.
+    private var logs: [String: (workflow: String, task: String, path: String, size: Int)] = [:]
+
+    private func follow(_ workflow: String, _ task: String) {
+        let key = workflow + "\u{0}" + task
+        guard logs[key] == nil, let path = try? model.logPath(workflow, task) else { return }
+        logs[key] = (workflow, task, path, LogFile.size(path) ?? 0)
+    }
+
+    /// Sends what each followed log gained since the last tick (a stat per log and tick).
+    private func followLogs() {
+        guard !logs.isEmpty else { return }
+        var wanted: Set<String> = []
+        for c in clients.values { if let w = c.workflow, let t = c.task { wanted.insert(w + "\u{0}" + t) } }
+        for key in logs.keys where !wanted.contains(key) { logs[key] = nil }
+        for (key, l) in logs {
+            let size = LogFile.size(l.path) ?? 0
+            guard size != l.size else { continue }
+            var fields: [(String, JSONValue)] = [("workflow", .string(l.workflow)), ("task", .string(l.task))]
+            if size < l.size {
+                // a new run of the task started its log again
+                fields += [("reset", .bool(true)), ("size", .int(size))]
+                logs[key]!.size = 0
+            } else {
+                let piece = LogFile.read(l.path, from: l.size, size: size)
+                guard piece.bytes > 0 else { continue }
+                fields += [("offset", .int(piece.offset)), ("text", .string(piece.text)), ("size", .int(size))]
+                logs[key]!.size = piece.offset + piece.bytes
+            }
+            let text = JSONValue.object(fields).text
+            for c in clients.values where c.workflow == l.workflow && c.task == l.task { send(c, "log", text) }
         }
     }
 

@@ -37,16 +37,27 @@ extension Runtime {
             return .values(2)
         }
 
-        // qw._wf_begin(name, script, args, cwd)
+        // qw._wf_begin(name, script, args, cwd, budget_usd)
         lua.setFunction("_wf_begin", in: t) { [unowned self] call in
             let s = call.stack
             let name = s.string(at: 1) ?? ""
             let args = s.type(at: 3) == .table ? try JSON.encodeValue(s.value(at: 3)) : nil
+            let budget = s.type(at: 5) == .number ? s.number(at: 5) : nil
             let store = try stateStore()
             try storeCall { () throws(StoreError) in
-                try store.beginWorkflow(name, script: s.string(at: 2), args: args, cwd: s.string(at: 4))
+                try store.beginWorkflow(name, script: s.string(at: 2), args: args, cwd: s.string(at: 4), budgetUSD: budget)
             }
             return .values(0)
+        }
+
+        // qw._task_log(workflow, task) -> the task's log file (absolute; emptied), or nil
+        lua.setFunction("_task_log", in: t) { call in
+            let s = call.stack
+            var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            guard let w = s.string(at: 1), let task = s.string(at: 2), getcwd(&buf, buf.count) != nil else { return .values(0) }
+            let root = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            if let p = TaskLogs.prepare(root: root, workflow: w, task: task) { s.push(p) } else { s.pushNil() }
+            return .values(1)
         }
 
         // qw._wf_end(name, status)

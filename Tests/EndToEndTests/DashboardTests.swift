@@ -155,6 +155,65 @@ import Testing
         #expect(log.first?["kind"] as? String == "dashboard approve")
     }
 
+    /// Command tasks tee their output into a log of their own, which the dashboard serves
+    /// and follows as it grows; `logs = false` writes none.
+    @Test func taskLogsAreWrittenServedAndFollowed() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        mkfifo(dir + "/go.fifo", 0o600)
+        writeFile(dir + "/wf.lua", """
+            local wf = qw.workflow("logged", { budget_usd = 2.5 })
+            wf:task("talk/1", { "sh", "-c", "echo first line; echo to stderr >&2; read x < go.fifo; echo second line" })
+            wf:task("fn", function() return 1 end)
+            wf:run()
+            local quiet = qw.workflow("quiet", { logs = false })
+            quiet:task("hush", { "echo", "not in a log" })
+            quiet:run()
+            """)
+        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
+        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let stream = try #require(EventStream(port: d.port, path: "/api/stream?workflow=logged&task=talk%2F1"))
+        _ = try #require(stream.next { e, _ in e == "hello" })
+        // the first line is there while the task waits
+        let first = try #require(stream.next { e, data in e == "tasks" && data.contains("\"running\"") })
+        #expect(first.data.contains("talk/1"))
+        var log = try #require(d.json("/api/workflows/logged/tasks/talk%2F1/log") as? [String: Any])
+        var text = log["text"] as? String ?? ""
+        if !text.contains("first line") {
+            // the task had not written yet when its row said running: the stream says when it does
+            let grown = try #require(stream.next { e, data in e == "log" && data.contains("first line") })
+            text = (parseJSON(grown.data) as? [String: Any])?["text"] as? String ?? ""
+        }
+        #expect(text.contains("first line"))
+        #expect((log["path"] as? String)?.contains("/.qw/logs/workflows/logged/talk_1-") == true, "a safe name, with a hash: the id had a slash")
+        let fifo = open(dir + "/go.fifo", O_WRONLY)
+        _ = write(fifo, "go\n", 3)
+        close(fifo)
+        let more = try #require(stream.next { e, data in e == "log" && data.contains("second line") })
+        let m = try #require(parseJSON(more.data) as? [String: Any])
+        #expect(m["task"] as? String == "talk/1")
+        #expect((m["offset"] as? Int ?? 0) > 0)
+        var status: Int32 = 0
+        waitpid(run.pid, &status, 0)
+        close(run.stdout)
+        log = try #require(d.json("/api/workflows/logged/tasks/talk%2F1/log") as? [String: Any])
+        #expect(log["exists"] as? Bool == true)
+        #expect((log["text"] as? String)?.contains("first line\nto stderr\nsecond line\n") == true)
+        #expect(try #require(d.json("/api/workflows/logged/tasks/fn/log") as? [String: Any])["exists"] as? Bool == false)
+        #expect(try #require(d.json("/api/workflows/quiet/tasks/hush/log") as? [String: Any])["exists"] as? Bool == false)
+        #expect(try #require(d.get("/api/workflows/logged/tasks/nope/log")).status == 404)
+        // the workflow's budget shows on the cost page
+        let cost = try #require(d.json("/api/cost") as? [String: Any])
+        let budgets = try #require(cost["budgets"] as? [[String: Any]])
+        #expect(budgets.contains { $0["workflow"] as? String == "logged" && $0["budget_usd"] as? Double == 2.5 })
+        // a bad option is named
+        let bad = qw(["-e", "qw.workflow('x', { logs = 'yes' })"], cwd: dir)
+        #expect(bad.code == 1)
+        #expect(bad.stderr.contains("logs must be true or false"))
+    }
+
     @Test func aTakenPortIsNamed() throws {
         let dir = finishedProject()
         defer { removeTree(dir) }

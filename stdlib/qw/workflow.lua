@@ -49,9 +49,12 @@ function M.new(name, opts)
   if opts ~= nil and type(opts) ~= "table" then fail(2, "qw.workflow: options must be a table (got %s)", type(opts)) end
   opts = opts or {}
   for k in pairs(opts) do
-    if k ~= "max_concurrent" and k ~= "budget_usd" then
-      fail(2, "qw.workflow: unknown option '%s' (max_concurrent, budget_usd)", tostring(k))
+    if k ~= "max_concurrent" and k ~= "budget_usd" and k ~= "logs" then
+      fail(2, "qw.workflow: unknown option '%s' (max_concurrent, budget_usd, logs)", tostring(k))
     end
+  end
+  if opts.logs ~= nil and type(opts.logs) ~= "boolean" then
+    fail(2, "qw.workflow: logs must be true or false (got %s)", type(opts.logs))
   end
   if opts.budget_usd ~= nil and (type(opts.budget_usd) ~= "number" or opts.budget_usd < 0) then
     fail(2, "qw.workflow: budget_usd must be a number >= 0 (got %s)", tostring(opts.budget_usd))
@@ -167,22 +170,30 @@ end
 local AGENT_FIELDS = { "model", "max_turns", "budget_usd", "allowed_tools", "disallowed_tools", "permission_mode",
                        "append_system_prompt", "json_schema", "session", "backend", "command" }
 
-local function run_agent_task(t, wf_name, wf_budget)
+-- The file a command or agent task tees its output into, emptied for this run (the
+-- dashboard follows it; see TaskLogs): unless the task names its own `log`, or the workflow
+-- was made with `logs = false`.
+local function task_log(t, wf_name, logs)
+  if t.opts.log ~= nil or logs == false then return t.opts.log end
+  return core._task_log(wf_name, t.id)
+end
+
+local function run_agent_task(t, wf_name, wf_budget, logs)
   local spec, opts = t.spec, t.opts
   local agent = spec.agent
   -- `agent = qw.router.route` (or any function) picks the agent for this task
   if type(agent) == "function" then agent = agent({ id = t.id, prompt = spec.prompt, title = spec.title, files = spec.files }) end
   local run = { agent = agent, prompt = spec.prompt, cwd = opts.cwd, env = opts.env, timeout = opts.timeout,
-                retry = opts.retry, name = opts.name or t.id, log = opts.log, workflow = wf_name, task = t.id,
+                retry = opts.retry, name = opts.name or t.id, log = task_log(t, wf_name, logs), workflow = wf_name, task = t.id,
                 workflow_budget_usd = wf_budget,
                 resources = opts.resources or qw.agent.memory_request(agent) }
   for _, k in ipairs(AGENT_FIELDS) do run[k] = spec[k] end
   return qw.agent.run(run)
 end
 
-local function run_task(t, h, i, wf_name, wf_budget)
+local function run_task(t, h, i, wf_name, wf_budget, logs)
   local spec, opts = t.spec, t.opts
-  if is_agent_spec(spec) then return run_agent_task(t, wf_name, wf_budget) end
+  if is_agent_spec(spec) then return run_agent_task(t, wf_name, wf_budget, logs) end
   if type(spec) == "function" then
     if not opts.retry then return spec() end
     local attempts, value = 0, nil
@@ -207,6 +218,7 @@ local function run_task(t, h, i, wf_name, wf_budget)
     if o.name == nil then o.name = t.id end
     t.exec_opts = o
   end
+  o.log = task_log(t, wf_name, logs)
   if not opts.retry then return qw.exec(spec, o) end
   -- the retry loop is here rather than in qw.exec, so that every failed attempt is logged
   return qw.retry.run(opts.retry, function()
@@ -292,7 +304,7 @@ function Workflow:run(opts)
   local name, started = self.name, qw.now()
   if opts.fresh then core._wf_reset(name) end
   local script, cwd = core._script()
-  core._wf_begin(name, script, script and qw.args or nil, cwd)
+  core._wf_begin(name, script, script and qw.args or nil, cwd, self.opts.budget_usd)
   local results = {}
   local to_run = h:begin(results)
   local batch
@@ -316,7 +328,7 @@ function Workflow:run(opts)
           results[t.id] = { ok = false, error = why }
           i = h:step(i, false, why)
         else
-          local ok, r, attempts = pcall(run_task, t, h, i, name, self.opts.budget_usd)
+          local ok, r, attempts = pcall(run_task, t, h, i, name, self.opts.budget_usd, self.opts.logs)
           if ok then
             if r ~= nil then results[t.id] = r end
           else

@@ -546,11 +546,12 @@ public final class StateStore {
         }
     }
 
-    /// Marks a workflow as running (creating it), remembering how to run it again.
+    /// Marks a workflow as running (creating it), remembering how to run it again, and the
+    /// budget it runs with (in the "workflow started" event).
     ///
     /// - Returns: the id of this run.
     @discardableResult
-    public func beginWorkflow(_ name: String, script: String?, args: [UInt8]?, cwd: String?) throws(StoreError) -> Int64 {
+    public func beginWorkflow(_ name: String, script: String?, args: [UInt8]?, cwd: String?, budgetUSD: Double? = nil) throws(StoreError) -> Int64 {
         try wrap("start workflow '\(name)'") {
             try db.write { db -> Int64 in
                 let now = monotonicWallClock()
@@ -560,7 +561,9 @@ public final class StateStore {
                     ON CONFLICT(name) DO UPDATE SET script = excluded.script, args = excluded.args, cwd = excluded.cwd,
                         status = 'running', runs = runs + 1, updated_at = excluded.updated_at
                     """, arguments: [name, script, args.map { String(decoding: $0, as: UTF8.self) }, cwd, now, now])
-                try db.execute(sql: "INSERT INTO events (at, kind, workflow) VALUES (?, 'workflow started', ?)", arguments: [now, name])
+                // the budget it runs with, for the dashboard's budgets
+                try db.execute(sql: "INSERT INTO events (at, kind, workflow, data) VALUES (?, 'workflow started', ?, ?)",
+                               arguments: [now, name, budgetUSD.map { "{\"budget_usd\":\($0)}" }])
                 try db.execute(sql: "INSERT INTO runs (workflow, started_at, status) VALUES (?, ?, 'running')", arguments: [name, now])
                 return db.lastInsertedRowID
             }
