@@ -41,6 +41,7 @@ final class DashboardModel: @unchecked Sendable {
         var order: [Int]          // indices into ids, by wave then id
         var waves: Int
         var edges: [(Int, Int)]
+        var builtAt: Double
     }
     private var graphs: [String: Graph] = [:]
 
@@ -62,7 +63,11 @@ final class DashboardModel: @unchecked Sendable {
 
     private func graph(_ workflow: String, runs: Int, total: Int) throws -> Graph {
         let key = "\(runs):\(total)"
-        if let g = graphs[workflow], g.key == key { return g }
+        // while a run records its tasks the count grows with each start: the waves of a
+        // large workflow are worked out again at most every few seconds (meanwhile the
+        // tasks not yet placed are left out of the pages)
+        if let g = graphs[workflow], g.key == key || (g.key.hasPrefix("\(runs):") && g.ids.count > 5000
+                                                      && monotonicWallClock() - g.builtAt < 5) { return g }
         let (ids, deps, _) = try store.taskGraph(of: workflow)
         var index: [String: Int] = [:]
         index.reserveCapacity(ids.count)
@@ -87,7 +92,7 @@ final class DashboardModel: @unchecked Sendable {
             for (i, d) in deps.enumerated() { for name in d { if let j = index[name] { edges.append((j, i)) } } }
         }
         let order = ids.indices.sorted { (wave[ids[$0]]!, ids[$0]) < (wave[ids[$1]]!, ids[$1]) }
-        let g = Graph(key: key, ids: ids, wave: wave, order: order, waves: waves, edges: edges)
+        let g = Graph(key: key, ids: ids, wave: wave, order: order, waves: waves, edges: edges, builtAt: monotonicWallClock())
         graphs[workflow] = g
         return g
     }
@@ -169,7 +174,24 @@ final class DashboardModel: @unchecked Sendable {
         return value
     }
 
+    /// Answers given in the last half second, by question: many pages asking the same of a
+    /// busy store cost one read.
+    private var answers: [String: (at: Double, value: JSONValue?)] = [:]
+
+    func cached(_ key: String, _ make: () throws -> JSONValue?) rethrows -> JSONValue? {
+        let now = monotonicWallClock()
+        if let a = answers[key], now - a.at < 0.5 { return a.value }
+        if answers.count > 200 { answers = answers.filter { now - $0.value.at < 0.5 } }
+        let v = try make()
+        answers[key] = (now, v)
+        return v
+    }
+
     func workflow(_ name: String) throws -> JSONValue? {
+        try cached("w\u{0}" + name) { try workflowDocument(name) }
+    }
+
+    private func workflowDocument(_ name: String) throws -> JSONValue? {
         guard let w = try store.workflowViews().first(where: { $0.name == name }) else { return nil }
         let c = try countsOf(name)
         let total = c.reduce(0) { $0 + $1.1 }
@@ -197,6 +219,11 @@ final class DashboardModel: @unchecked Sendable {
     }
 
     func tasks(_ name: String, offset: Int, limit: Int, status: String?, wave: Int?, query: String?) throws -> JSONValue? {
+        let key = ["t", name, String(offset), String(limit), status ?? "", wave.map(String.init) ?? "", query ?? ""].joined(separator: "\u{0}")
+        return try cached(key) { try taskPage(name, offset: offset, limit: limit, status: status, wave: wave, query: query) }
+    }
+
+    private func taskPage(_ name: String, offset: Int, limit: Int, status: String?, wave: Int?, query: String?) throws -> JSONValue? {
         guard let w = try store.workflowViews().first(where: { $0.name == name }) else { return nil }
         let c = try countsOf(name)
         let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
@@ -265,8 +292,11 @@ final class DashboardModel: @unchecked Sendable {
                             ("text", .string("")), ("more", .bool(false))])
         }
         let piece = LogFile.read(path, from: offset ?? max(0, size - LogFile.piece), size: size)
+        // `bytes`: how much of the file the text is (a byte the text cannot hold reads as U+FFFD);
+        // no `more` when all that is left is a character not yet written whole
         return .object([("path", .string(path)), ("exists", .bool(true)), ("size", .int(size)), ("offset", .int(piece.offset)),
-                        ("text", .string(piece.text)), ("more", .bool(piece.offset + piece.bytes < size))])
+                        ("bytes", .int(piece.bytes)), ("text", .string(piece.text)),
+                        ("more", .bool(piece.bytes > 0 && piece.offset + piece.bytes < size))])
     }
 
     func spec(_ name: String) throws -> JSONValue? {

@@ -246,7 +246,7 @@ final class LiveFeed: @unchecked Sendable {
             } else {
                 let piece = LogFile.read(l.path, from: l.size, size: size)
                 guard piece.bytes > 0 else { continue }
-                fields += [("offset", .int(piece.offset)), ("text", .string(piece.text)), ("size", .int(size))]
+                fields += [("offset", .int(piece.offset)), ("bytes", .int(piece.bytes)), ("text", .string(piece.text)), ("size", .int(size))]
                 logs[key]!.size = piece.offset + piece.bytes
             }
             let text = JSONValue.object(fields).text

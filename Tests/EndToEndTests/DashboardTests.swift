@@ -310,7 +310,7 @@ import Testing
         writeFile(dir + "/wf.lua", """
             local wf = qw.workflow("live")
             wf:task([[\(xss)]], { "true" })
-            wf:task("waiter", { "sh", "-c", "read line < go.fifo" })
+            wf:task("waiter", { "sh", "-c", "echo waiting-for-go; read line < go.fifo; echo released-now" })
             wf:task("after", { "true" }, { deps = { "waiter" } })
             wf:task("second", { "sh", "-c", "read line < go2.fifo" })
             wf:run()
@@ -325,9 +325,12 @@ import Testing
         }
         var d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
         defer { d.stop() }
-        b.open("http://127.0.0.1:\(d.port)/workflows/live")
+        b.open("http://127.0.0.1:\(d.port)/workflows/live?task=waiter")
         #expect(b.waitFor("document.querySelector('tr[data-task=\"waiter\"]') && document.querySelector('tr[data-task=\"waiter\"]').dataset.status === 'running'"),
                 "the waiting task shows as running")
+        // the open task's log, as far as it has got
+        #expect(b.waitFor("document.getElementById('task-log') && document.getElementById('task-log').textContent.includes('waiting-for-go')"),
+                "the running task's log shows")
         _ = b.run("window.__mark = 42; return 1;")
         let fifo = open(dir + "/go.fifo", O_WRONLY)
         _ = write(fifo, "go\n", 3)
@@ -335,6 +338,8 @@ import Testing
         #expect(b.waitFor("document.querySelector('tr[data-task=\"after\"]') && document.querySelector('tr[data-task=\"after\"]').dataset.status === 'succeeded' && document.querySelector('tr[data-task=\"waiter\"]').dataset.status === 'succeeded'"),
                 "the tasks turn succeeded in the page")
         #expect(b.run("return window.__mark;") as? Int == 42, "without a reload")
+        #expect(b.waitFor("document.getElementById('task-log').textContent.includes('waiting-for-go\\nreleased-now')"),
+                "and what it wrote next is added to it as it comes")
         // the name shows as text: no element was made of it, and nothing ran
         let rows = b.run("return [...document.querySelectorAll('tr[data-task]')].filter(r => r.dataset.task === arguments[0]).map(r => r.textContent);", [xss]) as? [String]
         #expect(rows?.count == 1)

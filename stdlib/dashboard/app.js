@@ -522,7 +522,8 @@ const stream = {
   lastMessage: 0,
 
   /** query: { workflow, task } or null. `events=1` asks for `events` messages, which
-      every page can use (the event log, a task's activity, cost refreshes). */
+      every page can use (the event log, a task's activity, cost refreshes); with `task`
+      too the stream follows that task's log (`log` messages). */
   want(query) {
     const url = "/api/stream" + qs({ ...(query || {}), events: 1 });
     if (url === this.url && this.es && this.es.readyState !== EventSource.CLOSED) return;
@@ -555,7 +556,7 @@ const stream = {
         conn.set("connecting", "reconnecting…");
       }
     };
-    for (const type of ["hello", "overview", "events", "tasks", "ping"]) {
+    for (const type of ["hello", "overview", "events", "tasks", "log", "ping"]) {
       es.addEventListener(type, (e) => {
         if (es !== this.es) return;
         this.lastMessage = Date.now();
@@ -580,6 +581,7 @@ function dispatch(type, raw) {
   switch (type) {
     case "hello":
       if (data && data.resync && page && page.reload) page.reload();
+      if (page && page.onHello) page.onHello(data || {});
       break;
     case "overview":
       noteOverview(data);
@@ -590,6 +592,9 @@ function dispatch(type, raw) {
       break;
     case "tasks":
       if (data && page && page.onTasks) page.onTasks(data);
+      break;
+    case "log":
+      if (data && page && page.onLog) page.onLog(data);
       break;
     default:
       break;
@@ -935,6 +940,493 @@ function describe(v) {
   return Object.entries(v).map(([k, x]) => `${k} ${typeof x === "object" && x !== null ? JSON.stringify(x) : x}`).join(" · ");
 }
 
+// ───────────────────────────── task log ─────────────────────────────
+
+const LOG_KEEP = 1 << 20;        // bytes of log text kept in the DOM; older text is dropped
+const LOG_NODE = 64 * 1024;      // a text node of the log grows to this, then another starts
+const STREAM_KEEP = 2000;        // agent stream items kept
+const LINE_MAX = 8 << 20;        // an unfinished line longer than this is not parsed
+const LOG_RETRY = 3000;          // ms before asking again after a failed fetch
+const STREAM_TYPES = new Set(["system", "assistant", "user", "result"]);
+const NO_LOG = "No log for this task (Lua function tasks have none; command and agent tasks of a workflow write .qw/logs/workflows/…)";
+
+const utf8 = new TextEncoder();
+
+/** Bytes of a piece of log text: the server's count when it sends one, else the UTF-8
+    length of the text (the server cuts pieces at character boundaries). */
+function pieceBytes(msg, text) {
+  const b = msg && msg.bytes;
+  return Number.isInteger(b) && b >= 0 ? b : text ? utf8.encode(text).length : 0;
+}
+
+/** 950 bytes, 12.3 KB, 4.5 MB. */
+function fmtSize(b) {
+  b = Number(b) || 0;
+  if (b < 1000) return `${b} byte${b === 1 ? "" : "s"}`;
+  if (b < 1e6) return (b / 1e3).toFixed(b < 1e4 ? 1 : 0) + " KB";
+  return (b / 1e6).toFixed(b < 1e7 ? 1 : 0) + " MB";
+}
+
+/** Whole lines of appended text; an unfinished last line waits for its newline. A line
+    that grows past LINE_MAX is dropped up to its newline. */
+function lineSplitter() {
+  let tail = "", skipping = false;
+  return {
+    push(text) {
+      if (!text) return [];
+      if (text.indexOf("\n") < 0) {
+        if (!skipping) tail += text;
+        if (tail.length > LINE_MAX) { tail = ""; skipping = true; }
+        return [];
+      }
+      const lines = (skipping ? text : tail + text).split("\n");
+      tail = lines.pop();
+      if (skipping) { lines.shift(); skipping = false; }
+      if (tail.length > LINE_MAX) { tail = ""; skipping = true; }
+      return lines;
+    },
+    reset() { tail = ""; skipping = false; },
+  };
+}
+
+function contentBlocks(o) {
+  const c = o.message && o.message.content;
+  return Array.isArray(c) ? c.filter((b) => b && typeof b === "object") : [];
+}
+
+/** The agent stream items of one line of Claude Code stream-json (`--output-format
+    stream-json`), or null when the line is not such a message. */
+function streamItemsOf(line) {
+  const s = line.trim();
+  if (s.charCodeAt(0) !== 123 /* { */) return null;
+  const o = parseJSON(s);
+  if (!o || typeof o !== "object" || Array.isArray(o) || !STREAM_TYPES.has(o.type)) return null;
+  const items = [];
+  if (o.type === "system" || o.type === "result") {
+    items.push({ kind: o.type, msg: o });
+  } else if (o.type === "assistant") {
+    for (const b of contentBlocks(o)) {
+      if (b.type === "text" && b.text != null && String(b.text) !== "") items.push({ kind: "text", text: String(b.text) });
+      else if (b.type === "tool_use") items.push({ kind: "tool_use", id: b.id, name: b.name, input: b.input });
+    }
+  } else {
+    for (const b of contentBlocks(o)) {
+      if (b.type === "tool_result") items.push({ kind: "tool_result", id: b.tool_use_id, content: b.content, error: b.is_error === true });
+    }
+  }
+  return items;
+}
+
+function oneLine(s) {
+  return String(s ?? "").replace(/\s+/g, " ").trim();
+}
+
+/** A tool call's input in a line: the command, the file or the pattern, else its JSON. */
+function toolSummary(name, input) {
+  const i = input && typeof input === "object" ? input : {};
+  let v;
+  if (name === "Bash") v = i.command;
+  else if (name === "Read" || name === "Write" || name === "Edit" || name === "MultiEdit") v = i.file_path;
+  else if (name === "NotebookEdit") v = i.notebook_path;
+  else if (name === "Glob" || name === "Grep") v = i.pattern;
+  if (typeof v !== "string") v = input === undefined ? "" : JSON.stringify(input);
+  return truncate(oneLine(v), 200);
+}
+
+/** A tool result's content as text: a string, or text blocks. */
+function toolResultText(c) {
+  if (c == null) return "";
+  if (typeof c === "string") return c;
+  if (Array.isArray(c)) {
+    return c.map((b) => !b || typeof b !== "object" ? String(b ?? "")
+      : b.type === "text" ? String(b.text ?? "") : b.type === "image" ? "[image]" : "").filter(Boolean).join("\n");
+  }
+  return JSON.stringify(c);
+}
+
+/**
+ * The live log of one task: a <details> section for the task panel (`root`), fed by
+ * GET …/tasks/ID/log and the stream's `log` messages.
+ *
+ * DOM hooks: `pre#task-log[data-size][data-start]` holds the raw text (data-size: the byte
+ * offset after the last byte received, data-start: the offset of the first byte held);
+ * `ol#agent-stream > li[data-kind]` the agent stream when the log is Claude Code
+ * stream-json; `.log-body[data-state="loading|none|ready|error"][data-view="raw|stream"]`.
+ */
+function taskLog(workflow, task) {
+  const url = "/api/workflows/" + enc(workflow) + "/tasks/" + enc(task) + "/log";
+  let alive = true;
+  const s = {
+    loaded: false,          // an answer came
+    exists: false,
+    path: null,
+    start: 0,               // byte offset of the first byte held
+    next: 0,                // byte offset after the last byte held: where the next piece starts
+    held: 0,                // bytes held
+    chunks: [],             // { node: Text, bytes }, the raw text
+    want: null,             // a fetch to make: "tail" (the end of the log, afresh) or "from" (from `next`)
+    fetching: false,
+    queue: [],              // log messages that came during a fetch
+    error: null,
+    retryAt: 0, retryTimer: null,
+    lines: lineSplitter(),
+    sawStream: false,       // a stream-json line was seen (this run of the task or one before)
+    itemsCut: 0,
+    toolNames: new Map(),   // tool_use id -> tool name, to name the results
+    view: null,             // "stream" or "raw" once the reader picked one
+    follow: true,
+    status: undefined,      // the task's status, last told
+  };
+  const ui = {};
+
+  ui.pre = el("pre", { id: "task-log", class: "log", "data-size": "0", "data-start": "0", tabindex: "0", "aria-label": "Log" });
+  ui.stream = el("ol", { id: "agent-stream", class: "agent-stream", tabindex: "0", "aria-label": "Agent stream", hidden: true });
+  ui.empty = el("div", { class: "empty log-empty" }, "Loading the log…");
+  ui.cut = el("p", { class: "log-cut muted small", hidden: true });
+  ui.error = el("p", { class: "log-error t-failed small", hidden: true });
+  ui.path = el("span", { class: "log-path muted small mono", hidden: true });
+  ui.size = el("span", { class: "log-size muted" });
+  ui.follow = el("input", { type: "checkbox", class: "log-follow", checked: true, onchange: () => {
+    s.follow = ui.follow.checked;
+    if (s.follow) toBottom();
+  } });
+  ui.btnStream = el("button", { type: "button", class: "btn small", "data-view": "stream", "aria-pressed": "false", onclick: () => setView("stream") }, "stream");
+  ui.btnRaw = el("button", { type: "button", class: "btn small", "data-view": "raw", "aria-pressed": "true", onclick: () => setView("raw") }, "raw");
+  ui.views = el("span", { class: "seg-toggle", role: "group", "aria-label": "Log view", hidden: true }, ui.btnStream, ui.btnRaw);
+  ui.bar = el("div", { class: "log-bar" }, ui.path, el("span", { class: "spacer" }), ui.views,
+    el("label", { class: "check-label small", title: "Keep the newest output in view" }, ui.follow, " follow"));
+  ui.body = el("div", { class: "log-body", "data-state": "loading", "data-view": "raw" }, ui.bar, ui.empty, ui.cut, ui.stream, ui.pre, ui.error);
+  ui.root = el("details", { class: "panel-section log-section", "data-key": "log", open: true },
+    el("summary", null, "Log", ui.size), ui.body);
+  ui.root.addEventListener("toggle", () => { if (ui.root.open && s.follow) toBottom(); });
+  for (const n of [ui.pre, ui.stream]) {
+    n.addEventListener("scroll", () => {
+      if (n !== scroller() || !n.clientHeight) return;
+      const bottom = atBottom(n);
+      if (bottom !== s.follow) { s.follow = bottom; ui.follow.checked = bottom; }
+    });
+  }
+
+  // ── view and scrolling ──
+
+  function currentView() {
+    return s.sawStream ? s.view || "stream" : "raw";
+  }
+
+  function scroller() {
+    return currentView() === "stream" ? ui.stream : ui.pre;
+  }
+
+  function atBottom(n) {
+    return n.scrollHeight - n.scrollTop - n.clientHeight < 24;
+  }
+
+  function toBottom() {
+    const n = scroller();
+    n.scrollTop = n.scrollHeight;
+  }
+
+  const followSoon = frameOnce(() => { if (alive && s.follow) toBottom(); });
+
+  function setView(v) {
+    if (v === currentView()) return;
+    s.view = v;
+    render();
+    if (s.follow) toBottom();
+  }
+
+  /** Removes nodes from the top of a scrolled box, keeping what the reader looks at in place. */
+  function dropFromTop(box, drop) {
+    const keep = !s.follow && box === scroller() && box.clientHeight > 0;
+    const h = keep ? box.scrollHeight : 0;
+    drop();
+    if (keep) box.scrollTop = Math.max(0, box.scrollTop - (h - box.scrollHeight));
+    else if (s.follow) toBottom();
+  }
+
+  // ── the text ──
+
+  /** Forgets all text: a new log (the first answer, or a new run of the task). */
+  function clear(offset) {
+    for (const c of s.chunks) c.node.remove();
+    s.chunks = [];
+    s.held = 0;
+    s.start = s.next = offset;
+    s.lines.reset();
+    s.toolNames.clear();
+    s.itemsCut = 0;
+    ui.stream.replaceChildren();
+  }
+
+  /** Appends a piece that starts at `next`. */
+  function take(text, bytes) {
+    if (!text && !bytes) return;
+    const last = s.chunks[s.chunks.length - 1];
+    if (last && last.bytes < LOG_NODE) {
+      last.node.appendData(text);
+      last.bytes += bytes;
+    } else {
+      const node = document.createTextNode(text);
+      ui.pre.appendChild(node);
+      s.chunks.push({ node, bytes });
+    }
+    s.held += bytes;
+    s.next += bytes;
+    for (const line of s.lines.push(text)) addLine(line);
+    if (s.held > LOG_KEEP && s.chunks.length > 1) {
+      dropFromTop(ui.pre, () => {
+        while (s.held > LOG_KEEP && s.chunks.length > 1) {
+          const c = s.chunks.shift();
+          c.node.remove();
+          s.held -= c.bytes;
+          s.start += c.bytes;
+        }
+      });
+    }
+    followSoon();
+  }
+
+  function addLine(line) {
+    const items = streamItemsOf(line);
+    if (!items) return;
+    s.sawStream = true;
+    for (const it of items) ui.stream.appendChild(streamItem(it));
+    if (ui.stream.childNodes.length > STREAM_KEEP) {
+      dropFromTop(ui.stream, () => {
+        while (ui.stream.childNodes.length > STREAM_KEEP) { ui.stream.firstChild.remove(); s.itemsCut++; }
+      });
+    }
+  }
+
+  function streamItem(it) {
+    switch (it.kind) {
+      case "system": {
+        const m = it.msg;
+        const init = m.subtype === "init";
+        const tools = Array.isArray(m.tools) ? m.tools.length : null;
+        return el("li", { "data-kind": "system" },
+          el("span", { class: "as-label" }, init ? "session started" : "system" + (m.subtype ? " " + String(m.subtype) : "")),
+          m.model != null ? el("span", { class: "as-model" }, String(m.model)) : null,
+          m.cwd != null ? [" ", el("span", { class: "as-cwd", title: String(m.cwd) }, String(m.cwd))] : null,
+          tools != null ? el("span", { class: "as-note" }, ` · ${fmtInt(tools)} tools`) : null);
+      }
+      case "text":
+        return el("li", { "data-kind": "text" }, truncate(it.text, 20000));
+      case "tool_use": {
+        const name = it.name == null ? "tool" : String(it.name);
+        if (it.id != null) {
+          s.toolNames.set(String(it.id), name);
+          if (s.toolNames.size > 5000) s.toolNames.delete(s.toolNames.keys().next().value);
+        }
+        const summary = toolSummary(name, it.input);
+        const full = it.input === undefined ? "" : JSON.stringify(it.input);
+        return el("li", { "data-kind": "tool_use", "data-tool": name },
+          el("span", { class: "as-tool" }, name),
+          summary ? el("span", { class: "as-input", title: full.length > 200 ? full.slice(0, 4000) : null }, summary) : null);
+      }
+      case "tool_result": {
+        const text = toolResultText(it.content);
+        const name = it.id != null ? s.toolNames.get(String(it.id)) : null;
+        return el("li", { "data-kind": "tool_result", "data-error": it.error ? "true" : null, "data-tool": name || null },
+          el("span", { class: "as-label" }, it.error ? "✗ error" : "result", name ? el("span", { class: "as-note" }, " of " + name) : null),
+          text ? el("div", { class: "as-out" }, truncate(text, 300)) : el("span", { class: "as-note" }, " (empty)"));
+      }
+      case "result": {
+        const m = it.msg;
+        const ok = m.is_error !== true && (m.subtype == null || m.subtype === "success");
+        const u = m.usage && typeof m.usage === "object" ? m.usage : null;
+        const facts = [
+          m.total_cost_usd != null ? fmtMoney(m.total_cost_usd) : null,
+          m.num_turns != null ? `${fmtInt(m.num_turns)} turn${Number(m.num_turns) === 1 ? "" : "s"}` : null,
+          m.duration_ms != null && Number.isFinite(Number(m.duration_ms)) ? fmtDuration(Number(m.duration_ms) / 1000) : null,
+          u && (u.input_tokens != null || u.output_tokens != null) ? `${fmtTokens(u.input_tokens)} in / ${fmtTokens(u.output_tokens)} out` : null,
+        ].filter(Boolean);
+        const outcome = ok ? "✓ " + (m.subtype ? String(m.subtype) : "success") : "✗ " + (m.subtype && m.subtype !== "success" ? String(m.subtype) : "error");
+        return el("li", { "data-kind": "result", "data-ok": ok ? "true" : "false" },
+          el("span", { class: "as-label" }, outcome),
+          facts.length ? el("span", { class: "as-note" }, facts.join(" · ")) : null,
+          m.result != null && String(m.result) !== "" ? el("div", { class: "as-out" }, truncate(String(m.result), 500)) : null);
+      }
+      default:
+        return el("li", { "data-kind": String(it.kind) });
+    }
+  }
+
+  // ── what is shown ──
+
+  function render() {
+    ui.pre.setAttribute("data-size", String(s.next));
+    ui.pre.setAttribute("data-start", String(s.start));
+    const view = currentView();
+    const state = s.error && !s.loaded ? "error" : !s.loaded ? "loading" : s.exists ? "ready" : "none";
+    ui.body.setAttribute("data-state", state);
+    ui.body.setAttribute("data-view", view);
+    ui.size.textContent = s.exists ? " · " + fmtSize(s.next) : "";
+    ui.empty.hidden = state === "ready";
+    if (state === "loading") ui.empty.textContent = "Loading the log…";
+    else if (state === "none") ui.empty.textContent = NO_LOG;
+    else if (state === "error") ui.empty.textContent = "The log cannot be shown.";
+    ui.bar.hidden = state !== "ready";
+    ui.path.hidden = !(s.exists && s.path);
+    if (s.path && ui.path.textContent !== s.path) { ui.path.textContent = s.path; ui.path.title = s.path; }
+    ui.views.hidden = !s.sawStream;
+    ui.btnStream.setAttribute("aria-pressed", String(view === "stream"));
+    ui.btnRaw.setAttribute("aria-pressed", String(view === "raw"));
+    ui.pre.hidden = state !== "ready" || view !== "raw";
+    ui.stream.hidden = state !== "ready" || view !== "stream";
+    const cut = view === "raw" ? s.start > 0 : s.start > 0 || s.itemsCut > 0;
+    ui.cut.hidden = state !== "ready" || !cut;
+    if (cut) {
+      ui.cut.textContent = view === "raw"
+        ? `… earlier output cut: the first ${fmtSize(s.start)} are not shown`
+        : "… earlier output cut" + (s.itemsCut ? ` (${fmtInt(s.itemsCut)} items)` : "");
+    }
+    ui.error.hidden = !s.error;
+    ui.error.textContent = s.error ? "Could not load the log: " + s.error.message : "";
+  }
+
+  // ── fetching ──
+
+  /** Asks for a fetch; "tail" wins over "from". */
+  function request(mode) {
+    if (!alive) return;
+    if (mode === "tail" || !s.want) s.want = mode;
+    pump();
+  }
+
+  async function pump() {
+    if (s.fetching || !alive || !s.want) return;
+    const wait = s.retryAt - Date.now();
+    if (wait > 0) {
+      if (!s.retryTimer) s.retryTimer = setTimeout(() => { s.retryTimer = null; pump(); }, wait);
+      return;
+    }
+    s.fetching = true;
+    try {
+      while (alive && s.want) {
+        const fresh = s.want === "tail" || !s.loaded;
+        s.want = null;
+        let r;
+        try {
+          r = await api(url, fresh ? null : { offset: s.next });
+        } catch (e) {
+          // Not polled: the next message, reconnection or change of the task asks
+          // again, at most every LOG_RETRY ms.
+          if (!alive) return;
+          s.error = e;
+          s.retryAt = Date.now() + LOG_RETRY;
+          s.want = null;
+          s.queue = [];
+          return;
+        }
+        if (!alive) return;
+        s.error = null;
+        s.retryAt = 0;
+        absorb(r || {}, fresh);
+        render();
+        // the messages that came meanwhile, until one of them asks for another fetch
+        while (alive && !s.want && s.queue.length) apply(s.queue.shift());
+      }
+    } finally {
+      s.fetching = false;
+      if (alive) render();
+    }
+  }
+
+  /** Takes a GET answer. */
+  function absorb(r, fresh) {
+    if (typeof r.path === "string") s.path = r.path;
+    const offset = Number.isFinite(Number(r.offset)) ? Math.max(0, Number(r.offset)) : 0;
+    const text = typeof r.text === "string" ? r.text : "";
+    if (r.exists === false) {
+      s.loaded = true;
+      s.exists = false;
+      clear(0);
+      return;
+    }
+    if (!fresh && offset < s.next) { s.want = "tail"; return; }   // the log is shorter than what is held
+    if (fresh || !s.loaded) clear(offset);
+    else if (offset > s.next) s.next = offset;                     // moved past a character cut in two
+    s.loaded = true;
+    s.exists = true;
+    const bytes = pieceBytes(r, text);
+    take(text, bytes);
+    // (an empty piece with more: only a character not yet written whole is left; the
+    // stream tells when it is)
+    if (r.more === true && bytes > 0 && !s.want) s.want = "from";
+  }
+
+  /** Takes a `log` message of the stream. */
+  function apply(m) {
+    if (m.reset === true || !s.loaded) { request("tail"); return; }
+    // (a log that shrank without a reset seen shows in the fetch: it starts before `next`)
+    const offset = Number(m.offset);
+    if (!Number.isFinite(offset)) return;
+    const text = typeof m.text === "string" ? m.text : "";
+    const bytes = pieceBytes(m, text);
+    if (offset === s.next) {
+      if (!bytes) return;
+      s.exists = true;
+      take(text, bytes);
+      render();
+    } else if (offset < s.next && offset + bytes <= s.next) {
+      // held already (it came in a fetch)
+    } else {
+      request("from");
+    }
+  }
+
+  return {
+    root: ui.root,
+
+    start() { render(); request("tail"); },
+
+    onMessage(m) {
+      if (!alive || !m || m.workflow !== workflow || m.task !== task) return;
+      if (s.fetching) {
+        if (s.queue.length < 1000) s.queue.push(m);
+        else { s.queue = []; request(m.reset ? "tail" : "from"); }
+        return;
+      }
+      apply(m);
+    },
+
+    /** Fetches what may have been missed (the stream reconnected, or the task changed). */
+    catchUp() {
+      if (alive) request(s.loaded ? "from" : "tail");
+    },
+
+    /** The task's row, whenever the panel shows it anew. A change of status may mean its
+        log started or ended; one to running, that a new run started it again (which the
+        server tells by the file shrinking, and a run quicker than its 250 ms could hide). */
+    onTask(t) {
+      const status = t ? t.status : undefined;
+      if (s.status !== undefined && status !== s.status) {
+        if (status === "running") request("tail");
+        else this.catchUp();
+      }
+      s.status = status;
+    },
+
+    /** The scroll position, before the panel is rebuilt … */
+    keepScroll() {
+      return scroller().scrollTop;
+    },
+
+    /** … and after. */
+    restoreScroll(top) {
+      if (s.follow) toBottom();
+      else if (top) scroller().scrollTop = top;
+    },
+
+    destroy() {
+      alive = false;
+      clearTimeout(s.retryTimer);
+      s.queue = [];
+    },
+  };
+}
+
 // ───────────────────────────── workflow page ─────────────────────────────
 
 const PAGE_SIZE = 100;
@@ -971,6 +1463,7 @@ function workflowPage(route, main) {
     edgesByNode: new Map(),        // task id -> [edge paths]
     graphSig: null,
     activityIds: new Set(),
+    log: null,                     // the open task's log (taskLog)
     tasksSeq: 0, wfSeq: 0, detailSeq: 0,
   };
   const ui = {};
@@ -1065,6 +1558,7 @@ function workflowPage(route, main) {
     reloadWf();
     reloadTasks();
     if (st.taskId) reloadDetail();
+    if (st.log) st.log.catchUp();
   }
 
   // ── layout ──
@@ -1439,6 +1933,9 @@ function workflowPage(route, main) {
     st.detail = null;
     st.detailSig = null;
     st.activityIds.clear();
+    if (st.log) st.log.destroy();
+    st.log = taskLog(name, id);
+    st.log.start();
     if (!ui.panel) {
       ui.panel = el("section", { id: "task", class: "card task-panel", "aria-label": "Task" });
       ui.body.appendChild(ui.panel);
@@ -1454,6 +1951,7 @@ function workflowPage(route, main) {
   function closePanel() {
     st.taskId = null;
     st.detail = null;
+    if (st.log) { st.log.destroy(); st.log = null; }
     if (ui.panel) { ui.panel.remove(); ui.panel = null; }
     ui.body.classList.remove("with-task");
     markSelected();
@@ -1476,7 +1974,10 @@ function workflowPage(route, main) {
     const t = d.task || {};
     // Keep the reader's place: scroll positions and which sections are folded.
     const scroll = ui.panel.scrollTop;
-    const preScroll = [...ui.panel.querySelectorAll("pre")].map((x) => x.scrollTop);
+    // (the log keeps its own place: it is moved, not rebuilt)
+    const outputs = () => [...ui.panel.querySelectorAll("pre")].filter((x) => x.id !== "task-log");
+    const preScroll = outputs().map((x) => x.scrollTop);
+    const logScroll = st.log ? st.log.keepScroll() : 0;
     const folded = new Map([...ui.panel.querySelectorAll("details[data-key]")].map((x) => [x.getAttribute("data-key"), x.open]));
     ui.panel.setAttribute("data-status", t.status ?? "");
     const running = t.status === "running" && t.duration == null && t.started_at != null;
@@ -1491,6 +1992,7 @@ function workflowPage(route, main) {
       section("deps", `Dependencies (${fmtInt((d.deps || []).length)})`, chips(d.deps || [], "No dependencies: wave 0.")),
       section("dependents", `Dependents (${fmtInt((d.dependents || []).length)})`, chips(d.dependents || [], "Nothing depends on this task.")),
       section("attempts", `Attempts (${fmtInt((d.attempts || []).length)})`, attemptsTable(d.attempts || [])),
+      st.log ? st.log.root : null,
       section("result", "Result", resultBlocks(d.result)),
       (d.agent_runs || []).length ? section("agents", `Agent runs (${fmtInt(d.agent_runs.length)})`, agentRunsTable(d.agent_runs)) : null,
       section("activity", `Activity (${fmtInt((d.activity || []).length)})`, activityTable(d.activity || [])));
@@ -1498,7 +2000,8 @@ function workflowPage(route, main) {
       const k = x.getAttribute("data-key");
       if (folded.has(k)) x.open = folded.get(k);
     }
-    [...ui.panel.querySelectorAll("pre")].forEach((x, i) => { if (preScroll[i]) x.scrollTop = preScroll[i]; });
+    outputs().forEach((x, i) => { if (preScroll[i]) x.scrollTop = preScroll[i]; });
+    if (st.log) { st.log.restoreScroll(logScroll); st.log.onTask(t); }
     ui.panel.scrollTop = scroll;
   }
 
@@ -1689,8 +2192,12 @@ function workflowPage(route, main) {
     },
     streamQuery: () => ({ workflow: name, task: st.taskId }),
     onTasks, onOverview, onEvents,
+    onLog(msg) { if (alive && st.log && msg.workflow === name) st.log.onMessage(msg); },
+    // a new connection: the log may have grown while there was none (resync reloads anyway)
+    onHello(h) { if (alive && st.log && !h.resync) st.log.catchUp(); },
     destroy() {
       alive = false;
+      if (st.log) { st.log.destroy(); st.log = null; }
       reloadWf.cancel(); reloadWfSlow.cancel(); reloadTasks.cancel(); reloadDetail.cancel();
       document.removeEventListener("keydown", onKey);
     },
