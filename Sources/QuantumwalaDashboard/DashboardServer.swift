@@ -103,6 +103,8 @@ final class DashboardServer: Sendable {
     static let assetFiles: [String: (String, String)] = [
         "app.js": ("app.js", "text/javascript; charset=utf-8"),
         "app.css": ("app.css", "text/css; charset=utf-8"),
+        // the shared worker that keeps one stream for every tab of the dashboard
+        "stream-worker.js": ("stream-worker.js", "text/javascript; charset=utf-8"),
     ]
 
     /// Nil when the request may go on; else the answer that refuses it.
@@ -188,11 +190,25 @@ final class DashboardServer: Sendable {
             let kind = q("kind").flatMap { $0.isEmpty ? nil : $0 }, workflow = q("workflow").flatMap { $0.isEmpty ? nil : $0 }
             return json(try await model.run { try $0.events(limit: limit, before: before, sources: sources, kind: kind, workflow: workflow) })
         case (.GET, 1, "stream"):
-            let workflow = q("workflow").flatMap { $0.isEmpty ? nil : $0 }
-            let task = workflow == nil ? nil : q("task").flatMap { $0.isEmpty ? nil : $0 }
-            let wantsEvents = q("events") == "1"
+            // one page: workflow=NAME&task=ID&events=1; a worker serving many pages says all
+            // it wants in one: watch={"workflows":[...],"logs":[["W","T"],...],"events":true}
+            var workflows = Set(request.query.filter { $0.name == "workflow" && !$0.value.isEmpty }.map(\.value))
+            var logs: [(String, String)] = []
+            if let w = q("workflow"), !w.isEmpty, let t = q("task"), !t.isEmpty { logs.append((w, t)) }
+            var wantsEvents = q("events") == "1"
+            if let watch = q("watch") {
+                guard let o = (try? JSONSerialization.jsonObject(with: Data(watch.utf8))) as? [String: Any] else {
+                    throw DashboardError(status: 400, "watch must be a JSON object: {\"workflows\": [...], \"logs\": [[workflow, task], ...], \"events\": true}")
+                }
+                for w in o["workflows"] as? [String] ?? [] { workflows.insert(w) }
+                for pair in o["logs"] as? [[String]] ?? [] where pair.count == 2 {
+                    workflows.insert(pair[0])
+                    logs.append((pair[0], pair[1]))
+                }
+                if o["events"] as? Bool == true { wantsEvents = true }
+            }
             let last = request.headers[HTTPHeader("Last-Event-ID")] ?? q("last")
-            let (id, stream) = feed.connect(workflow: workflow, task: task, wantsEvents: wantsEvents, lastEventID: last)
+            let (id, stream) = feed.connect(workflows: workflows, logs: logs, wantsEvents: wantsEvents, lastEventID: last)
             return HTTPResponse(statusCode: .ok, headers: [
                 HTTPHeader("Content-Type"): "text/event-stream; charset=utf-8",
                 HTTPHeader("Cache-Control"): "no-store",

@@ -17,15 +17,16 @@ final class LiveFeed: @unchecked Sendable {
 
     final class Client {
         let id: Int
-        let workflow: String?
-        /// The task whose log it follows.
-        let task: String?
+        /// The workflows whose tasks it shows.
+        let workflows: Set<String>
+        /// The logs it follows, as ``LiveFeed/logKey(_:_:)``s.
+        let logs: Set<String>
         let wantsEvents: Bool
         let continuation: AsyncStream<[UInt8]>.Continuation
-        init(id: Int, workflow: String?, task: String?, wantsEvents: Bool, continuation: AsyncStream<[UInt8]>.Continuation) {
+        init(id: Int, workflows: Set<String>, logs: Set<String>, wantsEvents: Bool, continuation: AsyncStream<[UInt8]>.Continuation) {
             self.id = id
-            self.workflow = workflow
-            self.task = task
+            self.workflows = workflows
+            self.logs = logs
             self.wantsEvents = wantsEvents
             self.continuation = continuation
         }
@@ -86,18 +87,21 @@ final class LiveFeed: @unchecked Sendable {
     /// A new client; its stream ends when the server stops. `lastEventID` is what a
     /// reconnecting EventSource sends: the events after it are sent again to a client of
     /// events.
-    func connect(workflow: String?, task: String?, wantsEvents: Bool, lastEventID: String?) -> (id: Int, stream: AsyncStream<[UInt8]>) {
+    /// `workflows`: those whose task changes it gets; `logs`: (workflow, task) pairs whose log
+    /// it follows (one page, or a worker serving many pages).
+    func connect(workflows: Set<String>, logs: [(String, String)], wantsEvents: Bool, lastEventID: String?) -> (id: Int, stream: AsyncStream<[UInt8]>) {
         let (stream, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingNewest(2000))
         let id: Int = queue.sync {
             let id = nextID
             nextID += 1
-            let c = Client(id: id, workflow: workflow, task: task, wantsEvents: wantsEvents, continuation: continuation)
+            let c = Client(id: id, workflows: workflows, logs: Set(logs.map { Self.logKey($0.0, $0.1) }), wantsEvents: wantsEvents,
+                           continuation: continuation)
             clients[id] = c
-            if let workflow, let task { follow(workflow, task) }
+            for (w, t) in logs { follow(w, t) }
             var missed: [StateStore.EventView] = []
             if let last = lastEventID, let dot = last.firstIndex(of: "."),
                let e = Int64(last[..<dot]), let h = Int64(last[last.index(after: dot)...]) {
-                if wantsEvents || workflow != nil {
+                if wantsEvents || !workflows.isEmpty {
                     missed = ((try? model.store.engineEvents(afterID: e, limit: Self.maxRows)) ?? []).filter { $0.id <= lastEvent }
                         + ((try? model.store.hookEventViews(afterID: h, limit: Self.maxRows)) ?? []).filter { $0.id <= lastHook }
                 }
@@ -125,8 +129,10 @@ final class LiveFeed: @unchecked Sendable {
     }
 
     private func wants(_ c: Client, _ e: StateStore.EventView) -> Bool {
-        c.wantsEvents || (c.workflow != nil && e.workflow == c.workflow)
+        c.wantsEvents || (e.workflow.map { c.workflows.contains($0) } ?? false)
     }
+
+    static func logKey(_ workflow: String, _ task: String) -> String { workflow + "\u{0}" + task }
 
     // MARK: watching
 
@@ -190,12 +196,20 @@ final class LiveFeed: @unchecked Sendable {
         }
         model.invalidate(touched.keys)
         overviewDue = true
+        // logs asked for before their workflow was in the store
+        for c in clients.values {
+            for key in c.logs where logs[key] == nil {
+                let parts = key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
+                // all of it is news to the page: it could not read a log that was not there
+                if parts.count == 2 { follow(String(parts[0]), String(parts[1]), fromStart: true) }
+            }
+        }
         guard !clients.isEmpty else { return }
         if !rows.isEmpty {
             // encoded once per kind of client: all rows, or one workflow's
             var texts: [String: String] = [:]
             for c in clients.values {
-                let key = c.wantsEvents ? "" : "w:" + (c.workflow ?? "")
+                let key = c.wantsEvents ? "" : "w:" + c.workflows.sorted().joined(separator: "\u{0}")
                 if texts[key] == nil {
                     let mine = rows.filter { wants(c, $0) }
                     texts[key] = mine.isEmpty ? "" : JSONValue.array(mine.suffix(Self.maxRows).map(\.json)).text
@@ -204,7 +218,7 @@ final class LiveFeed: @unchecked Sendable {
             }
         }
         // the changed rows of each workflow a client shows, read once for all of them
-        let shown = Set(clients.values.compactMap(\.workflow))
+        let shown = clients.values.reduce(into: Set<String>()) { $0.formUnion($1.workflows) }
         for (w, ids) in touched where shown.contains(w) {
             guard let counts = try? model.countsOf(w) else { continue }
             var fields: [(String, JSONValue)] = [("workflow", .string(w)), ("counts", DashboardModel.countsJSON(counts))]
@@ -214,7 +228,7 @@ final class LiveFeed: @unchecked Sendable {
                 fields += [("tasks", .array([])), ("more", .bool(true))]
             }
             let text = JSONValue.object(fields).text
-            for c in clients.values where c.workflow == w { send(c, "tasks", text) }
+            for c in clients.values where c.workflows.contains(w) { send(c, "tasks", text) }
         }
     }
 
@@ -223,17 +237,18 @@ final class LiveFeed: @unchecked Sendable {
     /// The logs followed, by workflow and task: the file and the size sent up to.
     private var logs: [String: (workflow: String, task: String, path: String, size: Int)] = [:]
 
-    private func follow(_ workflow: String, _ task: String) {
-        let key = workflow + "\u{0}" + task
-        guard logs[key] == nil, let path = try? model.logPath(workflow, task) else { return }
-        logs[key] = (workflow, task, path, LogFile.size(path) ?? 0)
+    /// Starts following a log: from its size now (the page reads what is there itself), or
+    /// from its start.
+    private func follow(_ workflow: String, _ task: String, fromStart: Bool = false) {
+        let key = Self.logKey(workflow, task)
+        guard logs[key] == nil, let path = (try? model.logPath(workflow, task)) ?? nil else { return }
+        logs[key] = (workflow, task, path, fromStart ? 0 : LogFile.size(path) ?? 0)
     }
 
     /// Sends what each followed log gained since the last tick (a stat per log and tick).
     private func followLogs() {
         guard !logs.isEmpty else { return }
-        var wanted: Set<String> = []
-        for c in clients.values { if let w = c.workflow, let t = c.task { wanted.insert(w + "\u{0}" + t) } }
+        let wanted = clients.values.reduce(into: Set<String>()) { $0.formUnion($1.logs) }
         for key in logs.keys where !wanted.contains(key) { logs[key] = nil }
         for (key, l) in logs {
             let size = LogFile.size(l.path) ?? 0
@@ -250,7 +265,7 @@ final class LiveFeed: @unchecked Sendable {
                 logs[key]!.size = piece.offset + piece.bytes
             }
             let text = JSONValue.object(fields).text
-            for c in clients.values where c.workflow == l.workflow && c.task == l.task { send(c, "log", text) }
+            for c in clients.values where c.logs.contains(key) { send(c, "log", text) }
         }
     }
 

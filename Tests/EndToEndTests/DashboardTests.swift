@@ -257,6 +257,36 @@ import Testing
         #expect(missed.data.contains("\"workflow started\"") && missed.data.contains("\"workflow\":\"more\""))
     }
 
+    /// One stream can carry what many pages want (a worker shares it between tabs).
+    @Test func oneStreamCarriesSeveralWorkflowsAndLogs() throws {
+        let dir = finishedProject()
+        defer { removeTree(dir) }
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let watch = #"{"workflows":["one"],"logs":[["two","t"]]}"#.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        let stream = try #require(EventStream(port: d.port, path: "/api/stream?watch=\(watch)"))
+        _ = try #require(stream.next { e, _ in e == "hello" })
+        writeFile(dir + "/two.lua", """
+            for _, name in ipairs({ "one", "two", "three" }) do
+              local wf = qw.workflow(name)
+              wf:task("t", { "echo", "from " .. name })
+              wf:run()
+            end
+            """)
+        #expect(qw(["run", "two.lua"], cwd: dir).code == 0)
+        var got: Set<String> = []
+        while got.count < 3, let m = stream.next(timeout: 10, { e, _ in e == "tasks" || e == "log" }) {
+            let o = parseJSON(m.data) as? [String: Any]
+            got.insert(m.event + ":" + (o?["workflow"] as? String ?? "?"))
+            #expect(o?["workflow"] as? String != "three", "a workflow not asked for")
+            if m.event == "log" { #expect((o?["text"] as? String)?.contains("from two") == true) }
+        }
+        #expect(got == ["tasks:one", "tasks:two", "log:two"])
+        let bad = try #require(d.get("/api/stream?watch=nonsense"))
+        #expect(bad.status == 400)
+        #expect(bad.body.contains("watch must be a JSON object"))
+    }
+
     @Test func statusWatchAppendsLinesOffATerminalAndEndsWithTheWorkflow() throws {
         let dir = makeTempDir()
         defer { removeTree(dir) }
