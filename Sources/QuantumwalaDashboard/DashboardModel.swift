@@ -174,9 +174,12 @@ final class DashboardModel: @unchecked Sendable {
         return value
     }
 
-    /// Answers given in the last half second, by question: many pages asking the same of a
-    /// busy store cost one read.
+    /// Answers given in the last half second and since the store last changed, by question:
+    /// many pages asking the same of a busy store cost one read.
     private var answers: [String: (at: Double, value: JSONValue?)] = [:]
+
+    /// The store changed: answers are read again.
+    func dropAnswers() { answers = [:] }
 
     func cached(_ key: String, _ make: () throws -> JSONValue?) rethrows -> JSONValue? {
         let now = monotonicWallClock()

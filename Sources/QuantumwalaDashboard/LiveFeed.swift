@@ -141,6 +141,8 @@ final class LiveFeed: @unchecked Sendable {
         if let v = try? model.store.dataVersion(), v != version {
             version = v
             dirty = true
+            // an answer from before the change must not undo what the stream tells next
+            model.dropAnswers()
         }
         if dirty && now >= nextDelta {
             dirty = false

@@ -75,6 +75,9 @@ final class WorkflowRunHandle {
             throw LuaArgumentError(e)
         }
         if let i = run.next() {
+            // the task is running now: say so soon, even if no other worker ever waits (a
+            // workflow of one long task would otherwise show it only when it ended)
+            armFlush()
             call.stack.push(i + 1)
             return .values(1)
         }

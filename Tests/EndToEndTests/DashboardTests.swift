@@ -171,11 +171,12 @@ import Testing
             quiet:run()
             """)
         let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
-        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
+        // the dashboard and its stream first: the run's every change is news to them
         let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
         defer { d.stop() }
         let stream = try #require(EventStream(port: d.port, path: "/api/stream?workflow=logged&task=talk%2F1"))
         _ = try #require(stream.next { e, _ in e == "hello" })
+        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
         // the first line is there while the task waits
         let first = try #require(stream.next { e, data in e == "tasks" && data.contains("\"running\"") })
         #expect(first.data.contains("talk/1"))
@@ -324,6 +325,50 @@ import Testing
         // --json keeps working, and is JSON
         let json = qw(["status", "--json"], cwd: dir)
         #expect((parseJSON(json.stdout) as? [[String: Any]])?.first?["name"] as? String == "watched")
+    }
+
+    /// Eight tabs of one browser (more than the six connections a browser keeps to a
+    /// server) all follow a workflow: they share one stream.
+    @Test func manyTabsShareOneStream() throws {
+        let (browser, why) = Browser.start()
+        let b = try #require(browser, "\(why)")
+        defer { b.quit() }
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        mkfifo(dir + "/go.fifo", 0o600)
+        writeFile(dir + "/wf.lua", """
+            local wf = qw.workflow("tabs")
+            wf:task("gate", { "sh", "-c", "read line < go.fifo" })
+            wf:run()
+            """)
+        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
+        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
+        defer {
+            kill(run.pid, SIGTERM)
+            var st: Int32 = 0
+            waitpid(run.pid, &st, 0)
+            close(run.stdout)
+        }
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        var handles: [String] = []
+        for i in 0..<8 {
+            if i > 0, let h = (b.command("POST", "/window/new", ["type": "tab"]) as? [String: Any])?["handle"] as? String {
+                b.command("POST", "/window", ["handle": h])
+            }
+            if let h = b.command("GET", "/window") as? String { handles.append(h) }
+            b.open("http://127.0.0.1:\(d.port)/workflows/tabs")
+            #expect(b.waitFor("document.querySelector('tr[data-task=\"gate\"]') && document.querySelector('tr[data-task=\"gate\"]').dataset.status === 'running' && document.getElementById('conn').dataset.state === 'open'"),
+                    "tab \(i + 1) is live")
+        }
+        #expect(Set(handles).count == 8)
+        let fifo = open(dir + "/go.fifo", O_WRONLY)
+        _ = write(fifo, "go\n", 3)
+        close(fifo)
+        for (i, h) in handles.enumerated() {
+            b.command("POST", "/window", ["handle": h])
+            #expect(b.waitFor("document.querySelector('tr[data-task=\"gate\"]').dataset.status === 'succeeded'"), "tab \(i + 1) saw it finish")
+        }
     }
 
     /// In a real browser: a task goes from running to succeeded without a reload, a task

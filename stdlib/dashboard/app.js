@@ -512,8 +512,147 @@ const conn = {
   },
 };
 
-/** One EventSource to /api/stream, reopened when the page wants another query. */
+/** The live stream, shared by every tab of the dashboard through a SharedWorker
+    (/assets/stream-worker.js) that keeps one EventSource for all of them: a browser allows
+    only six connections to a host across its tabs, and each EventSource holds one for good.
+    Where there is no SharedWorker, or it fails, the page opens its own (`direct`). */
 const stream = {
+  mode: null,          // "shared" or "direct", once the page wanted something
+  interest: null,      // { workflow, task, events }
+
+  /** interest: what the page shows, as streamInterest() tells. */
+  want(interest) {
+    this.interest = interest;
+    if (this.mode === null) this.mode = shared.start() ? "shared" : "direct";
+    if (this.mode === "shared") shared.want(interest);
+    else direct.want(interest);
+  },
+
+  /** The worker failed: the page streams on its own from now on. */
+  fallBack() {
+    if (this.mode === "direct") return;
+    this.mode = "direct";
+    if (this.interest) direct.want(this.interest);
+  },
+
+  watchdog() {
+    if (this.mode === "direct") direct.watchdog();
+  },
+};
+
+/** What the page wants of the stream: { workflow, task, events }. A page's streamQuery()
+    names the workflow it shows (its tasks and rows) and the open task (its log); `events`:
+    every row of the event log, for a page that takes them and does not show one workflow
+    (whose rows come with it). */
+function streamInterest(page) {
+  const q = (page && page.streamQuery && page.streamQuery()) || {};
+  const workflow = q.workflow ? String(q.workflow) : null;
+  const task = workflow && q.task ? String(q.task) : null;
+  return { workflow, task, events: !!(page && page.onEvents) && !workflow };
+}
+
+/** This page's port to the shared worker. Page → worker: `watch` (the interest, on start and
+    when it changes), `alive` (every 5 s: a port silent for 15 s is dropped), `bye` (on
+    pagehide). Worker → page: `state` and the stream's `message`s, data already parsed. */
+const shared = {
+  worker: null,
+  port: null,
+  sent: null,          // the interest last sent, as JSON
+  everOpen: false,
+  heard: false,
+  lastAlive: 0,
+  timers: [],
+  failed: false,
+
+  start() {
+    if (typeof SharedWorker !== "function") return false;
+    try {
+      this.worker = new SharedWorker("/assets/stream-worker.js", { name: "qw-dashboard-stream" });
+    } catch {
+      return false;    // (blocked by a policy, or an opaque origin)
+    }
+    this.port = this.worker.port;
+    this.worker.onerror = () => this.fail();
+    this.port.onmessage = (e) => this.onMessage(e.data);
+    this.port.start();
+    this.timers.push(setInterval(() => this.alive(true), 5000));
+    // a worker that never speaks is as good as none
+    this.timers.push(setTimeout(() => { if (!this.heard) this.fail(); }, 10000));
+    window.addEventListener("pagehide", this.onPageHide);
+    window.addEventListener("pageshow", this.onPageShow);
+    document.addEventListener("visibilitychange", this.onVisible);
+    return true;
+  },
+
+  want(interest) {
+    const text = JSON.stringify(interest);
+    if (text === this.sent) return;
+    this.sent = text;
+    this.post({ type: "watch", ...interest });
+  },
+
+  post(m) {
+    if (this.failed || !this.port) return;
+    try { this.port.postMessage(m); } catch { /* the worker is gone: its error event tells */ }
+    this.lastAlive = Date.now();
+  },
+
+  /** `alive` every 5 s; also on messages (a background tab's timers may be slowed to one a
+      minute, and a port silent for 15 s is dropped) unless one went out lately. */
+  alive(timer) {
+    if (timer || Date.now() - this.lastAlive >= 5000) this.post({ type: "alive" });
+  },
+
+  onPageHide: () => shared.post({ type: "bye" }),
+
+  // back from the back-forward cache: the worker dropped this page at its bye
+  onPageShow: (e) => {
+    if (e.persisted && shared.sent) shared.post({ type: "watch", ...parseJSON(shared.sent) });
+  },
+
+  onVisible: () => {
+    if (document.visibilityState === "visible") shared.alive(true);
+  },
+
+  onMessage(m) {
+    if (this.failed || !m || typeof m !== "object") return;
+    this.heard = true;
+    this.alive(false);
+    if (m.type === "state") this.onState(m);
+    else if (m.type === "message" && typeof m.event === "string") handle(m.event, m.data);
+  },
+
+  onState(m) {
+    const url = typeof m.url === "string" && m.url ? m.url : "/api/stream";
+    if (m.state === "open") {
+      this.everOpen = true;
+      conn.set("open", "live", "Live updates from " + url + " (one stream for all of this dashboard's tabs)");
+    } else if (m.state === "closed") {
+      conn.set("closed", "disconnected", Number.isFinite(m.retry) ? "Retrying in " + fmtDuration(m.retry / 1000) : "Disconnected");
+    } else if (m.state === "connecting") {
+      conn.set("connecting", this.everOpen ? "reconnecting…" : "connecting…");
+    }
+  },
+
+  fail() {
+    if (this.failed) return;
+    this.post({ type: "bye" });
+    this.failed = true;
+    for (const t of this.timers) { clearInterval(t); clearTimeout(t); }
+    this.timers = [];
+    window.removeEventListener("pagehide", this.onPageHide);
+    window.removeEventListener("pageshow", this.onPageShow);
+    document.removeEventListener("visibilitychange", this.onVisible);
+    if (this.worker) this.worker.onerror = null;
+    if (this.port) { this.port.onmessage = null; try { this.port.close(); } catch { /* closed */ } }
+    console.warn("qw dashboard: the shared stream worker failed; this tab streams on its own");
+    stream.fallBack();
+  },
+};
+
+/** The page's own EventSource to /api/stream, reopened when the page wants another query
+    (where there is no SharedWorker). */
+const direct = {
   es: null,
   url: null,
   everOpen: false,
@@ -521,11 +660,13 @@ const stream = {
   retryDelay: 1000,
   lastMessage: 0,
 
-  /** query: { workflow, task } or null. `events=1` asks for `events` messages, which
-      every page can use (the event log, a task's activity, cost refreshes); with `task`
-      too the stream follows that task's log (`log` messages). */
-  want(query) {
-    const url = "/api/stream" + qs({ ...(query || {}), events: 1 });
+  /** interest: { workflow, task, events }. `events=1` asks for every `events` message
+      (the event log, cost refreshes); `workflow` for that workflow's task changes and rows
+      (a task's activity); with `task` too the stream follows that task's log (`log`
+      messages). */
+  want(interest) {
+    const i = interest || {};
+    const url = "/api/stream" + qs({ workflow: i.workflow, task: i.workflow ? i.task : null, events: i.events ? 1 : null });
     if (url === this.url && this.es && this.es.readyState !== EventSource.CLOSED) return;
     this.url = url;
     this.open();
@@ -537,7 +678,7 @@ const stream = {
     const es = new EventSource(this.url);
     this.es = es;
     this.lastMessage = Date.now();
-    conn.set("connecting", this.everOpen ? "reconnecting…" : "connecting…");
+    conn.set("connecting", this.everOpen || shared.everOpen ? "reconnecting…" : "connecting…");
     es.onopen = () => {
       if (es !== this.es) return;
       this.everOpen = true;
@@ -574,9 +715,15 @@ const stream = {
 
 let lastOverview = null;
 
+/** A message of the stream, as its EventSource gave it. */
 function dispatch(type, raw) {
   const data = parseJSON(raw);
   if (data === undefined) return;
+  handle(type, data);
+}
+
+/** A message of the stream, parsed (the shared worker's come so), to the page. */
+function handle(type, data) {
   const page = current.page;
   switch (type) {
     case "hello":
@@ -657,7 +804,7 @@ function route() {
     const on = a.getAttribute("data-nav") === (r.page === "workflow" || r.page === "spec" ? "overview" : r.page);
     if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  stream.want(current.page.streamQuery ? current.page.streamQuery() : null);
+  stream.want(streamInterest(current.page));
 }
 
 /** Same-origin page links navigate in place; modified clicks and other targets do not. */
