@@ -174,19 +174,25 @@ final class DashboardModel: @unchecked Sendable {
         return value
     }
 
-    /// Answers given in the last half second and since the store last changed, by question:
-    /// many pages asking the same of a busy store cost one read.
-    private var answers: [String: (at: Double, value: JSONValue?)] = [:]
+    /// Answers given in the last half second and since the feed's last pass, by question:
+    /// many pages asking the same of a busy store cost one read per pass.
+    private var answers: [String: (at: Double, generation: Int, value: JSONValue?)] = [:]
 
-    /// The store changed: answers are read again.
-    func dropAnswers() { answers = [:] }
+    /// Counts the live feed's passes over the store's changes: an answer is shared only
+    /// within one (an answer from before a pass could undo what the pass pushed).
+    private var generation = 0
+
+    func newGeneration() {
+        generation += 1
+        answers = [:]
+    }
 
     func cached(_ key: String, _ make: () throws -> JSONValue?) rethrows -> JSONValue? {
         let now = monotonicWallClock()
-        if let a = answers[key], now - a.at < 0.5 { return a.value }
+        if let a = answers[key], now - a.at < 0.5, a.generation == generation { return a.value }
         if answers.count > 200 { answers = answers.filter { now - $0.value.at < 0.5 } }
         let v = try make()
-        answers[key] = (now, v)
+        answers[key] = (now, generation, v)
         return v
     }
 

@@ -141,8 +141,6 @@ final class LiveFeed: @unchecked Sendable {
         if let v = try? model.store.dataVersion(), v != version {
             version = v
             dirty = true
-            // an answer from before the change must not undo what the stream tells next
-            model.dropAnswers()
         }
         if dirty && now >= nextDelta {
             dirty = false
@@ -168,6 +166,8 @@ final class LiveFeed: @unchecked Sendable {
 
     /// Reads what changed since the last pass and sends it.
     private func delta() {
+        // answers given before this pass must not undo what it tells the pages next
+        model.newGeneration()
         var rows: [StateStore.EventView] = []
         var touched: [String: [String]] = [:]
         var touchedSeen: [String: Set<String>] = [:]

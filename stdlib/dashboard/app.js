@@ -723,6 +723,11 @@ function dispatch(type, raw) {
 }
 
 /** A message of the stream, parsed (the shared worker's come so), to the page. */
+document.addEventListener("visibilitychange", () => {
+  const page = current.page;
+  if (!document.hidden && page && page.onVisible) page.onVisible();
+});
+
 function handle(type, data) {
   const page = current.page;
   switch (type) {
@@ -1620,6 +1625,10 @@ function workflowPage(route, main) {
   // counts come with every message, so these may lag a little.
   const reloadWfSlow = refresher(loadWorkflow, 2500);
   const reloadTasks = refresher(loadTasks, 300);
+  // a burst (more tasks changed than a message lists) is caught up with at a slower pace:
+  // twenty tabs refetching every 300 ms would cost a busy store more than the run itself
+  const reloadTasksBusy = refresher(loadTasks, 1000);
+  const reloadWfBusy = refresher(loadWorkflow, 3000);
   const reloadDetail = refresher(loadDetail, 500);
   const renderVizSoon = frameOnce(() => alive && renderViz());
   const renderHeadSoon = frameOnce(() => alive && renderHead());
@@ -2286,7 +2295,12 @@ function workflowPage(route, main) {
     }
     const unfiltered = !f.status && f.wave === "" && !f.q;
     if (unfiltered && st.page && msg.counts && sumCounts(msg.counts) !== Number(st.page.total)) refetch = true;
-    if (msg.more) { reloadTasks(); reloadWf(); if (st.taskId) reloadDetail(); return; }
+    if (msg.more) {
+      // a tab nobody looks at catches up when it is shown again
+      if (document.hidden) { st.staleWhileHidden = true; return; }
+      reloadTasksBusy(); reloadWfBusy(); if (st.taskId) reloadDetail();
+      return;
+    }
     if (refetch) reloadTasks();
     if (unknown) (st.wf && st.wf.graph ? reloadWf : reloadWfSlow)();
     if (wavesMoved && !(st.wf && st.wf.graph)) renderVizSoon();
@@ -2339,6 +2353,12 @@ function workflowPage(route, main) {
     },
     streamQuery: () => ({ workflow: name, task: st.taskId }),
     onTasks, onOverview, onEvents,
+    // shown again after a burst it skipped while hidden
+    onVisible() {
+      if (!alive || !st.staleWhileHidden) return;
+      st.staleWhileHidden = false;
+      reloadTasks(); reloadWf();
+    },
     onLog(msg) { if (alive && st.log && msg.workflow === name) st.log.onMessage(msg); },
     // a new connection: the log may have grown while there was none (resync reloads anyway)
     onHello(h) { if (alive && st.log && !h.resync) st.log.catchUp(); },
