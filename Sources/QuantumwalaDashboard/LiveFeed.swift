@@ -176,7 +176,9 @@ final class LiveFeed: @unchecked Sendable {
             for e in ev {
                 guard let w = e.workflow else { continue }
                 if touched[w] == nil { touched[w] = [] }
-                if let t = e.task, e.kind.hasPrefix("task"), touchedSeen[w, default: []].insert(t).inserted {
+                // past maxRows changed tasks a message says `more` instead: no need to know them all
+                if let t = e.task, e.kind.hasPrefix("task"), touched[w]!.count <= Self.maxRows,
+                   touchedSeen[w, default: []].insert(t).inserted {
                     touched[w]!.append(t)
                 }
             }
@@ -213,8 +215,13 @@ final class LiveFeed: @unchecked Sendable {
             for c in clients.values {
                 let key = c.wantsEvents ? "" : "w:" + c.workflows.sorted().joined(separator: "\u{0}")
                 if texts[key] == nil {
-                    let mine = rows.filter { wants(c, $0) }
-                    texts[key] = mine.isEmpty ? "" : JSONValue.array(mine.suffix(Self.maxRows).map(\.json)).text
+                    // the newest maxRows rows this client wants, found from the end
+                    var mine: [StateStore.EventView] = []
+                    for e in rows.reversed() where wants(c, e) {
+                        mine.append(e)
+                        if mine.count == Self.maxRows { break }
+                    }
+                    texts[key] = mine.isEmpty ? "" : JSONValue.array(mine.reversed().map(\.json)).text
                 }
                 if let text = texts[key], !text.isEmpty { send(c, "events", text) }
             }

@@ -267,13 +267,20 @@ extension StateStore {
         guard kind == successBatch, let data else {
             return [EventView(cursor: "e:\(id)", source: "engine", id: id, at: at, kind: kind, workflow: r[3], task: r[4], detail: data)]
         }
+        // by bytes: a batch holds thousands of lines, and a live view reads every batch
         var out: [EventView] = []
-        for (n, line) in data.split(separator: "\n").enumerated() {
-            guard let tab = line.firstIndex(of: "\t") else { continue }
-            let detail = String(line[line.index(after: tab)...])
-            // the task's own finish time, when its data has one
-            out.append(EventView(cursor: "e:\(id):\(n)", source: "engine", id: id, at: at, kind: "task succeeded", workflow: r[3],
-                                 task: WorkflowIO.unescape(String(line[..<tab])), detail: detail))
+        let workflow: String? = r[3]
+        let bytes = Array(data.utf8)
+        out.reserveCapacity(bytes.count / 64)
+        var start = 0, n = 0
+        for i in 0...bytes.count where i == bytes.count || bytes[i] == 10 {
+            defer { start = i + 1 }
+            guard i > start, let tab = bytes[start..<i].firstIndex(of: 9) else { continue }
+            let name = String(decoding: bytes[start..<tab], as: UTF8.self)
+            out.append(EventView(cursor: "e:\(id):\(n)", source: "engine", id: id, at: at, kind: "task succeeded", workflow: workflow,
+                                 task: bytes[start..<tab].contains(92) ? WorkflowIO.unescape(name) : name,
+                                 detail: String(decoding: bytes[(tab + 1)..<i], as: UTF8.self)))
+            n += 1
         }
         return out
     }
