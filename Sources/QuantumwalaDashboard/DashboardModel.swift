@@ -61,16 +61,13 @@ final class DashboardModel: @unchecked Sendable {
         .object(c.map { ($0.0, .int($0.1)) })
     }
 
-    private func graph(_ workflow: String, runs: Int, total: Int, running: Bool) throws -> Graph {
+    private func graph(_ workflow: String, runs: Int, total: Int) throws -> Graph {
         let key = "\(runs):\(total)"
         // while a run records its tasks the count grows with each start: the waves of a
-        // large workflow are worked out again at most every few seconds, and while it runs
-        // not for a new run either (its tasks are those of the last, nearly always), so the
-        // dashboard does not read 100,000 rows in the middle of a busy run; meanwhile the
-        // tasks not yet placed are left out of the pages
-        if let g = graphs[workflow], g.key == key
-            || (g.ids.count > 5000 && (g.key.hasPrefix("\(runs):") || running)
-                && monotonicWallClock() - g.builtAt < (running ? 30 : 5)) { return g }
+        // large workflow are worked out again at most every few seconds (meanwhile the
+        // tasks not yet placed are left out of the pages)
+        if let g = graphs[workflow], g.key == key || (g.key.hasPrefix("\(runs):") && g.ids.count > 5000
+                                                      && monotonicWallClock() - g.builtAt < 5) { return g }
         let (ids, deps, _) = try store.taskGraph(of: workflow)
         var index: [String: Int] = [:]
         index.reserveCapacity(ids.count)
@@ -98,11 +95,6 @@ final class DashboardModel: @unchecked Sendable {
         let g = Graph(key: key, ids: ids, wave: wave, order: order, waves: waves, edges: edges, builtAt: monotonicWallClock())
         graphs[workflow] = g
         return g
-    }
-
-    static func isRunning(_ fields: [(String, JSONValue)]) -> Bool {
-        if case .string("running")? = fields.first(where: { $0.0 == "status" })?.1 { return true }
-        return false
     }
 
     /// A workflow of at most this many tasks is drawn as a graph; larger ones by wave.
@@ -213,7 +205,7 @@ final class DashboardModel: @unchecked Sendable {
         let c = try countsOf(name)
         let total = c.reduce(0) { $0 + $1.1 }
         let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
-        let g = try graph(name, runs: runs, total: total, running: Self.isRunning(w.fields))
+        let g = try graph(name, runs: runs, total: total)
         let states = try store.taskStates(of: name)
         var perWave = Array(repeating: [String: Int](), count: g.waves)
         for (id, s) in states { if let l = g.wave[id], l < perWave.count { perWave[l][s, default: 0] += 1 } }
@@ -244,7 +236,7 @@ final class DashboardModel: @unchecked Sendable {
         guard let w = try store.workflowViews().first(where: { $0.name == name }) else { return nil }
         let c = try countsOf(name)
         let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
-        let g = try graph(name, runs: runs, total: c.reduce(0) { $0 + $1.1 }, running: Self.isRunning(w.fields))
+        let g = try graph(name, runs: runs, total: c.reduce(0) { $0 + $1.1 })
         var order = g.order
         if let wave { order = order.filter { g.wave[g.ids[$0]] == wave } }
         if let query, !query.isEmpty { order = order.filter { g.ids[$0].localizedLowercase.contains(query.lowercased()) } }
