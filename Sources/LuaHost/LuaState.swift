@@ -248,12 +248,14 @@ public final class LuaState {
         return LuaError(kind, full)
     }
 
-    /// Runs a chunk of source and returns its results as Swift values.
+    /// Runs a chunk of source (which gets `args` as `...`) and returns its results as Swift
+    /// values.
     @discardableResult
-    public func run(_ code: String, name: String = "=(code)") throws -> [LuaValue] {
+    public func run(_ code: String, name: String = "=(code)", args: [LuaValue] = []) throws -> [LuaValue] {
         let base = stack.top
         try load(Array(code.utf8), name: name)
-        try call(nargs: 0, nresults: LUA_MULTRET)
+        for a in args { stack.push(a) }
+        try call(nargs: Int32(args.count), nresults: LUA_MULTRET)
         defer { stack.top = base }
         return try (base + 1..<stack.top + 1).map { i throws(LuaArgumentError) in try stack.value(at: i) }
     }

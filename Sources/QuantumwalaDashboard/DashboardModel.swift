@@ -364,8 +364,7 @@ final class DashboardModel: @unchecked Sendable {
     /// Runs Lua that returns one value, as JSON (nil when it fails; the error goes to the log).
     private func luaJSON(_ code: String, args: [String] = []) -> JSONValue? {
         do {
-            let fn = args.isEmpty ? code : "return (function(...) \(code)\nend)(\(args.map(luaString).joined(separator: ", ")))"
-            guard let v = try runtime.lua.run(fn, name: "=dashboard").first else { return nil }
+            guard let v = try runtime.lua.run(code, name: "=dashboard", args: args.map { .string(Array($0.utf8)) }).first else { return nil }
             return .raw(String(decoding: try JSON.encode(v), as: UTF8.self))
         } catch {
             lastLuaError = "\(error)"
@@ -373,22 +372,6 @@ final class DashboardModel: @unchecked Sendable {
         }
     }
     var lastLuaError: String?
-}
-
-/// A Lua string literal for `s` (every byte outside plain ASCII escaped).
-func luaString(_ s: String) -> String {
-    var out = "\""
-    for b in s.utf8 {
-        switch b {
-        case UInt8(ascii: "\""): out += "\\\""
-        case UInt8(ascii: "\\"): out += "\\\\"
-        case 0x20...0x7E: out.unicodeScalars.append(Unicode.Scalar(b))
-        default:
-            let d = String(b)
-            out += "\\" + String(repeating: "0", count: 3 - d.count) + d
-        }
-    }
-    return out + "\""
 }
 
 /// An answer other than 200, with the message the client sees.

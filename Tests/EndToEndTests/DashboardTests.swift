@@ -170,13 +170,12 @@ import Testing
             quiet:task("hush", { "echo", "not in a log" })
             quiet:run()
             """)
-        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
         // the dashboard and its stream first: the run's every change is news to them
         let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
         defer { d.stop() }
         let stream = try #require(EventStream(port: d.port, path: "/api/stream?workflow=logged&task=talk%2F1"))
         _ = try #require(stream.next { e, _ in e == "hello" })
-        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
+        let run = try #require(spawnQw(["run", "wf.lua"], in: dir))
         // the first line is there while the task waits
         let first = try #require(stream.next { e, data in e == "tasks" && data.contains("\"running\"") })
         #expect(first.data.contains("talk/1"))
@@ -189,9 +188,7 @@ import Testing
         }
         #expect(text.contains("first line"))
         #expect((log["path"] as? String)?.contains("/.qw/logs/workflows/logged/talk_1-") == true, "a safe name, with a hash: the id had a slash")
-        let fifo = open(dir + "/go.fifo", O_WRONLY)
-        _ = write(fifo, "go\n", 3)
-        close(fifo)
+        release(dir + "/go.fifo")
         let more = try #require(stream.next { e, data in e == "log" && data.contains("second line") })
         let m = try #require(parseJSON(more.data) as? [String: Any])
         #expect(m["task"] as? String == "talk/1")
@@ -298,9 +295,8 @@ import Testing
             wf:task("then", { "true" }, { deps = { "gate" } })
             wf:run()
             """)
-        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
-        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
-        let watch = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "status", "--watch", "watched"]))
+        let run = try #require(spawnQw(["run", "wf.lua"], in: dir))
+        let watch = try #require(spawnQw(["status", "--watch", "watched"], in: dir))
         var seen: [String] = []
         // the first line is the workflow as the watch found it; wait for its task to start
         while let line = Optional(readLine(watch.stdout)), !line.isEmpty {
@@ -308,9 +304,7 @@ import Testing
             if line.contains("task started gate") { break }
         }
         #expect(seen.contains { $0.contains("watched: task started gate") })
-        let fifo = open(dir + "/go.fifo", O_WRONLY)
-        _ = write(fifo, "go\n", 3)
-        close(fifo)
+        release(dir + "/go.fifo")
         while let line = Optional(readLine(watch.stdout)), !line.isEmpty { seen.append(line) }
         var status: Int32 = 0
         waitpid(watch.pid, &status, 0)
@@ -341,14 +335,8 @@ import Testing
             wf:task("gate", { "sh", "-c", "read line < go.fifo" })
             wf:run()
             """)
-        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
-        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
-        defer {
-            kill(run.pid, SIGTERM)
-            var st: Int32 = 0
-            waitpid(run.pid, &st, 0)
-            close(run.stdout)
-        }
+        let run = try #require(spawnQw(["run", "wf.lua"], in: dir))
+        defer { stopHelper(run) }
         let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
         defer { d.stop() }
         var handles: [String] = []
@@ -362,9 +350,7 @@ import Testing
                     "tab \(i + 1) is live")
         }
         #expect(Set(handles).count == 8)
-        let fifo = open(dir + "/go.fifo", O_WRONLY)
-        _ = write(fifo, "go\n", 3)
-        close(fifo)
+        release(dir + "/go.fifo")
         for (i, h) in handles.enumerated() {
             b.command("POST", "/window", ["handle": h])
             #expect(b.waitFor("document.querySelector('tr[data-task=\"gate\"]').dataset.status === 'succeeded'"), "tab \(i + 1) saw it finish")
@@ -390,14 +376,8 @@ import Testing
             wf:task("second", { "sh", "-c", "read line < go2.fifo" })
             wf:run()
             """)
-        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
-        let run = try #require(spawnHelper(["env", "-C", dir] + env + [qwBinary, "run", "wf.lua"]))
-        defer {
-            kill(run.pid, SIGTERM)
-            var st: Int32 = 0
-            waitpid(run.pid, &st, 0)
-            close(run.stdout)
-        }
+        let run = try #require(spawnQw(["run", "wf.lua"], in: dir))
+        defer { stopHelper(run) }
         var d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
         defer { d.stop() }
         b.open("http://127.0.0.1:\(d.port)/workflows/live?task=waiter")
@@ -407,9 +387,7 @@ import Testing
         #expect(b.waitFor("document.getElementById('task-log') && document.getElementById('task-log').textContent.includes('waiting-for-go')"),
                 "the running task's log shows")
         _ = b.run("window.__mark = 42; return 1;")
-        let fifo = open(dir + "/go.fifo", O_WRONLY)
-        _ = write(fifo, "go\n", 3)
-        close(fifo)
+        release(dir + "/go.fifo")
         #expect(b.waitFor("document.querySelector('tr[data-task=\"after\"]') && document.querySelector('tr[data-task=\"after\"]').dataset.status === 'succeeded' && document.querySelector('tr[data-task=\"waiter\"]').dataset.status === 'succeeded'"),
                 "the tasks turn succeeded in the page")
         #expect(b.run("return window.__mark;") as? Int == 42, "without a reload")
@@ -428,9 +406,7 @@ import Testing
         #expect(b.waitFor("document.getElementById('conn') && document.getElementById('conn').dataset.state !== 'open'"))
         d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir, port: port))
         #expect(b.waitFor("document.getElementById('conn').dataset.state === 'open'", timeout: 20), "the page reconnects")
-        let fifo2 = open(dir + "/go2.fifo", O_WRONLY)
-        _ = write(fifo2, "go\n", 3)
-        close(fifo2)
+        release(dir + "/go2.fifo")
         #expect(b.waitFor("document.querySelector('tr[data-task=\"second\"]').dataset.status === 'succeeded'"),
                 "a change after the restart shows too")
         #expect(b.run("return window.__mark;") as? Int == 42, "still without a reload")

@@ -179,6 +179,26 @@ func readLine(_ fd: Int32) -> String {
     return String(decoding: line, as: UTF8.self)
 }
 
+/// `qw ARGS...` started in `dir` with the tests' environment (see ``spawnHelper(_:withStdin:)``).
+func spawnQw(_ args: [String], in dir: String) -> (pid: pid_t, stdin: Int32, stdout: Int32)? {
+    spawnHelper(["env", "-C", dir] + qwTestEnv.map { "\($0.0)=\($0.1)" } + [qwBinary] + args)
+}
+
+/// Ends a helper however far it got: SIGTERM, then its exit is waited for and its pipe closed.
+func stopHelper(_ h: (pid: pid_t, stdin: Int32, stdout: Int32)) {
+    kill(h.pid, SIGTERM)
+    var st: Int32 = 0
+    waitpid(h.pid, &st, 0)
+    close(h.stdout)
+}
+
+/// Lets a task blocked in `read line < FIFO` go on (opening the FIFO waits for that reader).
+func release(_ fifo: String) {
+    let fd = open(fifo, O_WRONLY)
+    _ = write(fd, "go\n", 3)
+    close(fd)
+}
+
 /// A dashboard under test: `qw dashboard` on a port of its own, reading `state`.
 final class DashboardProcess {
     let pid: pid_t
@@ -187,9 +207,7 @@ final class DashboardProcess {
     let token: String
 
     init?(state: String, cwd: String, port: Int = 0, extra: [String] = []) {
-        let env = qwTestEnv.map { "\($0.0)=\($0.1)" }
-        let argv = ["env", "-C", cwd] + env + [qwBinary, "dashboard", "--state", state, "--port", String(port)] + extra
-        guard let h = spawnHelper(argv) else { return nil }
+        guard let h = spawnQw(["dashboard", "--state", state, "--port", String(port)] + extra, in: cwd) else { return nil }
         pid = h.pid
         out = h.stdout
         // "qw dashboard: http://127.0.0.1:PORT/?token=T"
