@@ -1004,7 +1004,20 @@ public final class StateStore {
 
 /// A JSON string literal for `s`.
 public func jsonString(_ s: String) -> String {
-    var out = "\""
+    var out = ""
+    appendJSONString(s, to: &out)
+    return out
+}
+
+/// Appends `s` as a JSON string literal to `out`: as it is, quoted, when nothing in it needs
+/// escaping (most names, ids and states), scalar by scalar otherwise.
+public func appendJSONString(_ s: String, to out: inout String) {
+    out += "\""
+    guard s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+        out += s
+        out += "\""
+        return
+    }
     for u in s.unicodeScalars {
         switch u {
         case "\"": out += "\\\""
@@ -1021,7 +1034,7 @@ public func jsonString(_ s: String) -> String {
             }
         }
     }
-    return out + "\""
+    out += "\""
 }
 
 /// Seconds since the epoch, with sub-second precision.

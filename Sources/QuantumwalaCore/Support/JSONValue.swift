@@ -43,7 +43,7 @@ public indirect enum JSONValue: Sendable {
             } else {
                 out += String(d)
             }
-        case .string(let s): out += jsonString(s)
+        case .string(let s): appendJSONString(s, to: &out)
         case .raw(let s): out += s
         case .array(let items):
             out += "["
@@ -56,7 +56,7 @@ public indirect enum JSONValue: Sendable {
             out += "{"
             for (i, (k, v)) in fields.enumerated() {
                 if i > 0 { out += "," }
-                out += jsonString(k)
+                appendJSONString(k, to: &out)
                 out += ":"
                 v.write(to: &out)
             }
