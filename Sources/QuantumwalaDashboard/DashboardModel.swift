@@ -32,16 +32,22 @@ final class DashboardModel: @unchecked Sendable {
     /// Task counts by state, per workflow; dropped for a workflow when its tasks change.
     private var counts: [String: [(String, Int)]] = [:]
 
-    /// A workflow's tasks in wave order, and each one's wave: rebuilt when the set of tasks
-    /// or their dependencies may have changed (a new run, or more tasks).
+    /// A workflow's tasks in wave order, and each one's wave: worked out again when the set
+    /// of tasks or their dependencies may have changed (a new run, or more tasks), and kept
+    /// when a new run recorded the same tasks.
     private struct Graph {
         var key: String
-        var ids: [String]
-        var wave: [String: Int]
+        var ids: [String]         // by id, as the store lists them
+        var deps: [[String]]
+        var index: [String: Int]
+        var waveOf: [Int]         // by index into ids
         var order: [Int]          // indices into ids, by wave then id
         var waves: Int
         var edges: [(Int, Int)]
         var builtAt: Double
+        var digest: UInt64        // of the tasks and dependencies, as the store has them
+
+        func wave(_ id: String) -> Int? { index[id].map { waveOf[$0] } }
     }
     private var graphs: [String: Graph] = [:]
 
@@ -68,6 +74,14 @@ final class DashboardModel: @unchecked Sendable {
         // tasks not yet placed are left out of the pages)
         if let g = graphs[workflow], g.key == key || (g.key.hasPrefix("\(runs):") && g.ids.count > 5000
                                                       && monotonicWallClock() - g.builtAt < 5) { return g }
+        let digest = try store.taskGraphDigest(of: workflow)
+        if var g = graphs[workflow], g.digest == digest.digest, g.ids.count == digest.count {
+            // a new run of the same tasks: the same waves
+            g.key = key
+            g.builtAt = monotonicWallClock()
+            graphs[workflow] = g
+            return g
+        }
         let (ids, deps, _) = try store.taskGraph(of: workflow)
         var index: [String: Int] = [:]
         index.reserveCapacity(ids.count)
@@ -75,26 +89,35 @@ final class DashboardModel: @unchecked Sendable {
         // the engine's own graph: the same waves `qw run` plans (a dependency the store no
         // longer has is left out rather than failing the view)
         let defs = ids.enumerated().map { i, id in
-            WorkflowTaskDef(id: id, deps: deps[i].filter { index[$0] != nil }, fingerprint: "", base: "")
+            var d = WorkflowTaskDef(id: id, deps: [], fingerprint: "", base: "")
+            d.depIndices = deps[i].compactMap { index[$0].map(Int32.init) }
+            return d
         }
-        var wave: [String: Int] = [:]
-        var waves = 0
+        var waveOf = Array(repeating: 0, count: ids.count)
+        var levels: [[Int]] = ids.isEmpty ? [] : [Array(ids.indices)]
+        if let plan = try? WorkflowRun(name: workflow, tasks: defs) { levels = plan.levels() }
+        for (l, members) in levels.enumerated() { for i in members { waveOf[i] = l } }
         var edges: [(Int, Int)] = []
-        if let plan = try? WorkflowRun(name: workflow, tasks: defs) {
-            let levels = plan.levels()
-            waves = levels.count
-            for (l, members) in levels.enumerated() { for i in members { wave[ids[i]] = l } }
-        } else {
-            for id in ids { wave[id] = 0 }
-            waves = ids.isEmpty ? 0 : 1
-        }
         if ids.count <= DashboardModel.graphLimit {
             for (i, d) in deps.enumerated() { for name in d { if let j = index[name] { edges.append((j, i)) } } }
         }
-        let order = ids.indices.sorted { (wave[ids[$0]]!, ids[$0]) < (wave[ids[$1]]!, ids[$1]) }
-        let g = Graph(key: key, ids: ids, wave: wave, order: order, waves: waves, edges: edges, builtAt: monotonicWallClock())
+        let order = levels.flatMap { $0.sorted { ids[$0] < ids[$1] } }
+        let g = Graph(key: key, ids: ids, deps: deps, index: index, waveOf: waveOf, order: order, waves: levels.count,
+                      edges: edges, builtAt: monotonicWallClock(), digest: digest.digest)
         graphs[workflow] = g
         return g
+    }
+
+    /// The state of each task of the graph, by its index (nil: not in the store now).
+    private func states(_ workflow: String, _ g: Graph) throws -> [String?] {
+        var out = [String?](repeating: nil, count: g.ids.count)
+        // both lists are in the store's order of ids: matched by position, by name otherwise
+        var at = 0
+        for (id, status) in try store.taskStates(of: workflow) {
+            if at < g.ids.count, g.ids[at] == id { out[at] = status } else if let i = g.index[id] { out[i] = status }
+            at += 1
+        }
+        return out
     }
 
     /// A workflow of at most this many tasks is drawn as a graph; larger ones by wave.
@@ -191,35 +214,53 @@ final class DashboardModel: @unchecked Sendable {
         let now = monotonicWallClock()
         if let a = answers[key], now - a.at < 0.5, a.generation == generation { return a.value }
         if answers.count > 200 { answers = answers.filter { now - $0.value.at < 0.5 } }
-        let v = try make()
+        // kept as text: twenty pages asking cost one encoding, not twenty
+        let v = try make().map { JSONValue.raw($0.text) }
         answers[key] = (now, generation, v)
         return v
     }
 
-    func workflow(_ name: String) throws -> JSONValue? {
-        try cached("w\u{0}" + name) { try workflowDocument(name) }
+    /// The most waves a workflow document summarises.
+    static let waveWindow = 500
+
+    /// `wavesFrom`: the first wave of the document's window of waves; nil: where the work is
+    /// (a little before the first wave with tasks not finished, or the first failed one).
+    func workflow(_ name: String, wavesFrom: Int? = nil) throws -> JSONValue? {
+        try cached("w\u{0}" + name + "\u{0}" + (wavesFrom.map(String.init) ?? "")) { try workflowDocument(name, wavesFrom: wavesFrom) }
     }
 
-    private func workflowDocument(_ name: String) throws -> JSONValue? {
+    private func workflowDocument(_ name: String, wavesFrom: Int?) throws -> JSONValue? {
         guard let w = try store.workflowViews().first(where: { $0.name == name }) else { return nil }
         let c = try countsOf(name)
         let total = c.reduce(0) { $0 + $1.1 }
         let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
         let g = try graph(name, runs: runs, total: total)
-        let states = try store.taskStates(of: name)
+        let states = try states(name, g)
         var perWave = Array(repeating: [String: Int](), count: g.waves)
-        for (id, s) in states { if let l = g.wave[id], l < perWave.count { perWave[l][s, default: 0] += 1 } }
+        for (i, s) in states.enumerated() { if let s, g.waveOf[i] < perWave.count { perWave[g.waveOf[i]][s, default: 0] += 1 } }
         var fields = w.fields
         fields.insert(("tasks", .int(total)), at: 3)
         fields.insert(("counts", Self.countsJSON(c)), at: 4)
-        fields.append(("waves", .array(perWave.enumerated().map { l, m in
-            .object([("wave", .int(l)), ("tasks", .int(m.values.reduce(0, +))),
-                     ("counts", .object(m.keys.sorted().map { ($0, .int(m[$0]!)) }))])
+        // a window of the waves: a workflow of 100,000 tasks may have thousands
+        let from: Int
+        if let wavesFrom {
+            from = max(0, min(wavesFrom, g.waves - 1))
+        } else {
+            let busy = perWave.firstIndex { m in m.contains { $0.key != "succeeded" && $0.key != "skipped" } }
+            from = busy.map { max(0, $0 - 2) } ?? 0
+        }
+        let window = perWave.indices.clamped(to: from..<min(perWave.count, from + Self.waveWindow))
+        fields.append(("wave_count", .int(g.waves)))
+        fields.append(("waves_from", .int(window.lowerBound)))
+        fields.append(("waves", .array(window.map { l in
+            let m = perWave[l]
+            return .object([("wave", .int(l)), ("tasks", .int(m.values.reduce(0, +))),
+                            ("counts", .object(m.keys.sorted().map { ($0, .int(m[$0]!)) }))])
         })))
         if g.ids.count <= Self.graphLimit {
             fields.append(("graph", .object([
                 ("nodes", .array(g.order.map { i in
-                    .object([("id", .string(g.ids[i])), ("wave", .int(g.wave[g.ids[i]] ?? 0)), ("status", .string(states[g.ids[i]] ?? "pending"))])
+                    .object([("id", .string(g.ids[i])), ("wave", .int(g.waveOf[i])), ("status", .string(states[i] ?? "pending"))])
                 })),
                 ("edges", .array(g.edges.map { .array([.string(g.ids[$0.0]), .string(g.ids[$0.1])]) })),
             ])))
@@ -238,11 +279,11 @@ final class DashboardModel: @unchecked Sendable {
         let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
         let g = try graph(name, runs: runs, total: c.reduce(0) { $0 + $1.1 })
         var order = g.order
-        if let wave { order = order.filter { g.wave[g.ids[$0]] == wave } }
+        if let wave { order = order.filter { g.waveOf[$0] == wave } }
         if let query, !query.isEmpty { order = order.filter { g.ids[$0].localizedLowercase.contains(query.lowercased()) } }
         if let status, !status.isEmpty {
-            let states = try store.taskStates(of: name)
-            order = order.filter { states[g.ids[$0]] == status }
+            let states = try states(name, g)
+            order = order.filter { states[$0] == status }
         }
         let limit = max(1, min(limit, 500))
         let offset = max(0, min(offset, order.count))
@@ -250,7 +291,7 @@ final class DashboardModel: @unchecked Sendable {
         let rows = try store.taskViews(of: name, ids: page)
         return .object([
             ("total", .int(order.count)), ("offset", .int(offset)), ("limit", .int(limit)),
-            ("tasks", .array(page.compactMap { id in rows[id].map { .object(withWave($0, g.wave[id])) } })),
+            ("tasks", .array(page.compactMap { id in rows[id].map { .object(withWave($0, g.wave(id))) } })),
         ])
     }
 
@@ -263,22 +304,18 @@ final class DashboardModel: @unchecked Sendable {
     /// Rows of changed tasks for a live `tasks` message (with their waves when known).
     func changedTasks(_ workflow: String, ids: [String]) throws -> [JSONValue] {
         let rows = try store.taskViews(of: workflow, ids: ids)
-        let waves = graphs[workflow]?.wave
-        return ids.compactMap { id in rows[id].map { .object(withWave($0, waves?[id])) } }
+        let g = graphs[workflow]
+        return ids.compactMap { id in rows[id].map { .object(withWave($0, g?.wave(id))) } }
     }
 
     func task(_ name: String, _ id: String) throws -> JSONValue? {
         guard let d = try store.taskDetail(of: name, id: id) else { return nil }
         var dependents: [String] = []
-        if let g = graphs[name] {
-            // the dependents from the graph already read (a large workflow is not read again)
-            let (ids, deps, _) = g.ids.count <= 20000 ? try store.taskGraph(of: name) : ([], [], [])
-            for (i, ds) in deps.enumerated() where ds.contains(id) { dependents.append(ids[i]) }
-        } else {
-            let (ids, deps, _) = try store.taskGraph(of: name)
-            for (i, ds) in deps.enumerated() where ds.contains(id) { dependents.append(ids[i]) }
-        }
-        return .object([("task", .object(withWave(d.task, graphs[name]?.wave[id]))),
+        // from the graph already read, when there is one
+        var (ids, deps) = (graphs[name]?.ids ?? [], graphs[name]?.deps ?? [])
+        if graphs[name] == nil { (ids, deps, _) = try store.taskGraph(of: name) }
+        for (i, ds) in deps.enumerated() where ds.contains(id) { dependents.append(ids[i]) }
+        return .object([("task", .object(withWave(d.task, graphs[name]?.wave(id)))),
                         ("deps", .array(d.deps.map { .string($0) })),
                         ("dependents", .array(dependents.sorted().map { .string($0) }))] + d.rest)
     }

@@ -159,7 +159,8 @@ final class DashboardServer: Sendable {
             return json(try await model.run { try $0.overview() })
         case (.GET, 2, "workflows"):
             let name = path[1]
-            return try found(try await model.run { try $0.workflow(name) }, "no workflow named '\(name)'")
+            let from: Int? = (q("waves") ?? "").isEmpty ? nil : try int("waves", 0)
+            return try found(try await model.run { try $0.workflow(name, wavesFrom: from) }, "no workflow named '\(name)'")
         case (.GET, 3, "workflows") where path[2] == "tasks":
             let name = path[1]
             let offset = try int("offset", 0), limit = try int("limit", 100)

@@ -128,8 +128,14 @@ final class LiveFeed: @unchecked Sendable {
         if case .terminated = c.continuation.yield(Array(msg.utf8)) { clients[c.id] = nil }
     }
 
+    /// Every row for a client of events; otherwise the rows of the workflows it shows that
+    /// are about no one task (started, finished) and those of the tasks whose logs it
+    /// follows (the task panel's activity): not the thousands a second of a busy run.
     private func wants(_ c: Client, _ e: StateStore.EventView) -> Bool {
-        c.wantsEvents || (e.workflow.map { c.workflows.contains($0) } ?? false)
+        if c.wantsEvents { return true }
+        guard let w = e.workflow, c.workflows.contains(w) else { return false }
+        guard let t = e.task else { return true }
+        return c.logs.contains(Self.logKey(w, t))
     }
 
     static func logKey(_ workflow: String, _ task: String) -> String { workflow + "\u{0}" + task }
@@ -214,6 +220,7 @@ final class LiveFeed: @unchecked Sendable {
             var texts: [String: String] = [:]
             for c in clients.values {
                 let key = c.wantsEvents ? "" : "w:" + c.workflows.sorted().joined(separator: "\u{0}")
+                    + "\u{1}" + c.logs.sorted().joined(separator: "\u{1}")
                 if texts[key] == nil {
                     // the newest maxRows rows this client wants, found from the end
                     var mine: [StateStore.EventView] = []

@@ -35,6 +35,13 @@ import Testing
         let w = try #require(d.json("/api/workflows/demo") as? [String: Any])
         let waves = try #require(w["waves"] as? [[String: Any]])
         #expect(waves.map { $0["tasks"] as? Int } == [1, 2])
+        #expect(w["wave_count"] as? Int == 2)
+        #expect(w["waves_from"] as? Int == 0)
+        let later = try #require(d.json("/api/workflows/demo?waves=1") as? [String: Any])
+        #expect((later["waves"] as? [[String: Any]])?.map { $0["wave"] as? Int } == [1])
+        let badWaves = try #require(d.get("/api/workflows/demo?waves=first"))
+        #expect(badWaves.status == 400)
+        #expect(badWaves.body.contains("waves must be a whole number"))
         let graph = try #require(w["graph"] as? [String: Any])
         #expect((graph["edges"] as? [[String]])?.count == 2)
 
@@ -63,6 +70,36 @@ import Testing
         #expect(bad.status == 400)
         #expect(bad.body.contains("limit must be a whole number"))
         #expect(try #require(d.get("/api/cost")).status == 200)
+    }
+
+    /// A workflow of more waves than a document summarises: a window of them, from where
+    /// the work stopped unless asked for another.
+    @Test func manyWavesComeAsAWindowFromWhereTheWorkIs() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        writeFile(dir + "/wf.lua", """
+            local wf = qw.workflow("chain")
+            for i = 1, 1200 do
+              wf:task("t" .. i, function() if i == 700 then error("stop here") end end, { deps = i > 1 and { "t" .. (i - 1) } or nil })
+            end
+            wf:run()
+            """)
+        _ = qw(["run", "wf.lua"], cwd: dir)
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let w = try #require(d.json("/api/workflows/chain") as? [String: Any])
+        #expect(w["wave_count"] as? Int == 1200)
+        // t700 failed in wave 699: the window starts two waves before it
+        #expect(w["waves_from"] as? Int == 697)
+        let waves = try #require(w["waves"] as? [[String: Any]])
+        #expect(waves.count == 500)
+        #expect(waves.first?["wave"] as? Int == 697)
+        #expect((waves[2]["counts"] as? [String: Int]) == ["failed": 1])
+        #expect((waves[3]["counts"] as? [String: Int]) == ["skipped": 1])
+        let tail = try #require(d.json("/api/workflows/chain?waves=1000") as? [String: Any])
+        #expect((tail["waves"] as? [[String: Any]])?.count == 200)
+        let past = try #require(d.json("/api/workflows/chain?waves=5000") as? [String: Any])
+        #expect((past["waves"] as? [[String: Any]])?.map { $0["wave"] as? Int } == [1199])
     }
 
     @Test func nothingOutsideItsAssetsIsServed() throws {

@@ -722,14 +722,26 @@ function dispatch(type, raw) {
   handle(type, data);
 }
 
-/** A message of the stream, parsed (the shared worker's come so), to the page. */
+/** Whether this tab let messages go by while it was hidden. */
+let missedWhileHidden = false;
+
 document.addEventListener("visibilitychange", () => {
   const page = current.page;
-  if (!document.hidden && page && page.onVisible) page.onVisible();
+  if (document.hidden || !page || !missedWhileHidden) return;
+  missedWhileHidden = false;
+  if (page.reload) page.reload();
 });
 
+/** A message of the stream, parsed (the shared worker's come so), to the page. A tab
+    nobody looks at (a browser may have twenty on a busy store) renders none: it notes that
+    it missed some and reads its page again when it is shown. */
 function handle(type, data) {
   const page = current.page;
+  if (document.hidden && type !== "ping") {
+    if (type === "overview") noteOverview(data);
+    missedWhileHidden = true;
+    return;
+  }
   switch (type) {
     case "hello":
       if (data && data.resync && page && page.reload) page.reload();
@@ -1617,6 +1629,7 @@ function workflowPage(route, main) {
     activityIds: new Set(),
     log: null,                     // the open task's log (taskLog)
     tasksSeq: 0, wfSeq: 0, detailSeq: 0,
+    wavesFrom: null,               // the first wave of the window shown; null: where the work is
   };
   const ui = {};
 
@@ -1644,7 +1657,7 @@ function workflowPage(route, main) {
   async function loadWorkflow() {
     const seq = ++st.wfSeq;
     try {
-      const wf = await api("/api/workflows/" + enc(name));
+      const wf = await api("/api/workflows/" + enc(name), { waves: st.wavesFrom });
       if (!alive || seq !== st.wfSeq) return;
       st.wf = wf;
       st.missing = null;
@@ -1663,7 +1676,10 @@ function workflowPage(route, main) {
   async function loadTasks() {
     const seq = ++st.tasksSeq;
     const f = st.filters;
-    ui.tasksCard.classList.add("loading");
+    // the table dims while it loads another page, not while the live one is read again
+    // (dimming it repaints all of it, twice a refresh)
+    const key = JSON.stringify([f.offset, f.status, f.wave, f.q]);
+    if (key !== st.pageKey) ui.tasksCard.classList.add("loading");
     try {
       const page = await api("/api/workflows/" + enc(name) + "/tasks",
         { offset: f.offset, limit: PAGE_SIZE, status: f.status, wave: f.wave, q: f.q });
@@ -1676,6 +1692,7 @@ function workflowPage(route, main) {
         return loadTasks();
       }
       st.page = page;
+      st.pageKey = key;
       for (const t of page.tasks || []) st.statusById.set(t.id, t.status);
       banner.clear("tasks");
       renderTasks();
@@ -1814,7 +1831,7 @@ function workflowPage(route, main) {
     const w = st.wf;
     if (!w) return;
     if (w.graph && Array.isArray(w.graph.nodes) && w.graph.nodes.length) renderGraph(w.graph);
-    else renderWaves(w.waves || []);
+    else renderWaves(w.waves || [], w);
   }
 
   function graphSignature(g) {
@@ -1906,34 +1923,71 @@ function workflowPage(route, main) {
     if (title) title.textContent = `${id}\n${status}`;
   }
 
-  function renderWaves(waves) {
-    const MAX = 500;
-    const old = ui.viz.querySelector(".waves");
-    const scrollLeft = old ? old.scrollLeft : 0;
-    const list = el("div", { class: "waves", role: "list" });
-    for (const w of waves.slice(0, MAX)) {
-      const counts = w.counts || {};
-      const active = st.filters.wave !== "" && Number(st.filters.wave) === Number(w.wave);
-      const finished = (Number(counts.succeeded) || 0) + (Number(counts.failed) || 0) + (Number(counts.skipped) || 0);
-      list.appendChild(el("button", { type: "button", role: "listitem", class: "wave" + (active ? " on" : ""), "data-wave": w.wave,
-        title: `Wave ${w.wave}: ${countsText(counts) || "no tasks"}\nClick to ${active ? "show all waves" : "show only this wave"}`,
-        onclick: () => setFilters({ wave: active ? "" : String(w.wave) }) },
-        el("div", { class: "wave-top" }, el("b", null, `wave ${w.wave}`), el("span", { class: "muted" }, fmtInt(w.tasks))),
-        progressBar(counts, w.tasks),
-        el("div", { class: "wave-counts small" },
-          `${fmtInt(finished)} done`,
-          counts.running ? el("span", { class: "t-running" }, ` · ${fmtInt(counts.running)} run`) : null,
-          counts.failed ? el("span", { class: "t-failed" }, ` · ${fmtInt(counts.failed)} failed`) : null)));
+  /** The waves as a row of buttons: the window of them the document has (at most 500; a
+      100,000-task workflow may have thousands), from where the work is unless the reader
+      moved it. A repeat render with the same waves replaces only the buttons whose counts
+      changed: a busy run moves a few at a time. */
+  function renderWaves(waves, doc) {
+    const total = Number(doc.wave_count) || waves.length;
+    const from = waves.length ? Number(waves[0].wave) : 0;
+    const keys = waves.map((w) => String(w.wave)).join(",") + "|" + total + "|" + st.wavesFrom;
+    const list = ui.viz.querySelector(".waves");
+    if (list && st.waveKeys === keys && st.waveEls && st.waveEls.every((x) => x.btn.parentNode === list)) {
+      waves.forEach((w, i) => {
+        const sig = waveSig(w);
+        const cur = st.waveEls[i];
+        if (cur.sig === sig) return;
+        const btn = waveButton(w);
+        cur.btn.replaceWith(btn);
+        st.waveEls[i] = { btn, sig };
+      });
+      return;
     }
+    const moved = st.waveKeys && list && st.waveKeys.split("|")[0].split(",")[0] !== String(from);
+    const scrollLeft = list && !moved ? list.scrollLeft : 0;
+    const fresh = el("div", { class: "waves", role: "list" });
+    st.waveEls = waves.map((w) => ({ btn: fresh.appendChild(waveButton(w)), sig: waveSig(w) }));
+    st.waveKeys = keys;
+    const windowed = waves.length < total;
+    const go = (f) => { st.wavesFrom = f; reloadWf.now(); };
+    const last = from + waves.length - 1;
     fill(ui.viz,
       el("header", { class: "card-head" }, el("h2", null, "Waves"),
-        el("span", { class: "card-note" }, waves.length
-          ? `${fmtInt(waves.length)} waves · a task's wave is the length of the longest chain of dependencies below it · click a wave to filter the table`
-          : "no tasks yet")),
-      waves.length ? list : null,
-      waves.length > MAX ? el("p", { class: "muted small" }, `${fmtInt(waves.length - MAX)} more waves: pick one with the wave filter.`) : null);
-    list.scrollLeft = scrollLeft;
+        el("span", { class: "card-note" }, total
+          ? `${fmtInt(total)} waves${windowed ? ` · ${fmtInt(from)}–${fmtInt(last)} shown` : ""} · a task's wave is the length of the longest chain of dependencies below it · click a wave to filter the table`
+          : "no tasks yet"),
+        windowed ? el("span", { class: "spacer" }) : null,
+        windowed ? el("span", { class: "seg-toggle" },
+          el("button", { type: "button", class: "btn small", disabled: from === 0 ? true : null, onclick: () => go(Math.max(0, from - waves.length)) }, "‹ Earlier"),
+          el("button", { type: "button", class: "btn small", "aria-pressed": st.wavesFrom === null ? "true" : "false", title: "Show the waves where the work is, as it moves",
+            onclick: () => go(null) }, "Follow the work"),
+          el("button", { type: "button", class: "btn small", disabled: last >= total - 1 ? true : null, onclick: () => go(last + 1) }, "Later ›")) : null),
+      waves.length ? fresh : null);
+    if (scrollLeft) fresh.scrollLeft = scrollLeft;    // (setting it lays the page out)
     st.graphSig = null;
+  }
+
+  function waveActive(w) {
+    return st.filters.wave !== "" && Number(st.filters.wave) === Number(w.wave);
+  }
+
+  function waveSig(w) {
+    return (waveActive(w) ? "on " : "") + w.tasks + " " + JSON.stringify(w.counts || {});
+  }
+
+  function waveButton(w) {
+    const counts = w.counts || {};
+    const active = waveActive(w);
+    const finished = (Number(counts.succeeded) || 0) + (Number(counts.failed) || 0) + (Number(counts.skipped) || 0);
+    return el("button", { type: "button", role: "listitem", class: "wave" + (active ? " on" : ""), "data-wave": w.wave,
+      title: `Wave ${w.wave}: ${countsText(counts) || "no tasks"}\nClick to ${active ? "show all waves" : "show only this wave"}`,
+      onclick: () => setFilters({ wave: active ? "" : String(w.wave) }) },
+      el("div", { class: "wave-top" }, el("b", null, `wave ${w.wave}`), el("span", { class: "muted" }, fmtInt(w.tasks))),
+      progressBar(counts, w.tasks),
+      el("div", { class: "wave-counts small" },
+        `${fmtInt(finished)} done`,
+        counts.running ? el("span", { class: "t-running" }, ` · ${fmtInt(counts.running)} run`) : null,
+        counts.failed ? el("span", { class: "t-failed" }, ` · ${fmtInt(counts.failed)} failed`) : null));
   }
 
   /** Moves one task between the per-state counts of its wave. */
@@ -1982,7 +2036,7 @@ function workflowPage(route, main) {
     const states = STATES.concat(Object.keys(counts).filter((k) => !STATES.includes(k)).sort());
     setOptions(ui.status, [["", "All statuses"]].concat(states.map((s) => [s, counts[s] ? `${s} (${fmtInt(counts[s])})` : s])));
     const waves = (st.wf && st.wf.waves) || [];
-    setOptions(ui.wave, [["", "All waves"]].concat(waves.slice(0, 2000).map((w) => [String(w.wave), `wave ${w.wave} (${fmtInt(w.tasks)})`])));
+    setOptions(ui.wave, [["", "All waves"]].concat(waves.map((w) => [String(w.wave), `wave ${w.wave} (${fmtInt(w.tasks)})`])));
     ensureOption(ui.status, st.filters.status);
     ensureOption(ui.wave, st.filters.wave, `wave ${st.filters.wave}`);
     ui.status.value = st.filters.status;
@@ -2296,8 +2350,6 @@ function workflowPage(route, main) {
     const unfiltered = !f.status && f.wave === "" && !f.q;
     if (unfiltered && st.page && msg.counts && sumCounts(msg.counts) !== Number(st.page.total)) refetch = true;
     if (msg.more) {
-      // a tab nobody looks at catches up when it is shown again
-      if (document.hidden) { st.staleWhileHidden = true; return; }
       reloadTasksBusy(); reloadWfBusy(); if (st.taskId) reloadDetail();
       return;
     }
@@ -2353,12 +2405,6 @@ function workflowPage(route, main) {
     },
     streamQuery: () => ({ workflow: name, task: st.taskId }),
     onTasks, onOverview, onEvents,
-    // shown again after a burst it skipped while hidden
-    onVisible() {
-      if (!alive || !st.staleWhileHidden) return;
-      st.staleWhileHidden = false;
-      reloadTasks(); reloadWf();
-    },
     onLog(msg) { if (alive && st.log && msg.workflow === name) st.log.onMessage(msg); },
     // a new connection: the log may have grown while there was none (resync reloads anyway)
     onHello(h) { if (alive && st.log && !h.resync) st.log.catchUp(); },

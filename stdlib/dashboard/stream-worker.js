@@ -427,10 +427,12 @@ function route(type, data, id) {
         if (i.events) {
           send(r, data);
         } else if (i.workflow !== null) {
-          let rows = byWorkflow.get(i.workflow);
+          // a workflow's page takes the rows about no one task and those of its open task
+          const key = i.workflow + "\u0000" + (i.task ?? "");
+          let rows = byWorkflow.get(key);
           if (!rows) {
-            rows = data.filter((row) => row && row.workflow === i.workflow);
-            byWorkflow.set(i.workflow, rows);
+            rows = data.filter((row) => row && row.workflow === i.workflow && (row.task == null || row.task === i.task));
+            byWorkflow.set(key, rows);
           }
           if (rows.length) send(r, rows);
         }

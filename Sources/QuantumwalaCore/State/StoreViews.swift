@@ -1,4 +1,5 @@
 internal import GRDB
+internal import GRDBSQLite
 
 /// Read-only views of the store as JSON, for the dashboard and `qw status --watch`: nothing
 /// here writes, so a viewer never takes a lock that `qw run`, hooks or consumers wait on.
@@ -49,11 +50,11 @@ extension StateStore {
         }
     }
 
-    /// A workflow's tasks with their dependencies and states, in no particular order.
+    /// A workflow's tasks with their dependencies and states, in the order of their ids.
     public func taskGraph(of workflow: String) throws(StoreError) -> (ids: [String], deps: [[String]], status: [String]) {
         try readTable("read the tasks of '\(workflow)'") { db in
             var ids: [String] = [], deps: [[String]] = [], status: [String] = []
-            let rows = try Row.fetchCursor(db, sql: "SELECT id, status, deps FROM wf_tasks WHERE workflow = ?", arguments: [workflow])
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, status, deps FROM wf_tasks WHERE workflow = ? ORDER BY id", arguments: [workflow])
             while let r = try rows.next() {
                 ids.append(r[0])
                 status.append(r[1])
@@ -63,12 +64,43 @@ extension StateStore {
         }
     }
 
-    /// The states of a workflow's tasks, by id.
-    public func taskStates(of workflow: String) throws(StoreError) -> [String: String] {
+    /// A digest of a workflow's tasks and their dependencies (FNV-1a over the bytes as
+    /// stored) and their number: equal when a new run recorded the same graph. Read from
+    /// SQLite's own buffers, without making strings: a tenth of what reading the graph costs.
+    public func taskGraphDigest(of workflow: String) throws(StoreError) -> (count: Int, digest: UInt64) {
         try readTable("read the tasks of '\(workflow)'") { db in
-            var out: [String: String] = [:]
-            let rows = try Row.fetchCursor(db, sql: "SELECT id, status FROM wf_tasks WHERE workflow = ?", arguments: [workflow])
-            while let r = try rows.next() { out[r[0]] = r[1] }
+            let st = try db.makeStatement(sql: "SELECT id, deps FROM wf_tasks WHERE workflow = ? ORDER BY id")
+            let raw = RawStatement(st.sqliteStatement, db: db.sqliteConnection)
+            raw.bind(1, workflow)
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325, n = 0
+            func mix(_ col: Int32) {
+                if let p = sqlite3_column_text(st.sqliteStatement, col) {
+                    let count = Int(sqlite3_column_bytes(st.sqliteStatement, col))
+                    for i in 0..<count { h = (h ^ UInt64(p[i])) &* 0x100_0000_01b3 }
+                }
+                h = (h ^ 0xff) &* 0x100_0000_01b3    // (a byte no text holds: ends the field)
+            }
+            while true {
+                let rc = sqlite3_step(st.sqliteStatement)
+                if rc == SQLITE_DONE { break }
+                guard rc == SQLITE_ROW else {
+                    throw StoreError(message: db.sqliteConnection.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) } ?? "SQLite error \(rc)")
+                }
+                mix(0)
+                mix(1)
+                n += 1
+            }
+            return (n, h)
+        }
+    }
+
+    /// The states of a workflow's tasks, in the order of their ids (as ``taskGraph(of:)``
+    /// lists them).
+    public func taskStates(of workflow: String) throws(StoreError) -> [(id: String, status: String)] {
+        try readTable("read the tasks of '\(workflow)'") { db in
+            var out: [(id: String, status: String)] = []
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, status FROM wf_tasks WHERE workflow = ? ORDER BY id", arguments: [workflow])
+            while let r = try rows.next() { out.append((r[0], r[1])) }
             return out
         }
     }
