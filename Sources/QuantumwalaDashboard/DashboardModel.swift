@@ -377,8 +377,9 @@ final class DashboardModel: @unchecked Sendable {
                         ("budgets", .array(budgets))])
     }
 
-    func events(limit: Int, before: Double?, sources: Set<String>, kind: String?, workflow: String?) throws -> JSONValue {
-        .array(try store.eventLog(limit: max(1, min(limit, 1000)), before: before, sources: sources, kind: kind, workflow: workflow).map(\.json))
+    func events(limit: Int, before: Double?, after: String?, sources: Set<String>, kind: String?, workflow: String?) throws -> JSONValue {
+        .array(try store.eventLog(limit: max(1, min(limit, 1000)), before: before, after: after, sources: sources, kind: kind,
+                                  workflow: workflow).map(\.json))
     }
 
     /// Approves a spec's phase as `qw spec approve` does; recorded as an engine event.

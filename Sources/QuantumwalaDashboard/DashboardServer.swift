@@ -189,7 +189,8 @@ final class DashboardServer: Sendable {
             let limit = try int("limit", 200), before = try number("before")
             let sources = Set((q("source") ?? "engine,hook,suggestion").split(separator: ",").map(String.init))
             let kind = q("kind").flatMap { $0.isEmpty ? nil : $0 }, workflow = q("workflow").flatMap { $0.isEmpty ? nil : $0 }
-            return json(try await model.run { try $0.events(limit: limit, before: before, sources: sources, kind: kind, workflow: workflow) })
+            let after = q("after").flatMap { $0.isEmpty ? nil : $0 }
+            return json(try await model.run { try $0.events(limit: limit, before: before, after: after, sources: sources, kind: kind, workflow: workflow) })
         case (.GET, 1, "stream"):
             // one page: workflow=NAME&task=ID&events=1; a worker serving many pages says all
             // it wants in one: watch={"workflows":[...],"logs":[["W","T"],...],"events":true}

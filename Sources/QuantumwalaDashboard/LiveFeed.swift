@@ -107,7 +107,7 @@ final class LiveFeed: @unchecked Sendable {
                 }
             }
             send(c, "hello", JSONValue.object([("version", .string(position)), ("resync", .bool(lastEventID != nil))]).text)
-            let rows = missed.filter { wants(c, $0) }.suffix(Self.maxRows)
+            let rows = missed.filter { wants(c, $0.workflow, $0.task) }.suffix(Self.maxRows)
             if !rows.isEmpty { send(c, "events", JSONValue.array(rows.map(\.json)).text) }
             return id
         }
@@ -131,10 +131,10 @@ final class LiveFeed: @unchecked Sendable {
     /// Every row for a client of events; otherwise the rows of the workflows it shows that
     /// are about no one task (started, finished) and those of the tasks whose logs it
     /// follows (the task panel's activity): not the thousands a second of a busy run.
-    private func wants(_ c: Client, _ e: StateStore.EventView) -> Bool {
+    private func wants(_ c: Client, _ workflow: String?, _ task: String?) -> Bool {
         if c.wantsEvents { return true }
-        guard let w = e.workflow, c.workflows.contains(w) else { return false }
-        guard let t = e.task else { return true }
+        guard let w = workflow, c.workflows.contains(w) else { return false }
+        guard let t = task else { return true }
         return c.logs.contains(Self.logKey(w, t))
     }
 
@@ -174,21 +174,26 @@ final class LiveFeed: @unchecked Sendable {
     private func delta() {
         // answers given before this pass must not undo what it tells the pages next
         model.newGeneration()
+        // the engine's rows as stored (a batch of successes is expanded only as far as a
+        // client's newest rows need), then hook events and suggestions
+        var engine: [StateStore.EventRow] = []
         var rows: [StateStore.EventView] = []
         var touched: [String: [String]] = [:]
         var touchedSeen: [String: Set<String>] = [:]
-        if let ev = try? model.store.engineEvents(afterID: lastEvent, limit: 5000), !ev.isEmpty {
+        if let ev = try? model.store.engineEventRows(afterID: lastEvent, limit: 5000), !ev.isEmpty {
             lastEvent = ev.last!.id
             for e in ev {
                 guard let w = e.workflow else { continue }
                 if touched[w] == nil { touched[w] = [] }
+                guard e.kind.hasPrefix("task") else { continue }
                 // past maxRows changed tasks a message says `more` instead: no need to know them all
-                if let t = e.task, e.kind.hasPrefix("task"), touched[w]!.count <= Self.maxRows,
-                   touchedSeen[w, default: []].insert(t).inserted {
-                    touched[w]!.append(t)
+                e.forEachTask { t in
+                    guard touched[w]!.count <= Self.maxRows else { return false }
+                    if touchedSeen[w, default: []].insert(t).inserted { touched[w]!.append(t) }
+                    return true
                 }
             }
-            rows += ev
+            engine = ev
             // more than one read takes: the rest on the next pass
             if ev.count >= 5000 { dirty = true }
         }
@@ -215,7 +220,7 @@ final class LiveFeed: @unchecked Sendable {
             }
         }
         guard !clients.isEmpty else { return }
-        if !rows.isEmpty {
+        if !rows.isEmpty || !engine.isEmpty {
             // encoded once per kind of client: all rows, or one workflow's
             var texts: [String: String] = [:]
             for c in clients.values {
@@ -224,9 +229,15 @@ final class LiveFeed: @unchecked Sendable {
                 if texts[key] == nil {
                     // the newest maxRows rows this client wants, found from the end
                     var mine: [StateStore.EventView] = []
-                    for e in rows.reversed() where wants(c, e) {
+                    for e in rows.reversed() where wants(c, e.workflow, e.task) {
                         mine.append(e)
                         if mine.count == Self.maxRows { break }
+                    }
+                    for e in engine.reversed() where mine.count < Self.maxRows {
+                        guard c.wantsEvents || e.workflow.map(c.workflows.contains) == true else { continue }
+                        // a batch is all task rows: of no use to a page that follows none of its tasks
+                        if !c.wantsEvents, e.isBatch, let w = e.workflow, !c.logs.contains(where: { $0.hasPrefix(w + "\u{0}") }) { continue }
+                        mine += e.newest(Self.maxRows - mine.count) { wants(c, e.workflow, $0) }
                     }
                     texts[key] = mine.isEmpty ? "" : JSONValue.array(mine.reversed().map(\.json)).text
                 }

@@ -292,6 +292,61 @@ import Testing
         #expect(missed.data.contains("\"workflow started\"") && missed.data.contains("\"workflow\":\"more\""))
     }
 
+    /// A run records its successes in batches: a stream of every event gets the newest of
+    /// them (at most 500 a message, numbered as /api/events numbers them), a workflow's own
+    /// stream none of its task rows, only that it started and finished.
+    @Test func aBurstOfSuccessesReachesEachStreamAsItWantsIt() throws {
+        let dir = finishedProject()
+        defer { removeTree(dir) }
+        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
+        defer { d.stop() }
+        let all = try #require(EventStream(port: d.port, path: "/api/stream?events=1"))
+        let mine = try #require(EventStream(port: d.port, path: "/api/stream?workflow=burst"))
+        _ = try #require(all.next { e, _ in e == "hello" })
+        _ = try #require(mine.next { e, _ in e == "hello" })
+        writeFile(dir + "/burst.lua", """
+            local wf = qw.workflow("burst")
+            for i = 1, 1200 do wf:task(("t%04d"):format(i), function() end) end
+            wf:run()
+            """)
+        #expect(qw(["run", "burst.lua"], cwd: dir).code == 0)
+        var rows: [[String: Any]] = []
+        while !rows.contains(where: { $0["kind"] as? String == "workflow finished" }),
+              let m = all.next(timeout: 20, { e, _ in e == "events" }) {
+            let batch = try #require(parseJSON(m.data) as? [[String: Any]])
+            #expect(batch.count <= 500)
+            rows += batch
+        }
+        let successes = rows.filter { $0["kind"] as? String == "task succeeded" }
+        #expect(!successes.isEmpty)
+        #expect(Set(successes.compactMap { $0["cursor"] as? String }).count == successes.count)
+        let newest = try #require(d.json("/api/events?source=engine&kind=task%20succeeded&limit=1") as? [[String: Any]])
+        #expect(successes.last?["cursor"] as? String == newest.first?["cursor"] as? String)
+        #expect(successes.last?["task"] as? String == newest.first?["task"] as? String)
+
+        var own: [[String: Any]] = []
+        while !own.contains(where: { $0["kind"] as? String == "workflow finished" }),
+              let m = mine.next(timeout: 20, { e, _ in e == "events" }) {
+            own += try #require(parseJSON(m.data) as? [[String: Any]])
+        }
+        #expect(own.contains { $0["kind"] as? String == "workflow started" })
+        #expect(own.allSatisfy { $0["workflow"] as? String == "burst" && $0["task"] is NSNull })
+
+        // page by page through the log: every line of the batches once, though they share a time
+        var cursors: [String] = [], query = ""
+        for _ in 0..<20 {
+            let body = try #require(d.get("/api/events?source=engine&workflow=burst&limit=200" + query)).body
+            let page = try #require(parseJSON(body) as? [[String: Any]])
+            guard let cursor = page.last?["cursor"] as? String else { break }
+            cursors += page.compactMap { $0["cursor"] as? String }
+            // the time as the server wrote it (a parsed Double need not print back the same)
+            let at = try #require(body.ranges(of: #/"at":([0-9.e+-]+)/#).last.map { String(body[$0].dropFirst(5)) })
+            query = "&before=\(at)&after=" + cursor.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        }
+        #expect(cursors.count == 1202, "1,200 successes, started, finished")
+        #expect(Set(cursors).count == cursors.count)
+    }
+
     /// One stream can carry what many pages want (a worker shares it between tabs).
     @Test func oneStreamCarriesSeveralWorkflowsAndLogs() throws {
         let dir = finishedProject()

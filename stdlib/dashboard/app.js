@@ -2944,7 +2944,7 @@ function eventsPage(route, main) {
     const s = seq;
     ui.older.disabled = true;
     try {
-      const list = listOf(await api("/api/events", query({ before: last.at })));
+      const list = listOf(await api("/api/events", query({ before: last.at, after: last.cursor })));
       if (!alive || s !== seq) return;
       let added = 0;
       for (const r of list) {

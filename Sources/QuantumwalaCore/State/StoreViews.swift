@@ -288,33 +288,102 @@ extension StateStore {
     /// Engine events after `afterID`, oldest first, a row of batched successes read as one
     /// event per task; at most about `limit` rows.
     public func engineEvents(afterID: Int64, limit: Int = 2000) throws(StoreError) -> [EventView] {
+        try engineEventRows(afterID: afterID, limit: limit).flatMap { $0.views() }
+    }
+
+    /// Engine events after `afterID` as stored, oldest first, at most `limit` rows: a batch
+    /// of successes stays one row until its events are asked for (a live view of a run of
+    /// 100,000 tasks wants the newest few hundred of them, not all).
+    public func engineEventRows(afterID: Int64, limit: Int = 2000) throws(StoreError) -> [EventRow] {
         try readTable("read the event log") { db in
             try Row.fetchAll(db, sql: "SELECT id, at, kind, workflow, task, data FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                             arguments: [afterID, limit]).flatMap(Self.expand)
+                             arguments: [afterID, limit]).map(EventRow.init)
         }
     }
 
-    static func expand(_ r: Row) -> [EventView] {
-        let id: Int64 = r[0], at: Double = r[1], kind: String = r[2], data: String? = r[5]
-        guard kind == successBatch, let data else {
-            return [EventView(cursor: "e:\(id)", source: "engine", id: id, at: at, kind: kind, workflow: r[3], task: r[4], detail: data)]
+    /// A row of the event log: one event, or a batch of "task succeeded" events (a line per
+    /// task: its id, escaped as in ``WorkflowIO``, a tab, its event data).
+    public struct EventRow: Sendable {
+        init(_ r: Row) {
+            (id, at, kind, workflow, task, data) = (r[0], r[1], r[2], r[3], r[4], r[5])
         }
-        // by bytes: a batch holds thousands of lines, and a live view reads every batch
-        var out: [EventView] = []
-        let workflow: String? = r[3]
-        let bytes = Array(data.utf8)
-        out.reserveCapacity(bytes.count / 64)
-        var start = 0, n = 0
-        for i in 0...bytes.count where i == bytes.count || bytes[i] == 10 {
-            defer { start = i + 1 }
-            guard i > start, let tab = bytes[start..<i].firstIndex(of: 9) else { continue }
-            let name = String(decoding: bytes[start..<tab], as: UTF8.self)
-            out.append(EventView(cursor: "e:\(id):\(n)", source: "engine", id: id, at: at, kind: "task succeeded", workflow: workflow,
-                                 task: bytes[start..<tab].contains(92) ? WorkflowIO.unescape(name) : name,
-                                 detail: String(decoding: bytes[(tab + 1)..<i], as: UTF8.self)))
-            n += 1
+
+        public var id: Int64
+        public var at: Double
+        public var kind: String
+        public var workflow: String?
+        public var task: String?
+        public var data: String?
+
+        /// Where each line of a batch is in `data`'s bytes: its start, its tab, its end.
+        private var lines: [(start: Int, tab: Int, end: Int)] {
+            guard kind == StateStore.successBatch, var d = data else { return [] }
+            return d.withUTF8 { b in
+                var out: [(start: Int, tab: Int, end: Int)] = []
+                var start = 0, tab = -1
+                for i in 0...b.count {
+                    if i == b.count || b[i] == 10 {
+                        if i > start && tab >= 0 { out.append((start, tab, i)) }
+                        start = i + 1
+                        tab = -1
+                    } else if b[i] == 9 && tab < 0 {
+                        tab = i
+                    }
+                }
+                return out
+            }
         }
-        return out
+
+        /// Whether it is a batch of successes (of many tasks).
+        public var isBatch: Bool { kind == StateStore.successBatch && data != nil }
+
+        private func name(_ b: UnsafeBufferPointer<UInt8>, _ l: (start: Int, tab: Int, end: Int)) -> String {
+            let raw = UnsafeBufferPointer(rebasing: b[l.start..<l.tab])
+            let name = String(decoding: raw, as: UTF8.self)
+            return raw.contains(92) ? WorkflowIO.unescape(name) : name
+        }
+
+        private func view(_ b: UnsafeBufferPointer<UInt8>, _ l: (start: Int, tab: Int, end: Int), _ n: Int) -> EventView {
+            EventView(cursor: "e:\(id):\(n)", source: "engine", id: id, at: at, kind: "task succeeded", workflow: workflow,
+                      task: name(b, l), detail: String(decoding: UnsafeBufferPointer(rebasing: b[(l.tab + 1)..<l.end]), as: UTF8.self))
+        }
+
+        /// Its events, oldest first.
+        public func views() -> [EventView] {
+            guard isBatch, var d = data else {
+                return [EventView(cursor: "e:\(id)", source: "engine", id: id, at: at, kind: kind, workflow: workflow, task: task, detail: data)]
+            }
+            let lines = self.lines
+            return d.withUTF8 { b in lines.enumerated().map { view(b, $1, $0) } }
+        }
+
+        /// The tasks its events are about, oldest first, until `body` returns false.
+        public func forEachTask(_ body: (String) -> Bool) {
+            guard isBatch, var d = data else {
+                if let task { _ = body(task) }
+                return
+            }
+            let lines = self.lines
+            d.withUTF8 { b in
+                for l in lines where !body(name(b, l)) { return }
+            }
+        }
+
+        /// Its newest events about the tasks `accept` takes (nil: about no task), newest
+        /// first, at most `limit`.
+        public func newest(_ limit: Int, where accept: (String?) -> Bool) -> [EventView] {
+            guard limit > 0 else { return [] }
+            guard isBatch, var d = data else { return accept(task) ? views() : [] }
+            let lines = self.lines
+            return d.withUTF8 { b in
+                var out: [EventView] = []
+                for n in lines.indices.reversed() where accept(name(b, lines[n])) {
+                    out.append(view(b, lines[n], n))
+                    if out.count == limit { break }
+                }
+                return out
+            }
+        }
     }
 
     /// Hook events after `afterID`, oldest first.
@@ -355,13 +424,18 @@ extension StateStore {
     }
 
     /// The merged log, newest first: rows before `before` (a time) from the sources named,
-    /// whose kind contains `kind` and whose workflow is `workflow` when given.
-    public func eventLog(limit: Int, before: Double?, sources: Set<String>, kind: String?, workflow: String?) throws(StoreError) -> [EventView] {
+    /// whose kind contains `kind` and whose workflow is `workflow` when given. With `after`
+    /// (the cursor of the last row of a page), the rows at `before` itself that come after
+    /// that row too: the lines of a batch share one time.
+    public func eventLog(limit: Int, before: Double?, after: String? = nil, sources: Set<String>, kind: String?,
+                         workflow: String?) throws(StoreError) -> [EventView] {
         try readTable("read the event log") { db in
             let before = before ?? .infinity
+            let inclusive = after != nil && before != .infinity
             let kind = kind?.lowercased()
             func keep(_ e: EventView) -> Bool {
-                e.at < before && (kind.map { e.kind.lowercased().contains($0) } ?? true) && (workflow.map { e.workflow == $0 } ?? true)
+                (e.at < before || inclusive && e.at == before)
+                    && (kind.map { e.kind.lowercased().contains($0) } ?? true) && (workflow.map { e.workflow == $0 } ?? true)
             }
             var out: [EventView] = []
             // newest first through each source by id, in chunks, until `limit` rows pass
@@ -369,13 +443,15 @@ extension StateStore {
                 var upper = Int64.max
                 var found = 0
                 while found < limit {
-                    let rows = try Row.fetchAll(db, sql: sql, arguments: [upper, before == .infinity ? 1e300 : before, workflow, 500])
+                    let rows = try Row.fetchAll(db, sql: sql, arguments: [upper, before == .infinity ? 1e300 : inclusive ? before.nextUp : before,
+                                                                         workflow, 500])
                     if rows.isEmpty { break }
                     for r in rows {
                         upper = r[0]
                         for e in map(r).reversed() where keep(e) {
                             out.append(e)
-                            found += 1
+                            // (rows at `before` itself are all taken: the page's last row is among them)
+                            if e.at < before { found += 1 }
                         }
                     }
                     if rows.count < 500 { break }
@@ -383,7 +459,7 @@ extension StateStore {
             }
             if sources.contains("engine") {
                 try scan("SELECT id, at, kind, workflow, task, data FROM events WHERE id < ? AND at < ? AND (?3 IS NULL OR workflow = ?3) ORDER BY id DESC LIMIT ?",
-                         Self.expand)
+                         { EventRow($0).views() })
             }
             if sources.contains("hook") {
                 try scan("""
@@ -397,8 +473,16 @@ extension StateStore {
                     FROM suggestions WHERE id < ? AND changed < ? AND ?3 IS NULL ORDER BY id DESC LIMIT ?
                     """, { [Self.suggestionView($0)] })
             }
-            out.sort { ($0.at, $0.cursor) > ($1.at, $1.cursor) }
-            return Array(out.prefix(limit))
+            // by time; at one time (the lines of a batch) in the order each source gave them,
+            // newest first (a cursor's text would put e:6:999 after e:6:1199)
+            var sorted = out.enumerated().sorted { $0.element.at != $1.element.at ? $0.element.at > $1.element.at : $0.offset < $1.offset }
+                .map(\.element)
+            if inclusive, let after, let at = sorted.firstIndex(where: { $0.cursor == after }) {
+                sorted.removeFirst(at + 1)
+            } else if inclusive {
+                sorted.removeAll { $0.at == before }
+            }
+            return Array(sorted.prefix(limit))
         }
     }
 
