@@ -67,13 +67,21 @@ final class DashboardModel: @unchecked Sendable {
         .object(c.map { ($0.0, .int($0.1)) })
     }
 
-    private func graph(_ workflow: String, runs: Int, total: Int) throws -> Graph {
+    private func graph(_ workflow: String, runs: Int, total: Int, running: Bool) throws -> Graph {
         let key = "\(runs):\(total)"
-        // while a run records its tasks the count grows with each start: the waves of a
-        // large workflow are worked out again at most every few seconds (meanwhile the
-        // tasks not yet placed are left out of the pages)
-        if let g = graphs[workflow], g.key == key || (g.key.hasPrefix("\(runs):") && g.ids.count > 5000
-                                                      && monotonicWallClock() - g.builtAt < 5) { return g }
+        if let g = graphs[workflow] {
+            if g.key == key { return g }
+            // A large workflow (working its waves out takes a tenth of a second or more):
+            // while a run records its tasks again they are fewer than the last run's, and
+            // its graph serves until the run ends (a run of other tasks is seen then, or
+            // when they outnumber the old ones); a run recording more tasks than before has
+            // their waves worked out at most every few seconds (meanwhile the tasks not yet
+            // placed are left out).
+            if running && g.ids.count > 5000 {
+                if total <= g.ids.count { return g }
+                if g.key.hasPrefix("\(runs):") && monotonicWallClock() - g.builtAt < 5 { return g }
+            }
+        }
         let digest = try store.taskGraphDigest(of: workflow)
         if var g = graphs[workflow], g.digest == digest.digest, g.ids.count == digest.count {
             // a new run of the same tasks: the same waves
@@ -108,16 +116,19 @@ final class DashboardModel: @unchecked Sendable {
         return g
     }
 
-    /// The state of each task of the graph, by its index (nil: not in the store now).
-    private func states(_ workflow: String, _ g: Graph) throws -> [String?] {
-        var out = [String?](repeating: nil, count: g.ids.count)
-        // both lists are in the store's order of ids: matched by position, by name otherwise
-        var at = 0
-        for (id, status) in try store.taskStates(of: workflow) {
-            if at < g.ids.count, g.ids[at] == id { out[at] = status } else if let i = g.index[id] { out[i] = status }
-            at += 1
-        }
-        return out
+    /// The state of each task of the graph, by its index: a code into `names` (-1: not in
+    /// the store now).
+    private func states(_ workflow: String, _ g: Graph) throws -> (codes: [Int8], names: [String]) {
+        var names = Self.stateNames
+        let codes = try store.taskStateCodes(of: workflow, ids: g.ids, index: g.index, names: &names)
+        return (codes, names)
+    }
+
+    private static let stateNames = ["failed", "pending", "running", "skipped", "succeeded"]
+
+    static func isRunning(_ fields: [(String, JSONValue)]) -> Bool {
+        if case .string("running")? = fields.first(where: { $0.0 == "status" })?.1 { return true }
+        return false
     }
 
     /// A workflow of at most this many tasks is drawn as a graph; larger ones by wave.
@@ -234,10 +245,13 @@ final class DashboardModel: @unchecked Sendable {
         let c = try countsOf(name)
         let total = c.reduce(0) { $0 + $1.1 }
         let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
-        let g = try graph(name, runs: runs, total: total)
-        let states = try states(name, g)
-        var perWave = Array(repeating: [String: Int](), count: g.waves)
-        for (i, s) in states.enumerated() { if let s, g.waveOf[i] < perWave.count { perWave[g.waveOf[i]][s, default: 0] += 1 } }
+        let g = try graph(name, runs: runs, total: total, running: Self.isRunning(w.fields))
+        let (codes, names) = try states(name, g)
+        // counts by wave and state, flat: waves × names
+        let k = names.count
+        var perWave = [Int32](repeating: 0, count: g.waves * k)
+        for (i, c) in codes.enumerated() where c >= 0 && g.waveOf[i] < g.waves { perWave[g.waveOf[i] * k + Int(c)] += 1 }
+        let finished = [names.firstIndex(of: "succeeded"), names.firstIndex(of: "skipped")].compactMap { $0 }
         var fields = w.fields
         fields.insert(("tasks", .int(total)), at: 3)
         fields.insert(("counts", Self.countsJSON(c)), at: 4)
@@ -246,21 +260,22 @@ final class DashboardModel: @unchecked Sendable {
         if let wavesFrom {
             from = max(0, min(wavesFrom, g.waves - 1))
         } else {
-            let busy = perWave.firstIndex { m in m.contains { $0.key != "succeeded" && $0.key != "skipped" } }
+            let busy = (0..<g.waves).first { l in (0..<k).contains { c in perWave[l * k + c] > 0 && !finished.contains(c) } }
             from = busy.map { max(0, $0 - 2) } ?? 0
         }
-        let window = perWave.indices.clamped(to: from..<min(perWave.count, from + Self.waveWindow))
+        let window = from..<min(g.waves, from + Self.waveWindow)
+        let byName = names.indices.sorted { names[$0] < names[$1] }
         fields.append(("wave_count", .int(g.waves)))
         fields.append(("waves_from", .int(window.lowerBound)))
         fields.append(("waves", .array(window.map { l in
-            let m = perWave[l]
-            return .object([("wave", .int(l)), ("tasks", .int(m.values.reduce(0, +))),
-                            ("counts", .object(m.keys.sorted().map { ($0, .int(m[$0]!)) }))])
+            let row = perWave[(l * k)..<(l * k + k)]
+            return .object([("wave", .int(l)), ("tasks", .int(Int(row.reduce(0, +)))),
+                            ("counts", .object(byName.compactMap { c in row[l * k + c] > 0 ? (names[c], .int(Int(row[l * k + c]))) : nil }))])
         })))
         if g.ids.count <= Self.graphLimit {
             fields.append(("graph", .object([
                 ("nodes", .array(g.order.map { i in
-                    .object([("id", .string(g.ids[i])), ("wave", .int(g.waveOf[i])), ("status", .string(states[i] ?? "pending"))])
+                    .object([("id", .string(g.ids[i])), ("wave", .int(g.waveOf[i])), ("status", .string(codes[i] >= 0 ? names[Int(codes[i])] : "pending"))])
                 })),
                 ("edges", .array(g.edges.map { .array([.string(g.ids[$0.0]), .string(g.ids[$0.1])]) })),
             ])))
@@ -277,13 +292,14 @@ final class DashboardModel: @unchecked Sendable {
         guard let w = try store.workflowViews().first(where: { $0.name == name }) else { return nil }
         let c = try countsOf(name)
         let runs: Int = { if case .int(let r)? = w.fields.first(where: { $0.0 == "runs" })?.1 { return r }; return 0 }()
-        let g = try graph(name, runs: runs, total: c.reduce(0) { $0 + $1.1 })
+        let g = try graph(name, runs: runs, total: c.reduce(0) { $0 + $1.1 }, running: Self.isRunning(w.fields))
         var order = g.order
         if let wave { order = order.filter { g.waveOf[$0] == wave } }
         if let query, !query.isEmpty { order = order.filter { g.ids[$0].localizedLowercase.contains(query.lowercased()) } }
         if let status, !status.isEmpty {
-            let states = try states(name, g)
-            order = order.filter { states[$0] == status }
+            let (codes, names) = try states(name, g)
+            let code = names.firstIndex(of: status).map { Int8($0) } ?? -2
+            order = order.filter { codes[$0] == code }
         }
         let limit = max(1, min(limit, 500))
         let offset = max(0, min(offset, order.count))

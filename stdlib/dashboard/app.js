@@ -128,12 +128,49 @@ function refresher(fn, ms) {
 /** Calls fn once in the next animation frame however often it is scheduled before then. */
 function frameOnce(fn) {
   let queued = false;
+  const run = () => { queued = false; fn(); };
   return () => {
     if (queued) return;
     queued = true;
-    requestAnimationFrame(() => { queued = false; fn(); });
+    // asked for while live changes are applied: in the same frame, after them
+    if (live.flushing) live.after.push(run); else requestAnimationFrame(run);
   };
 }
+
+/** Live changes (the stream's messages, and what a page reads again because of them) are
+    applied together, in one frame, at most five times a second: a busy store sends more,
+    and each frame costs a tab more than the change in it. A change after a quiet spell
+    shows in the next frame. */
+const LIVE_MS = 200;
+const live = {
+  queue: [],
+  after: [],
+  last: -Infinity,
+  timer: null,
+  flushing: false,
+
+  add(fn) {
+    this.queue.push(fn);
+    if (this.timer !== null) return;
+    const wait = Math.max(0, this.last + LIVE_MS - performance.now());
+    this.timer = setTimeout(() => requestAnimationFrame(() => this.flush()), wait);
+  },
+
+  flush() {
+    this.timer = null;
+    this.last = performance.now();
+    this.flushing = true;
+    try {
+      for (const list of [this.queue, this.after]) {
+        while (list.length) {
+          try { list.shift()(); } catch (e) { console.error(e); }
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+  },
+};
 
 // ───────────────────────────── formatting ─────────────────────────────
 
@@ -581,6 +618,7 @@ const shared = {
     window.addEventListener("pagehide", this.onPageHide);
     window.addEventListener("pageshow", this.onPageShow);
     document.addEventListener("visibilitychange", this.onVisible);
+    this.post({ type: "visible", visible: !document.hidden });
     return true;
   },
 
@@ -611,7 +649,7 @@ const shared = {
   },
 
   onVisible: () => {
-    if (document.visibilityState === "visible") shared.alive(true);
+    shared.post({ type: "visible", visible: !document.hidden });
   },
 
   onMessage(m) {
@@ -620,6 +658,7 @@ const shared = {
     this.alive(false);
     if (m.type === "state") this.onState(m);
     else if (m.type === "message" && typeof m.event === "string") handle(m.event, m.data);
+    else if (m.type === "missed") catchUp();
   },
 
   onState(m) {
@@ -726,11 +765,19 @@ function dispatch(type, raw) {
 let missedWhileHidden = false;
 
 document.addEventListener("visibilitychange", () => {
-  const page = current.page;
-  if (document.hidden || !page || !missedWhileHidden) return;
-  missedWhileHidden = false;
-  if (page.reload) page.reload();
+  if (!document.hidden && missedWhileHidden) catchUp();
 });
+
+/** Shown again after messages went by: the page reads what it shows anew. */
+function catchUp() {
+  if (document.hidden) {
+    missedWhileHidden = true;
+    return;
+  }
+  missedWhileHidden = false;
+  const page = current.page;
+  if (page && page.reload) page.reload();
+}
 
 /** A message of the stream, parsed (the shared worker's come so), to the page. A tab
     nobody looks at (a browser may have twenty on a busy store) renders none: it notes that
@@ -742,27 +789,32 @@ function handle(type, data) {
     missedWhileHidden = true;
     return;
   }
-  switch (type) {
-    case "hello":
-      if (data && data.resync && page && page.reload) page.reload();
-      if (page && page.onHello) page.onHello(data || {});
-      break;
-    case "overview":
-      noteOverview(data);
-      if (page && page.onOverview) page.onOverview(data);
-      break;
-    case "events":
-      if (Array.isArray(data) && page && page.onEvents) page.onEvents(data);
-      break;
-    case "tasks":
-      if (data && page && page.onTasks) page.onTasks(data);
-      break;
-    case "log":
-      if (data && page && page.onLog) page.onLog(data);
-      break;
-    default:
-      break;
+  if (type === "hello") {
+    if (data && data.resync && page && page.reload) page.reload();
+    if (page && page.onHello) page.onHello(data || {});
+    return;
   }
+  // in order, with the other live changes (and only to the page they came to)
+  live.add(() => {
+    if (current.page !== page) return;
+    switch (type) {
+      case "overview":
+        noteOverview(data);
+        if (page && page.onOverview) page.onOverview(data);
+        break;
+      case "events":
+        if (Array.isArray(data) && page && page.onEvents) page.onEvents(data);
+        break;
+      case "tasks":
+        if (data && page && page.onTasks) page.onTasks(data);
+        break;
+      case "log":
+        if (data && page && page.onLog) page.onLog(data);
+        break;
+      default:
+        break;
+    }
+  });
 }
 
 /** What the header and other pages keep from the last overview document. */
@@ -1594,6 +1646,7 @@ function taskLog(workflow, task) {
 // ───────────────────────────── workflow page ─────────────────────────────
 
 const PAGE_SIZE = 100;
+const WAVE_BUTTONS = 100;       // of a workflow's window of waves, at most this many drawn
 const GRAPH = { w: 150, h: 24, colGap: 56, rowGap: 8, padX: 14, padTop: 30, padBottom: 14, chars: 20 };
 
 function readTaskFilters(params) {
@@ -1659,13 +1712,13 @@ function workflowPage(route, main) {
     try {
       const wf = await api("/api/workflows/" + enc(name), { waves: st.wavesFrom });
       if (!alive || seq !== st.wfSeq) return;
+      const refresh = !!st.wf;
       st.wf = wf;
       st.missing = null;
       for (const n of (wf.graph && wf.graph.nodes) || []) st.statusById.set(n.id, n.status);
       banner.clear("wf");
-      renderHead();
-      renderViz();
-      renderFilterOptions();
+      const show = () => { if (alive && st.wf === wf) { renderHead(); renderViz(); renderFilterOptions(); } };
+      if (refresh) live.add(show); else show();
     } catch (e) {
       if (!alive) return;
       if (!st.wf) { st.missing = e; renderHead(); fill(ui.viz); }
@@ -1691,11 +1744,13 @@ function workflowPage(route, main) {
         history.replaceState(null, "", pageHref(st.filters, st.taskId));
         return loadTasks();
       }
+      const refresh = key === st.pageKey;
       st.page = page;
       st.pageKey = key;
       for (const t of page.tasks || []) st.statusById.set(t.id, t.status);
       banner.clear("tasks");
-      renderTasks();
+      const show = () => { if (alive && st.page === page) renderTasks(); };
+      if (refresh) live.add(show); else show();
     } catch (e) {
       if (!alive || seq !== st.tasksSeq) return;
       if (e.status === 404 && (st.missing || !st.wf)) { st.page = { total: 0, offset: 0, tasks: [] }; renderTasks(); return; }
@@ -1927,8 +1982,9 @@ function workflowPage(route, main) {
       100,000-task workflow may have thousands), from where the work is unless the reader
       moved it. A repeat render with the same waves replaces only the buttons whose counts
       changed: a busy run moves a few at a time. */
-  function renderWaves(waves, doc) {
-    const total = Number(doc.wave_count) || waves.length;
+  function renderWaves(all, doc) {
+    const waves = all.slice(0, WAVE_BUTTONS);
+    const total = Number(doc.wave_count) || all.length;
     const from = waves.length ? Number(waves[0].wave) : 0;
     const keys = waves.map((w) => String(w.wave)).join(",") + "|" + total + "|" + st.wavesFrom;
     const list = ui.viz.querySelector(".waves");

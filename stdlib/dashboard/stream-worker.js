@@ -11,6 +11,7 @@
  *   { type: "watch", workflow, task, events }  on start, and whenever the page's interest changes
  *   { type: "alive" }                          every 5 s (a port silent for 15 s is dropped)
  *   { type: "bye" }                            on pagehide (the port is dropped)
+ *   { type: "visible", visible }               on start, and when the tab is shown or hidden
  * A dropped port that speaks again (a throttled or frozen tab, a page back from the
  * back-forward cache) is taken back, and told to resync: it missed what came meanwhile.
  *
@@ -19,6 +20,10 @@
  *       whenever it changes, and right after a port joins (`url`: the stream's address;
  *       `retry`: with "closed", the milliseconds until the next try)
  *   { type: "message", event, data, id }   a message of the stream, data JSON-parsed
+ *   { type: "missed" }                     to a tab shown again that let messages go by
+ *
+ * A hidden tab gets no messages (a browser may have twenty open on a busy store, each woken
+ * by every one): it is told, when shown, that it missed some, and reads its page again.
  *
  * Routing: `overview` to every port; `tasks` to the ports showing data.workflow; `log` to
  * the ports showing that workflow and task; `events` to ports that want events (all rows)
@@ -119,6 +124,12 @@ function post(rec, msg) {
   }
 }
 
+/** A message of the stream to a port, unless its tab is hidden. */
+function deliver(rec, msg) {
+  if (rec.hidden) rec.missed = true;
+  else post(rec, msg);
+}
+
 function stateMessage() {
   const c = active || pending;
   return { type: "state", state, url: c ? c.url : null,
@@ -139,6 +150,8 @@ function addPort(port) {
     heard: Date.now(),
     served: null,      // the watch of the connection that serves its current interest
     revived: false,    // dropped and taken back: it has missed messages
+    hidden: false,     // its tab is hidden: messages for it are let go by
+    missed: false,     // ... and some were
   };
   port.onmessage = (e) => onPortMessage(rec, e.data);
   if (typeof port.start === "function") port.start();
@@ -168,6 +181,13 @@ function onPortMessage(rec, m) {
     rec.revived = true;
     post(rec, stateMessage());
     schedule();
+  }
+  if (m.type === "visible") {
+    rec.hidden = m.visible === false;
+    if (!rec.hidden && rec.missed) {
+      rec.missed = false;
+      post(rec, { type: "missed" });
+    }
   }
   if (m.type === "watch") {
     const i = interestOf(m);
@@ -212,7 +232,7 @@ function recompute() {
       r.served = active.watch;
       if (r.revived) {
         r.revived = false;
-        post(r, { type: "message", event: "hello", data: { version: lastId, resync: true }, id: lastId });
+        deliver(r, { type: "message", event: "hello", data: { version: lastId, resync: true }, id: lastId });
       }
     }
   }
@@ -385,7 +405,7 @@ function hello(c, data, id) {
       r.served = c.watch;
       r.revived = false;
     }
-    post(r, { type: "message", event: "hello", data: { ...h, resync }, id });
+    deliver(r, { type: "message", event: "hello", data: { ...h, resync }, id });
   }
   setState("open");
 }
@@ -402,7 +422,7 @@ function rememberRows(rows) {
 }
 
 function route(type, data, id) {
-  const send = (r, d) => post(r, { type: "message", event: type, data: d, id });
+  const send = (r, d) => deliver(r, { type: "message", event: type, data: d, id });
   switch (type) {
     case "overview":
       for (const r of ports.values()) send(r, data);

@@ -94,15 +94,44 @@ extension StateStore {
         }
     }
 
-    /// The states of a workflow's tasks, in the order of their ids (as ``taskGraph(of:)``
-    /// lists them).
-    public func taskStates(of workflow: String) throws(StoreError) -> [(id: String, status: String)] {
-        try readTable("read the tasks of '\(workflow)'") { db in
-            var out: [(id: String, status: String)] = []
-            let rows = try Row.fetchCursor(db, sql: "SELECT id, status FROM wf_tasks WHERE workflow = ? ORDER BY id", arguments: [workflow])
-            while let r = try rows.next() { out.append((r[0], r[1])) }
+    /// The state of each of a workflow's tasks `ids` (in the store's order, by id, as
+    /// ``taskGraph(of:)`` lists them; `index` finds one by id), as an index into `names`,
+    /// which gains any state it lacks; -1 for a task the store no longer has. Read from
+    /// SQLite's buffers: no string is made for a task whose id is where it was expected.
+    public func taskStateCodes(of workflow: String, ids: [String], index: [String: Int], names: inout [String]) throws(StoreError) -> [Int8] {
+        var known = names
+        let out = try readTable("read the tasks of '\(workflow)'") { db -> [Int8] in
+            let st = try db.makeStatement(sql: "SELECT id, status FROM wf_tasks WHERE workflow = ? ORDER BY id")
+            let h = st.sqliteStatement
+            RawStatement(h, db: db.sqliteConnection).bind(1, workflow)
+            var out = [Int8](repeating: -1, count: ids.count)
+            var at = 0
+            func bytes(_ col: Int32) -> UnsafeBufferPointer<UInt8> {
+                UnsafeBufferPointer(start: sqlite3_column_text(h, col), count: Int(sqlite3_column_bytes(h, col)))
+            }
+            while true {
+                let rc = sqlite3_step(h)
+                if rc == SQLITE_DONE { break }
+                guard rc == SQLITE_ROW else {
+                    throw StoreError(message: db.sqliteConnection.flatMap { sqlite3_errmsg($0) }.map { String(cString: $0) } ?? "SQLite error \(rc)")
+                }
+                let id = bytes(0), status = bytes(1)
+                var code = known.firstIndex { $0.utf8.elementsEqual(status) } ?? -1
+                if code < 0 {
+                    known.append(String(decoding: status, as: UTF8.self))
+                    code = known.count - 1
+                }
+                if at < ids.count, ids[at].utf8.elementsEqual(id) {
+                    out[at] = Int8(clamping: code)
+                } else if let i = index[String(decoding: id, as: UTF8.self)] {
+                    out[i] = Int8(clamping: code)
+                }
+                at += 1
+            }
             return out
         }
+        names = known
+        return out
     }
 
     /// A workflow's tasks in one state, those that started last first: (id, started, error).
