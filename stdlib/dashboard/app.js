@@ -324,13 +324,11 @@ function countdown(until) {
 }
 
 function tickAll() {
+  if (document.hidden) return;
   const t = now();
-  for (const n of document.querySelectorAll("[data-since]")) {
-    n.textContent = fmtDuration(t - Number(n.getAttribute("data-since")));
-  }
-  for (const n of document.querySelectorAll("[data-until]")) {
-    n.textContent = fmtDuration(Math.max(0, Number(n.getAttribute("data-until")) - t));
-  }
+  const put = (n, text) => { if (n.textContent !== text) n.textContent = text; };
+  for (const n of document.querySelectorAll("[data-since]")) put(n, fmtDuration(t - Number(n.getAttribute("data-since"))));
+  for (const n of document.querySelectorAll("[data-until]")) put(n, fmtDuration(Math.max(0, Number(n.getAttribute("data-until")) - t)));
 }
 
 // ───────────────────────────── token and API ─────────────────────────────
@@ -543,9 +541,10 @@ function specHref(name) {
 const conn = {
   set(state, text, title) {
     const node = document.getElementById("conn");
-    node.setAttribute("data-state", state);
-    node.textContent = text;
-    if (title) node.title = title;
+    // (only what changed: this runs on every message of a stream of its own)
+    if (node.getAttribute("data-state") !== state) node.setAttribute("data-state", state);
+    if (node.textContent !== text) node.textContent = text;
+    if (title && node.title !== title) node.title = title;
   },
 };
 
@@ -824,8 +823,10 @@ function noteOverview(doc) {
   noteServerTime(doc.now);
   const p = document.getElementById("project");
   if (doc.project) {
-    p.textContent = basename(doc.project);
-    p.title = doc.project + (doc.store ? "\n" + doc.store : "");
+    // (set only when it changed: setting the same text lays the page out again)
+    const text = basename(doc.project), title = doc.project + (doc.store ? "\n" + doc.store : "");
+    if (p.textContent !== text) p.textContent = text;
+    if (p.title !== title) p.title = title;
   }
 }
 
@@ -1840,6 +1841,7 @@ function workflowPage(route, main) {
 
   function renderHead() {
     if (st.missing && !st.wf) {
+      st.headSig = null;
       fill(ui.head, el("h1", null, name),
         empty(st.missing.status === 404
           ? ["There is no workflow named ", el("b", null, name), " in this store. ", el("a", { href: "/" }, "Back to the overview")]
@@ -1847,7 +1849,12 @@ function workflowPage(route, main) {
       return;
     }
     const w = st.wf;
-    if (!w) { fill(ui.head, el("h1", null, name), el("p", { class: "muted" }, "Loading…")); return; }
+    if (!w) { st.headSig = null; fill(ui.head, el("h1", null, name), el("p", { class: "muted" }, "Loading…")); return; }
+    // nothing it shows changed (the stream repeats counts): no new header
+    const sig = JSON.stringify([w.status, w.counts, w.tasks, w.runs, w.cost_usd, w.started_at, w.finished_at,
+      Math.floor(w.updated_at || 0), st.filters.status]);
+    if (sig === st.headSig && ui.head.firstChild) return;
+    st.headSig = sig;
     const counts = w.counts || {};
     const total = Math.max(Number(w.tasks) || 0, sumCounts(counts));
     const live = w.status === "running" && w.started_at != null && w.finished_at == null;
