@@ -5,6 +5,20 @@ import Testing
 /// `qw dashboard` and `qw status --watch` against real workflows: the real binary, the real
 /// store, real HTTP, and pages in headless Chromium.
 @Suite(.serialized) struct DashboardTests {
+    /// That project, and a dashboard serving its store.
+    private func finishedDashboard() throws -> (String, DashboardProcess) {
+        let dir = finishedProject()
+        guard let d = DashboardProcess(state: dir + "/.qw/state.db", cwd: dir) else {
+            removeTree(dir)
+            throw DashboardStartError()
+        }
+        return (dir, d)
+    }
+
+    private struct DashboardStartError: Error, CustomStringConvertible {
+        var description: String { "qw dashboard did not start on the finished project's store" }
+    }
+
     /// A project with a workflow whose task names need escaping, run to the end.
     private func finishedProject() -> String {
         let dir = makeTempDir()
@@ -20,10 +34,8 @@ import Testing
     }
 
     @Test func theAPIAnswersFromTheStore() throws {
-        let dir = finishedProject()
-        defer { removeTree(dir) }
-        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
-        defer { d.stop() }
+        let (dir, d) = try finishedDashboard()
+        defer { d.stop(); removeTree(dir) }
         let overview = try #require(d.get("/api/overview"))
         #expect(overview.status == 200)
         let o = try #require(parseJSON(overview.body) as? [String: Any])
@@ -103,11 +115,9 @@ import Testing
     }
 
     @Test func nothingOutsideItsAssetsIsServed() throws {
-        let dir = finishedProject()
-        defer { removeTree(dir) }
+        let (dir, d) = try finishedDashboard()
+        defer { d.stop(); removeTree(dir) }
         writeFile(dir + "/secret.txt", "top-secret-content")
-        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
-        defer { d.stop() }
         #expect(try #require(d.get("/assets/app.js")).status == 200)
         let page = try #require(d.get("/workflows/demo"))
         #expect(page.status == 200)
@@ -123,10 +133,8 @@ import Testing
     }
 
     @Test func changesNeedTheTokenAndStrangersAreRefused() throws {
-        let dir = finishedProject()
-        defer { removeTree(dir) }
-        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
-        defer { d.stop() }
+        let (dir, d) = try finishedDashboard()
+        defer { d.stop(); removeTree(dir) }
         let post = try #require(httpRequest("POST", port: d.port, path: "/api/specs/x/approve?phase=design"))
         #expect(post.status == 403)
         let cookieOnly = try #require(httpRequest("POST", port: d.port, path: "/api/specs/x/approve?phase=design",
@@ -250,10 +258,8 @@ import Testing
     }
 
     @Test func aTakenPortIsNamed() throws {
-        let dir = finishedProject()
-        defer { removeTree(dir) }
-        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
-        defer { d.stop() }
+        let (dir, d) = try finishedDashboard()
+        defer { d.stop(); removeTree(dir) }
         let r = qw(["dashboard", "--state", dir + "/.qw/state.db", "--port", String(d.port)], cwd: dir, timeout: 20)
         #expect(r.code == 1)
         #expect(r.stderr.contains("cannot listen on 127.0.0.1:\(d.port)"))
@@ -265,10 +271,8 @@ import Testing
     /// The stream tells of a change as it happens, and a client that comes back with
     /// Last-Event-ID gets what it missed.
     @Test func theStreamPushesChangesAndCatchesUp() throws {
-        let dir = finishedProject()
-        defer { removeTree(dir) }
-        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
-        defer { d.stop() }
+        let (dir, d) = try finishedDashboard()
+        defer { d.stop(); removeTree(dir) }
         let stream = try #require(EventStream(port: d.port, path: "/api/stream?workflow=more&events=1"))
         let hello = try #require(stream.next { e, _ in e == "hello" })
         let position = try #require((parseJSON(hello.data) as? [String: Any])?["version"] as? String)
@@ -296,10 +300,8 @@ import Testing
     /// them (at most 500 a message, numbered as /api/events numbers them), a workflow's own
     /// stream none of its task rows, only that it started and finished.
     @Test func aBurstOfSuccessesReachesEachStreamAsItWantsIt() throws {
-        let dir = finishedProject()
-        defer { removeTree(dir) }
-        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
-        defer { d.stop() }
+        let (dir, d) = try finishedDashboard()
+        defer { d.stop(); removeTree(dir) }
         let all = try #require(EventStream(port: d.port, path: "/api/stream?events=1"))
         let mine = try #require(EventStream(port: d.port, path: "/api/stream?workflow=burst"))
         _ = try #require(all.next { e, _ in e == "hello" })
@@ -349,10 +351,8 @@ import Testing
 
     /// One stream can carry what many pages want (a worker shares it between tabs).
     @Test func oneStreamCarriesSeveralWorkflowsAndLogs() throws {
-        let dir = finishedProject()
-        defer { removeTree(dir) }
-        let d = try #require(DashboardProcess(state: dir + "/.qw/state.db", cwd: dir))
-        defer { d.stop() }
+        let (dir, d) = try finishedDashboard()
+        defer { d.stop(); removeTree(dir) }
         let watch = #"{"workflows":["one"],"logs":[["two","t"]]}"#.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         let stream = try #require(EventStream(port: d.port, path: "/api/stream?watch=\(watch)"))
         _ = try #require(stream.next { e, _ in e == "hello" })
