@@ -146,7 +146,12 @@ public final class ChildProcess {
         // The reactor's handlers hold the process strongly: a running process stays alive
         // until it has been reaped and its pipes are closed, whoever else keeps it.
         if pidfd >= 0 {
-            reactor.watchOnce(pidfd, events: UInt32(QW_EPOLLIN)) { _ in self.reap() }
+            reactor.watchOnce(pidfd, events: UInt32(QW_EPOLLIN)) { _ in
+                self.reap()
+                // under a tracer (strace -f, gdb) the exit is the tracer's to see first: the
+                // pidfd is ready before wait4 has anything, and its one event is spent
+                if !self.exited { self.pollExit() }
+            }
         } else {
             // pidfd_open is unavailable (Linux before 5.3): poll for the exit instead.
             pollExit()
@@ -231,9 +236,10 @@ public final class ChildProcess {
         }
     }
 
+    /// Looks for the exit every 5 ms until it is there (the process stays alive meanwhile).
     private func pollExit() {
-        reactor.after(0.005) { [weak self] in
-            guard let self, !self.exited else { return }
+        reactor.after(0.005) {
+            guard !self.exited else { return }
             self.reap()
             if !self.exited { self.pollExit() }
         }
