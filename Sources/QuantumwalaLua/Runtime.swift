@@ -3,7 +3,7 @@ import CLuaShims
 import CSystem
 import Glibc
 public import LuaHost
-import QuantumwalaCore
+public import QuantumwalaCore
 
 /// How a ``Runtime`` is set up.
 public struct RuntimeOptions: Sendable {
@@ -20,6 +20,10 @@ public struct RuntimeOptions: Sendable {
     public var statePath: String?
     /// Seconds a store write waits for another process's lock before it fails.
     public var storeBusyWait: Double = 30
+    /// The store, already being opened at ``Runtime/statePath(_:)`` of ``statePath`` (`qw
+    /// agent run` starts it before the runtime): the runtime's first use of the store waits
+    /// for it instead of opening its own.
+    public var storeOpening: StateStore.Opening?
     public init() {}
 }
 

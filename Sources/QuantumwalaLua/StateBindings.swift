@@ -4,15 +4,25 @@ import LuaHost
 import QuantumwalaCore
 
 extension Runtime {
-    /// The store, opened on first use: `--state PATH`, else `QW_STATE`, else `.qw/state.db`.
     /// Where the store is: `--state`, else `$QW_STATE`, else `.qw/state.db`.
-    public var statePath: String { options.statePath ?? getenv("QW_STATE").map { String(cString: $0) } ?? ".qw/state.db" }
+    public var statePath: String { Self.statePath(options.statePath) }
 
+    /// Where the store is when `--state` says `explicit` (nil: not given).
+    public static func statePath(_ explicit: String?) -> String {
+        explicit ?? getenv("QW_STATE").map { String(cString: $0) } ?? ".qw/state.db"
+    }
+
+    /// The store, opened on first use (or by the ``RuntimeOptions/storeOpening`` under way).
     func stateStore() throws(LuaArgumentError) -> StateStore {
         if let s = storeHandle { return s }
         let path = statePath
         do {
-            let s = try StateStore(path: path, busyWait: options.storeBusyWait)
+            let s: StateStore
+            if let ahead = options.storeOpening, ahead.path == path {
+                s = try ahead.wait()
+            } else {
+                s = try StateStore(path: path, busyWait: options.storeBusyWait)
+            }
             storeHandle = s
             return s
         } catch {

@@ -28,9 +28,9 @@ struct GlobalOptions: ParsableArguments {
     var policy: String?
 
     /// A runtime set up from these options, or a message naming what is wrong.
-    func makeRuntime() throws -> Runtime {
+    func makeRuntime(openStoreAhead: Bool = false) throws -> Runtime {
         try makeQwRuntime(verbose: verbose, timeLimit: timeLimit, luaMemory: luaMemory, maxConcurrent: maxConcurrent,
-                          maxAgents: maxAgents, state: state, policy: policy)
+                          maxAgents: maxAgents, state: state, policy: policy, openStoreAhead: openStoreAhead)
     }
 }
 
@@ -45,10 +45,11 @@ struct FastOptions {
     var policy: String?
 
     /// Makes the runtime and runs `body` with it; the exit status.
-    func run(_ body: (Runtime) throws -> Void) -> Int32 {
+    func run(openStoreAhead: Bool = false, _ body: (Runtime) throws -> Void) -> Int32 {
         do {
             let runtime = try makeQwRuntime(verbose: verbose, timeLimit: timeLimit, luaMemory: luaMemory,
-                                            maxConcurrent: maxConcurrent, maxAgents: maxAgents, state: state, policy: policy)
+                                            maxConcurrent: maxConcurrent, maxAgents: maxAgents, state: state, policy: policy,
+                                            openStoreAhead: openStoreAhead)
             try body(runtime)
             return 0
         } catch let e as ExitCode {
@@ -63,9 +64,11 @@ struct FastOptions {
     }
 }
 
-/// A runtime with the global options' values.
+/// A runtime with the global options' values; `openStoreAhead` for a command that is sure to
+/// use the store soon: it is opened on a thread while the runtime starts (see
+/// ``StateStore/Opening``).
 func makeQwRuntime(verbose: Bool = false, timeLimit: Double? = nil, luaMemory: String = "1G", maxConcurrent: Int? = nil,
-                   maxAgents: Int? = nil, state: String? = nil, policy: String? = nil) throws -> Runtime {
+                   maxAgents: Int? = nil, state: String? = nil, policy: String? = nil, openStoreAhead: Bool = false) throws -> Runtime {
     var o = RuntimeOptions()
     o.verbose = verbose
     if let t = timeLimit {
@@ -83,6 +86,7 @@ func makeQwRuntime(verbose: Bool = false, timeLimit: Double? = nil, luaMemory: S
     if let n = maxAgents {
         guard n >= 1 else { throw ValidationError("--max-agents must be at least 1") }
     }
+    if openStoreAhead { o.storeOpening = StateStore.Opening(path: Runtime.statePath(state), busyWait: o.storeBusyWait) }
     let runtime: Runtime
     do {
         runtime = try Runtime(options: o)
@@ -125,8 +129,8 @@ struct Qw: ParsableCommand {
         subcommands: [Run.self, Repl.self, Status.self, Resume.self, Resources.self, State.self, Agents.self, AgentCommand.self, Cost.self, Spec.self, Init.self, Worktrees.self, Hook.self, Consume.self, Dashboard.self]
     )
 
-    /// The commands that most start-ups are (`qw -e CODE`, `qw run FILE ARGS...`,
-    /// `qw --version`) skip the argument parser, whose type lookups cost more than the rest of
+    /// The commands that most start-ups are (`qw -e CODE`, `qw run FILE ARGS...`, `qw hook`,
+    /// `qw agent run`, `qw --version`) skip the argument parser, whose type lookups cost more than the rest of
     /// the start; everything else, errors and help included, goes through it.
     static func main() {
         if let status = fastPath() { Glibc.exit(status) }
@@ -135,7 +139,8 @@ struct Qw: ParsableCommand {
 
     /// Runs the command line when it is one of the common forms: `[OPTIONS] -e CODE...`,
     /// `[OPTIONS] run [OPTIONS] FILE ARGS...` (everything after FILE is the script's),
-    /// `[OPTIONS] hook [EVENT]` and `--version`, where OPTIONS are the global ones. Returns nil
+    /// `[OPTIONS] hook [EVENT]`, `[OPTIONS] agent run [OPTIONS] AGENT PROMPT` (its own options
+    /// and the global ones, in any order) and `--version`, where OPTIONS are the global ones. Returns nil
     /// for anything else (other commands, help, unknown options), which the argument parser
     /// then handles. Reads argv
     /// as C strings: the first generic code to run costs type lookups that are a noticeable
@@ -205,6 +210,40 @@ struct Qw: ParsableCommand {
         // `qw hook [EVENT]` runs on every tool call of every agent: no parser
         if isArg(i, "hook") && argc - i <= 2 && (i + 1 == argc || argv[i + 1]!.pointee != UInt8(ascii: "-")) {
             return Hook.handle(event: i + 1 < argc ? arg(i + 1) : nil, state: o.state)
+        }
+        // `qw agent run AGENT PROMPT`: a workflow of agents starts one per run
+        if isArg(i, "agent") && i + 1 < argc && isArg(i + 1, "run") {
+            i += 2
+            var request = AgentRunRequest(), positionals: [String] = []
+            while i < argc {
+                let a = arg(i)
+                if a == "--json" {
+                    request.json = true
+                    i += 1
+                } else if a.hasPrefix("--") {
+                    let eq = a.firstIndex(of: "=")
+                    let name = eq.map { String(a[..<$0]) } ?? a
+                    if AgentRunRequest.valueOptions.contains(name) {
+                        // a value that looks like an option is the parser's to judge
+                        let value = eq.map { String(a[a.index(after: $0)...]) } ?? (i + 1 < argc ? arg(i + 1) : "-")
+                        guard eq != nil || !value.hasPrefix("-"), request.set(name, value) else { return nil }
+                        i += eq == nil ? 2 : 1
+                    } else {
+                        guard option() == true else { return nil }
+                    }
+                } else if a == "-v" {
+                    _ = option()
+                } else if a.hasPrefix("-") && a != "-" {
+                    return nil
+                } else {
+                    positionals.append(a)
+                    i += 1
+                }
+            }
+            guard positionals.count == 2 else { return nil }
+            request.agent = positionals[0]
+            request.prompt = positionals[1]
+            return o.run(openStoreAhead: true) { runtime in try request.run(runtime) }
         }
         guard isArg(i, "run") else { return nil }
         i += 1

@@ -685,6 +685,21 @@ struct AgentRunTests {
         defer { removeTree(dir2) }
         #expect(bad.code == 1)
         #expect(bad.stdout.contains("\"api_error_status\":401"), "\(bad.stdout)")
+        // options on either side of the two arguments; the prompt reaches the CLI as it is,
+        // whatever it holds (it is never Lua code)
+        let odd = "[[fake:hello]] ]==] os.exit(3) --[==[ verbatim-7f3"
+        let (opts, dir3) = try runQw { _ in ["agent", "run", "--model", "claude-sonnet-5-5", "-", odd, "--max-turns", "2", "-v"] }
+        defer { removeTree(dir3) }
+        #expect(opts.code == 0, "\(opts.stderr)")
+        #expect(opts.stdout == "Hello from the fake\n")
+        let sent = try #require(FakeModel.shared?.requests("hello").last { $0.contains("verbatim-7f3") })
+        #expect(sent.contains("]==] os.exit(3) --[==[ verbatim-7f3"))
+        #expect(sent.contains("\"model\": \"claude-sonnet-5-5\""), "\(sent.prefix(300))")
+        // a value of the wrong type is the argument parser's to report, as for every command
+        let (wrong, dir4) = try runQw { _ in ["agent", "run", "-", "[[fake:hello]] hi", "--max-turns", "many"] }
+        defer { removeTree(dir4) }
+        #expect(wrong.code == 64)
+        #expect(wrong.stderr.contains("The value 'many' is invalid for '--max-turns <max-turns>'"), "\(wrong.stderr)")
     }
 
     @Test func anAgentRunsWithItsModelAndToolsAndWritesRealFiles() throws {

@@ -35,14 +35,54 @@ struct AgentRun: ParsableCommand {
     @Flag(help: "Print the whole result as JSON.") var json = false
 
     mutating func run() throws {
-        let runtime = try global.makeRuntime()
-        func lua(_ s: String?) -> String { s.map { "[==[" + $0 + "]==]" } ?? "nil" }
-        func num(_ d: Double?) -> String { d.map { String($0) } ?? "nil" }
+        let request = AgentRunRequest(agent: agent, prompt: prompt, model: model, maxTurns: maxTurns, budgetUSD: budgetUSD,
+                                      timeout: timeout, permissionMode: permissionMode, cwd: cwd, json: json)
+        try request.run(global.makeRuntime(openStoreAhead: true))
+    }
+}
+
+/// What `qw agent run` was asked, whether the argument parser or the fast path (``Qw/fastPath()``)
+/// read the command line.
+struct AgentRunRequest {
+    var agent = "-", prompt = ""
+    var model: String?, maxTurns: Int?, budgetUSD: Double?, timeout: Double?, permissionMode: String?, cwd: String?
+    var json = false
+
+    /// The options that take a value, as the command line names them.
+    static let valueOptions = ["--model", "--max-turns", "--budget-usd", "--timeout", "--permission-mode", "--cwd"]
+
+    /// Sets the option `name` (one of ``valueOptions``) from its text; false when the text is
+    /// not a value of its type.
+    mutating func set(_ name: String, _ value: String) -> Bool {
+        switch name {
+        case "--model": model = value
+        case "--max-turns": guard let n = Int(value) else { return false }; maxTurns = n
+        case "--budget-usd": guard let d = Double(value) else { return false }; budgetUSD = d
+        case "--timeout": guard let d = Double(value) else { return false }; timeout = d
+        case "--permission-mode": permissionMode = value
+        case "--cwd": cwd = value
+        default: return false
+        }
+        return true
+    }
+
+    func run(_ runtime: Runtime) throws {
+        // the values reach Lua as strings in `arg` (name, value, ...), never as code
+        var args = ["prompt", prompt]
+        if agent != "-" { args += ["agent", agent] }
+        for (name, value) in [("model", model), ("permission_mode", permissionMode), ("cwd", cwd),
+                              ("max_turns", maxTurns.map(String.init)), ("budget_usd", budgetUSD.map { String($0) }),
+                              ("timeout", timeout.map { String($0) })] {
+            if let value { args += [name, value] }
+        }
+        if json { args += ["json", "1"] }
+        runtime.setArguments(script: nil, args)
         let code = """
-            local r = qw.agent.run{ agent = \(agent == "-" ? "nil" : lua(agent)), prompt = \(lua(prompt)), model = \(lua(model)),
-              max_turns = \(maxTurns.map(String.init) ?? "nil"), budget_usd = \(num(budgetUSD)), timeout = \(num(timeout)),
-              permission_mode = \(lua(permissionMode)), cwd = \(lua(cwd)) }
-            if \(json) then
+            local a = {}
+            for i = 1, #arg, 2 do a[arg[i]] = arg[i + 1] end
+            local r = qw.agent.run{ agent = a.agent, prompt = a.prompt, model = a.model, permission_mode = a.permission_mode,
+              cwd = a.cwd, max_turns = tonumber(a.max_turns), budget_usd = tonumber(a.budget_usd), timeout = tonumber(a.timeout) }
+            if a.json then
               local out = {}
               for k, v in pairs(r) do if k ~= "stdout" then out[k] = v end end
               print(qw.json.encode(out))
