@@ -5,7 +5,7 @@ import QuantumwalaCore
 
 extension Runtime {
     func registerAgents(in t: Int32) {
-        // qw._mkdtemp(prefix) -> a new private folder; qw._rmtree(path)
+        // qw._mkdtemp(prefix) -> a new private folder (_clean_up removes it)
         lua.setFunction("_mkdtemp", in: t) { call in
             guard let dir = makeTemporaryFolder(prefix: call.stack.string(at: 1) ?? "qw-") else {
                 throw LuaArgumentError("cannot make a temporary folder: \(errnoText(errno))")
@@ -13,9 +13,10 @@ extension Runtime {
             call.stack.push(dir)
             return .values(1)
         }
-        lua.setFunction("_rmtree", in: t) { call in
-            if let p = call.stack.string(at: 1), p.count > 1 { removeFolder(p) }
-            return .values(0)
+        // qw._store_checkpoint() -> frames copied: the open store's WAL into it (see checkpointWAL)
+        lua.setFunction("_store_checkpoint", in: t) { [unowned self] call in
+            call.stack.push(storeHandle?.checkpointWAL()?.copied ?? 0)
+            return .values(1)
         }
         // qw._last_session(workflow, task, agent) -> the session to resume, or nil
         lua.setFunction("_last_session", in: t) { [unowned self] call in
@@ -94,6 +95,29 @@ extension Runtime {
         lua.setFunction("_pid", in: t) { call in
             call.stack.push(Int(getpid()))
             return .values(1)
+        }
+        // qw._clean_up(name, value, folder) -> a number for _cleaned: kills the processes
+        // marked NAME=VALUE, then removes the folder, on a thread while the caller goes on
+        lua.setFunction("_clean_up", in: t) { [unowned self] call in
+            guard let name = call.stack.string(at: 1), let value = call.stack.string(at: 2), !value.isEmpty else {
+                throw LuaArgumentError("_clean_up: a name and a value are needed")
+            }
+            let folder = call.stack.string(at: 3)
+            let work = BackgroundWork {
+                MarkedProcesses.kill(name: name, value: value)
+                if let folder, folder.count > 1 { removeFolder(folder) }
+            }
+            call.stack.push(handles.store(work))
+            return .values(1)
+        }
+        // qw._cleaned(n): waits for the clean-up that _clean_up started
+        lua.setFunction("_cleaned", in: t) { [unowned self] call in
+            guard let id = call.stack.integer(at: 1), let work = handles.object(Int(id)) as? BackgroundWork<Void> else {
+                throw LuaArgumentError("_cleaned: no such clean-up")
+            }
+            work.wait()
+            handles.drop(Int(id))
+            return .values(0)
         }
         // qw._kill_marked(name, value) -> how many processes it killed (see MarkedProcesses)
         lua.setFunction("_kill_marked", in: t) { call in

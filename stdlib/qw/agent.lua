@@ -119,18 +119,31 @@ end
 function claude.parse(r, opts)
   local out = { turns = 0 }
   local result, texts, commands = nil, {}, nil
-  for line in (r.stdout or ""):gmatch("[^\n]+") do
-    local ok, ev = pcall(qw.json.decode, line)
-    if ok and type(ev) == "table" then
-      if ev.session_id then out.session_id = ev.session_id end
-      if ev.type == "result" then result = ev end
-      if ev.type == "system" and ev.subtype == "init" and type(ev.slash_commands) == "table" then commands = ev.slash_commands end
-      if ev.type == "assistant" and type(ev.message) == "table" and not ev.parent_tool_use_id then
-        for _, block in ipairs(ev.message.content or {}) do
-          if block.type == "text" and block.text then texts[#texts + 1] = block.text end
+  -- lines are picked by their text before they are decoded (the init line alone is kilobytes
+  -- of tools); a stream not written as the CLI writes it is read whole
+  local wants_init = slash_command(opts.prompt) ~= nil  -- its list of commands
+  local function read(every)
+    for line in (r.stdout or ""):gmatch("[^\n]+") do
+      local wanted = every or line:find('"type":"result"', 1, true) or line:find('"type":"assistant"', 1, true)
+        or (wants_init and line:find('"subtype":"init"', 1, true))
+      local ok, ev = false, nil
+      if wanted then ok, ev = pcall(qw.json.decode, line) end
+      if ok and type(ev) == "table" then
+        if ev.session_id then out.session_id = ev.session_id end
+        if ev.type == "result" then result = ev end
+        if ev.type == "system" and ev.subtype == "init" and type(ev.slash_commands) == "table" then commands = ev.slash_commands end
+        if ev.type == "assistant" and type(ev.message) == "table" and not ev.parent_tool_use_id then
+          for _, block in ipairs(ev.message.content or {}) do
+            if block.type == "text" and block.text then texts[#texts + 1] = block.text end
+          end
         end
       end
     end
+  end
+  read(false)
+  if not result then
+    texts, commands = {}, nil
+    read(true)
   end
   if not result then
     out.ok = false
@@ -335,10 +348,9 @@ function M.run(opts)
     local lim = M.limits
     local max_agents, stagger = lim.max_agents or DEFAULT_MAX_AGENTS, lim.agent_stagger or DEFAULT_STAGGER
     local backoff = lim.agent_backoff or DEFAULT_BACKOFF
-    local holding, admitted = false, false
+    local holding, admitted, cleanup = false, false, nil
     local leftovers <close> = setmetatable({}, { __close = function()
-      core._kill_marked(MARK, mark)
-      core._rmtree(tmp)
+      core._cleaned(cleanup or core._clean_up(MARK, mark, tmp))
       if holding then pcall(core._gate_release, mark, false, nil, backoff, max_agents) end
     end })
     if gate then
@@ -355,6 +367,9 @@ function M.run(opts)
     -- from the model, not at its end (a probe of a long run would keep it shut meanwhile);
     -- and the store learns the session as soon as the CLI names it, so that a kill of qw
     -- does not lose it (session = "resume" continues it)
+    -- time to spare: the store's WAL is copied into it now rather than read whole by each qw
+    -- that starts next (see StateStore.checkpointWAL)
+    core._store_checkpoint()
     local want_admitted = holding
     local want_session = opts.task ~= nil or opts.workflow ~= nil or opts.session == "resume"
     if backend.watch and (want_admitted or want_session) then
@@ -380,6 +395,9 @@ function M.run(opts)
       end
     end
     local r = h:wait()
+    -- what the run left (processes that got away from the CLI, its TMPDIR) goes on a thread
+    -- of its own while the ledger is written
+    cleanup = core._clean_up(MARK, mark, tmp)
     local fields = backend.parse(r, opts)
     local exec_ok, exec_error = r.ok, r.error
     for k, v in pairs(fields) do r[k] = v end

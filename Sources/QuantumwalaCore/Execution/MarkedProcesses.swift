@@ -10,32 +10,51 @@ import Glibc
 public enum MarkedProcesses {
     /// The live processes (not this one) whose environment holds `NAME=VALUE`, with VALUE.
     public static func scan(name: String) -> [(pid: Int32, value: String)] {
-        let prefix = Array((name + "=").utf8)
+        // an entry that starts the environment, or follows a NUL
+        let prefix = Array(("\0" + name + "=").utf8)
         let me = getpid()
         var out: [(Int32, String)] = []
         guard let dir = opendir("/proc") else { return [] }
         defer { closedir(dir) }
+        // one buffer for every process, the NUL in front standing for the start of its environment
         var buf = [UInt8](repeating: 0, count: 1 << 16)
         while let e = readdir(dir) {
-            let entry = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard let pid = Int32(entry), pid != me else { continue }
+            var pid: Int32 = 0
+            let digits = withUnsafeBytes(of: e.pointee.d_name) { name -> Bool in
+                for c in name {
+                    if c == 0 { break }
+                    guard c >= 48 && c <= 57 else { return false }
+                    pid = pid &* 10 &+ Int32(c - 48)
+                }
+                return pid > 0
+            }
+            guard digits, pid != me else { continue }
             let fd = open("/proc/\(pid)/environ", O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { continue }
-            var env: [UInt8] = []
+            var used = 1
             while true {
-                let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                if used == buf.count { buf += [UInt8](repeating: 0, count: buf.count) }
+                let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + used, $0.count - used) }
                 if n <= 0 { break }
-                env += buf[0..<n]
+                used += n
             }
             close(fd)
-            // entries are NUL-separated: match the start of a whole entry
-            var start = 0
-            for i in 0...env.count where i == env.count || env[i] == 0 {
-                if i - start > prefix.count && env[start..<(start + prefix.count)].elementsEqual(prefix) {
-                    out.append((pid, String(decoding: env[(start + prefix.count)..<i], as: UTF8.self)))
-                    break
+            buf.withUnsafeBytes { b in
+                prefix.withUnsafeBytes { p in
+                    let base = b.baseAddress!
+                    var at = 0
+                    // each NUL, and whether the entry after it is the mark
+                    while at + p.count <= used {
+                        if memcmp(base + at, p.baseAddress!, p.count) == 0 {
+                            let from = at + p.count
+                            let end = memchr(base + from, 0, used - from).map { UnsafeRawPointer($0) - base } ?? used
+                            out.append((pid, String(decoding: b[from..<end], as: UTF8.self)))
+                            return
+                        }
+                        guard let next = memchr(base + at + 1, 0, used - at - 1) else { return }
+                        at = UnsafeRawPointer(next) - base
+                    }
                 }
-                start = i + 1
             }
         }
         return out

@@ -1,0 +1,79 @@
+import Glibc
+import Testing
+
+@testable import QuantumwalaCore
+
+/// What keeps a short qw (an agent run, a hook) short: the store opened on a thread, its WAL
+/// kept small, the clean-up after a run on a thread, and the scan for a run's leftovers.
+struct ShortRunTests {
+    func folder() -> String {
+        var template = Array("/tmp/qw-short-XXXXXX".utf8CString)
+        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    }
+
+    @Test func aStoreOpenedAheadIsTheStoreAndItsErrorIsTheOpensError() throws {
+        let dir = folder()
+        defer { removeFolder(dir) }
+        let ahead = StateStore.Opening(path: dir + "/sub/state.db")
+        let store = try ahead.wait()
+        #expect(try store.commit(sets: [("k", Array("1".utf8))], deletes: [], expect: [:]))
+        #expect(try StateStore(path: dir + "/sub/state.db").get("k")?.json == Array("1".utf8))
+        // a second wait is the same store
+        #expect(try ahead.wait() === store)
+        // a path that cannot be a store: the same message as opening it here
+        let bad = StateStore.Opening(path: "/proc/qw-no/state.db")
+        #expect(throws: StoreError.self) { try bad.wait() }
+    }
+
+    @Test func backgroundWorkRunsOnAnotherThreadAndGivesItsValue() {
+        let main = pthread_self()
+        let work = BackgroundWork { pthread_equal(pthread_self(), main) == 0 ? 42 : -1 }
+        #expect(work.wait() == 42)
+        #expect(work.wait() == 42)
+    }
+
+    @Test func theWALIsCopiedAndStartsOverAtTheNextWrite() throws {
+        let dir = folder()
+        defer { removeFolder(dir) }
+        let store = try StateStore(path: dir + "/state.db")
+        let big = [UInt8](repeating: UInt8(ascii: "x"), count: 3000)
+        for i in 0..<400 { _ = try store.commit(sets: [("k\(i)", big)], deletes: [], expect: [:]) }
+        let copied = try #require(store.checkpointWAL())
+        #expect(copied.frames > 300 && copied.copied == copied.frames, "\(copied)")
+        _ = try store.commit(sets: [("after", Array("1".utf8))], deletes: [], expect: [:])
+        let after = try #require(store.checkpointWAL())
+        #expect(after.frames < 10, "the WAL started over: \(after)")
+        // nothing was lost on the way, and another process's open reads the store whole
+        let again = try StateStore(path: dir + "/state.db")
+        #expect(try again.get("k399")?.json == big)
+        #expect(try again.get("after")?.json == Array("1".utf8))
+    }
+
+    @Test func theScanFindsAMarkWhereverItIsInTheEnvironmentAndOnlyAWholeEntry() throws {
+        let name = "QW_SHORT_TEST_MARK_\(getpid())"
+        func start(_ env: [String]) throws -> pid_t {
+            var pid: pid_t = 0
+            func cStrings(_ list: [String]) -> [UnsafeMutablePointer<CChar>?] { list.map { s in strdup(s) } + [nil] }
+            let argv = cStrings(["/bin/sleep", "30"]), envp = cStrings(env)
+            defer { (argv + envp).forEach { free($0) } }
+            #expect(posix_spawn(&pid, "/bin/sleep", nil, nil, argv, envp) == 0)
+            return pid
+        }
+        // first entry, a later one, a longer name that starts the same, and a value in another's
+        let first = try start(["\(name)=a", "PATH=/bin"])
+        let later = try start(["PATH=/bin", "HOME=/", "\(name)=b"])
+        let longer = try start(["\(name)_X=c", "OTHER=\(name)=d"])
+        defer {
+            for p in [first, later, longer] {
+                kill(p, SIGKILL)
+                var st: Int32 = 0
+                waitpid(p, &st, 0)
+            }
+        }
+        let found = Dictionary(MarkedProcesses.scan(name: name).map { ($0.pid, $0.value) }, uniquingKeysWith: { a, _ in a })
+        #expect(found[first] == "a")
+        #expect(found[later] == "b")
+        #expect(found[longer] == nil)
+        #expect(MarkedProcesses.kill(name: name, value: "b") == [later])
+    }
+}
