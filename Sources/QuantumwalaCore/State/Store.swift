@@ -54,9 +54,7 @@ public final class StateStore {
             Self.makeDirectories(String(path[..<slash]))
         }
         var config = Configuration()
-        // WAL, set below: GRDB's own set-up of it asks Foundation's FileManager and URL about
-        // the WAL file, their first use in a short qw and a third of its store's open
-        config.journalMode = .default
+        config.journalMode = .wal
         // Other qw processes hold the write lock only briefly: retry soon and often (SQLite's
         // own timeout sleeps up to 100 ms between tries, which a hook on every tool call feels).
         let budget = BusyBudget(busyWait)
@@ -90,10 +88,6 @@ public final class StateStore {
         do {
             db = try DatabaseQueue(path: path, configuration: config)
             try db.writeWithoutTransaction { db in
-                // a database's journal mode stays with its file: for all but its first open this is a no-op
-                guard try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL") == "wal" else {
-                    throw StoreError(message: "SQLite cannot keep a WAL there")
-                }
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")  // WAL: durable at checkpoints, never corrupt
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
             }
