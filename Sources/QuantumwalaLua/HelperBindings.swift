@@ -14,6 +14,21 @@ extension Runtime {
         s.setField(t, "version")
 
         // qw.now() -> monotonic seconds
+        // qw._loadfile(path) -> the chunk, or nil and a message: loadfile through the cache of
+        // compiled chunks that init.lua is loaded through (stdlib modules, at each qw start)
+        lua.setFunction("_loadfile", in: t) { [unowned self] call in
+            guard let path = call.stack.string(at: 1) else { throw LuaArgumentError("_loadfile: a path is needed") }
+            do throws(LuaError) {
+                try lua.loadFile(path, cacheDir: Self.bytecodeCache)
+                // loaded on the main state's stack: onto the caller's (a task's coroutine)
+                if call.stack.L != lua.L { lua_xmove(lua.L, call.stack.L, 1) }
+                return .values(1)
+            } catch {
+                call.stack.pushNil()
+                call.stack.push(error.message)
+                return .values(2)
+            }
+        }
         lua.setFunction("now", in: t) { call in
             call.stack.push(monotonicSeconds())
             return .values(1)

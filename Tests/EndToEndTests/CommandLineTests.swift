@@ -289,6 +289,28 @@ struct CommandLineTests {
         #expect(String(decoding: result!.stdout, as: UTF8.self) == "installed copy\ttrue\n",
                 "\(String(decoding: result!.stderr, as: UTF8.self))")
     }
+
+    /// The stdlib's modules load through the cache of compiled chunks, as init.lua does: an
+    /// edited module is compiled again, and its errors still name its file and line.
+    @Test func stdlibModulesAreCompiledOnceAndAgainWhenEdited() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        qwShell("cp -R '\(repoRoot)/stdlib' '\(dir)/stdlib' && mkdir '\(dir)/cache'")
+        let env = [("QW_STDLIB", dir + "/stdlib"), ("XDG_CACHE_HOME", dir + "/cache"), ("QW_STATE", dir + "/state.db")]
+        func cached() -> Int { Int(qwShell("ls '\(dir)/cache/qw' | grep -c luac").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 }
+        let first = qw(["-e", "print(qw.state.get('x'))"], env: env)
+        #expect(first.stdout == "nil\n", "\(first.stderr)")
+        let afterFirst = cached()
+        #expect(afterFirst >= 2, "init.lua and state.lua compiled: \(afterFirst)")
+        #expect(qw(["-e", "print(qw.state.get('x'))"], env: env).stdout == "nil\n")
+        #expect(cached() == afterFirst, "the second start compiled nothing")
+        qwShell("sed -i '1i print(\"edited\")' '\(dir)/stdlib/qw/state.lua'")
+        #expect(qw(["-e", "qw.state.get('x')"], env: env).stdout == "edited\n")
+        qwShell("sed -i '1c local broken = = 1' '\(dir)/stdlib/qw/state.lua'")
+        let bad = qw(["-e", "qw.state.get('x')"], env: env)
+        #expect(bad.code == 1)
+        #expect(bad.stderr.contains("stdlib/qw/state.lua:1:"), "\(bad.stderr)")
+    }
 }
 
 /// The state store shared by several qw processes at once.

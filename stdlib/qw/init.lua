@@ -101,7 +101,9 @@ local function lazy(name, load)
   return setmetatable(proxy, mt)
 end
 local function with_core(name)
-  return function() return assert(loadfile(package.searchpath(name, package.path)))(core) end
+  -- compiled once, then loaded from the cache of compiled chunks (its file's size, mtime and
+  -- inode are the key: an edited module is compiled again)
+  return function() return assert(core._loadfile(assert(package.searchpath(name, package.path))))(core) end
 end
 
 ---The resource readings (see lua-api.md); with `agents = { running, probing, closed_until, rate, window,
