@@ -363,13 +363,13 @@ function M.run(opts)
     end
     local h = qw.spawn(argv, { cwd = opts.cwd, env = run_env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
                                name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
+    -- time to spare: the store's WAL is copied into it now rather than read whole by each qw
+    -- that starts next (see StateStore.checkpointWAL)
+    core._store_checkpoint()
     -- the output as it comes: the gate learns that the run got through at its first answer
     -- from the model, not at its end (a probe of a long run would keep it shut meanwhile);
     -- and the store learns the session as soon as the CLI names it, so that a kill of qw
     -- does not lose it (session = "resume" continues it)
-    -- time to spare: the store's WAL is copied into it now rather than read whole by each qw
-    -- that starts next (see StateStore.checkpointWAL)
-    core._store_checkpoint()
     local want_admitted = holding
     local want_session = opts.task ~= nil or opts.workflow ~= nil or opts.session == "resume"
     if backend.watch and (want_admitted or want_session) then
