@@ -376,14 +376,14 @@ public final class Runtime {
         return runFunctionOnTop(args: args)
     }
 
-    /// Runs a chunk of code as the main task.
-    public func runChunk(_ code: String, name: String = "=(command line)") -> RunOutcome {
+    /// Runs a chunk of code as the main task; `args` become its `...`.
+    public func runChunk(_ code: String, name: String = "=(command line)", args: [String] = []) -> RunOutcome {
         do {
             try lua.load(Array(code.utf8), name: name)
         } catch {
             return .failed(error)
         }
-        return runFunctionOnTop()
+        return runFunctionOnTop(args: args)
     }
 
     /// Runs the function on top of the main stack as a root task (popping it) and drives the

@@ -67,7 +67,7 @@ struct AgentRunRequest {
     }
 
     func run(_ runtime: Runtime) throws {
-        // the values reach Lua as strings in `arg` (name, value, ...), never as code
+        // the values reach Lua as the chunk's `...` (name, value, ...), never as code
         var args = ["prompt", prompt]
         if agent != "-" { args += ["agent", agent] }
         for (name, value) in [("model", model), ("permission_mode", permissionMode), ("cwd", cwd),
@@ -76,10 +76,9 @@ struct AgentRunRequest {
             if let value { args += [name, value] }
         }
         if json { args += ["json", "1"] }
-        runtime.setArguments(script: nil, args)
         let code = """
-            local a = {}
-            for i = 1, #arg, 2 do a[arg[i]] = arg[i + 1] end
+            local a, given = {}, { ... }
+            for i = 1, #given, 2 do a[given[i]] = given[i + 1] end
             local r = qw.agent.run{ agent = a.agent, prompt = a.prompt, model = a.model, permission_mode = a.permission_mode,
               cwd = a.cwd, max_turns = tonumber(a.max_turns), budget_usd = tonumber(a.budget_usd), timeout = tonumber(a.timeout) }
             if a.json then
@@ -94,6 +93,6 @@ struct AgentRunRequest {
             end
             os.exit(r.ok and 0 or 1)
             """
-        try finish(runtime.runChunk(code, name: "=(qw agent run)"))
+        try finish(runtime.runChunk(code, name: "=(qw agent run)", args: args))
     }
 }
