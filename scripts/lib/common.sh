@@ -65,8 +65,10 @@ ensure_system_deps() {
 
 # How an installed (and benchmarked) qw is built: the Swift runtime linked in, and not
 # position-independent, which spares the loader ~80,000 relocations and a third of the page
-# faults of every start (qw starts once per hook call of an agent).
-QW_RELEASE_FLAGS=(--static-swift-stdlib -Xswiftc -Xclang-linker -Xswiftc -no-pie)
+# faults of every start (qw starts once per hook call of an agent); and no $ORIGIN in its
+# library path, which the loader would search (a dozen failed opens per library) before the
+# system's, though qw ships no library of its own.
+QW_RELEASE_FLAGS=(--static-swift-stdlib -Xswiftc -Xclang-linker -Xswiftc -no-pie --disable-local-rpath)
 
 # qw_build CONFIG [EXTRA_SWIFT_BUILD_FLAGS...] : builds qw in CONFIG (debug or release).
 # The build's own output goes to stderr; the last (only) line on stdout is the path of the
