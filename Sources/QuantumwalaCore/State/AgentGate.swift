@@ -87,10 +87,11 @@ extension StateStore {
         return try writeGate { db in
             try Self.dropDeadHolders(db)
             let now = monotonicWallClock()
-            let row = try Row.fetchOne(db, sql: "SELECT closed_until, probing, last_start, window, rate FROM agent_gate WHERE id = 1")!
-            let closedUntil: Double = row[0], probing: Bool = row[1], lastStart: Double = row[2], window: Double = row[3]
-            let rate: Double = row[4]
-            let holders = try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0
+            var closedUntil = 0.0, probing = false, lastStart = 0.0, window = 0.0, rate = 0.0, holders = 0
+            try db.direct("SELECT closed_until, probing, last_start, window, rate, (SELECT count(*) FROM agent_holders) FROM agent_gate WHERE id = 1") { r in
+                closedUntil = r.double(0); probing = r.bool(1); lastStart = r.double(2); window = r.double(3); rate = r.double(4)
+                holders = Int(r.int(5))
+            }
             if now < closedUntil { return (false, closedUntil - now) }
             if probing && holders >= 1 { return (false, 0.1) }
             let limit = window > 0 ? min(max(1, settings.maxAgents), max(1, Int(window))) : max(1, settings.maxAgents)
@@ -98,15 +99,15 @@ extension StateStore {
             let spacing = max(settings.stagger, rate > 0 ? 1 / rate : 0)
             if now < lastStart + spacing { return (false, lastStart + spacing - now) }
             if settings.startup > 0 {
-                let recent = try Double.fetchAll(db, sql: "SELECT at FROM agent_starts WHERE at > ? ORDER BY at",
-                                                 arguments: [now - settings.startup])
+                var recent: [Double] = []
+                try db.direct("SELECT at FROM agent_starts WHERE at > ? ORDER BY at", [.double(now - settings.startup)]) { recent.append($0.double(0)) }
                 if recent.count >= settings.cpus { return (false, recent[recent.count - settings.cpus] + settings.startup - now) }
             }
-            try db.execute(sql: "INSERT OR REPLACE INTO agent_holders (run, pid, start_ticks, since, probe) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [run, pid, ticks, now, probing])
-            try db.execute(sql: "UPDATE agent_gate SET last_start = ? WHERE id = 1", arguments: [now])
-            try db.execute(sql: "DELETE FROM agent_starts WHERE at < ?", arguments: [now - 10])
-            try db.execute(sql: "INSERT INTO agent_starts (at) VALUES (?)", arguments: [now])
+            try db.direct("INSERT OR REPLACE INTO agent_holders (run, pid, start_ticks, since, probe) VALUES (?, ?, ?, ?, ?)",
+                          [.text(run), .int(Int64(pid)), .int(ticks), .double(now), .of(probing)])
+            try db.direct("UPDATE agent_gate SET last_start = ? WHERE id = 1", [.double(now)])
+            try db.direct("DELETE FROM agent_starts WHERE at < ?", [.double(now - 10)])
+            try db.direct("INSERT INTO agent_starts (at) VALUES (?)", [.double(now)])
             return (true, 0)
         }
     }
@@ -115,14 +116,17 @@ extension StateStore {
     /// the pace and the window grow (see ``AgentGate``).
     public func gateAdmitted(run: String, settings: AgentGate.Settings) throws(StoreError) {
         _ = try writeGate { db -> Bool in
-            let admitted = try Bool.fetchOne(db, sql: "SELECT admitted FROM agent_holders WHERE run = ?", arguments: [run])
+            var admitted: Bool?
+            try db.direct("SELECT admitted FROM agent_holders WHERE run = ?", [.text(run)]) { admitted = $0.bool(0) }
             guard admitted == false else { return false }  // not holding, or said before
-            try db.execute(sql: "UPDATE agent_holders SET admitted = 1 WHERE run = ?", arguments: [run])
+            try db.direct("UPDATE agent_holders SET admitted = 1 WHERE run = ?", [.text(run)])
             let now = monotonicWallClock()
-            try db.execute(sql: "DELETE FROM agent_admits WHERE at < ?", arguments: [now - 10])
-            try db.execute(sql: "INSERT INTO agent_admits (at) VALUES (?)", arguments: [now])
-            let row = try Row.fetchOne(db, sql: "SELECT probing, window, rate FROM agent_gate WHERE id = 1")!
-            let probing: Bool = row[0], window: Double = row[1], rate: Double = row[2]
+            try db.direct("DELETE FROM agent_admits WHERE at < ?", [.double(now - 10)])
+            try db.direct("INSERT INTO agent_admits (at) VALUES (?)", [.double(now)])
+            var probing = false, window = 0.0, rate = 0.0
+            try db.direct("SELECT probing, window, rate FROM agent_gate WHERE id = 1") { r in
+                probing = r.bool(0); window = r.double(1); rate = r.double(2)
+            }
             var grownWindow = window, grownRate = rate
             if window > 0 {
                 grownWindow = window + 1 / window
@@ -133,11 +137,11 @@ extension StateStore {
                 // paced more loosely than the stagger and the window allow: no pace at all
                 if settings.stagger > 0 && 1 / grownRate < settings.stagger { grownRate = 0 }
             }
-            try db.execute(sql: "UPDATE agent_gate SET streak = 0, window = ?, rate = ? WHERE id = 1",
-                           arguments: [grownWindow, grownRate])
+            try db.direct("UPDATE agent_gate SET streak = 0, window = ?, rate = ? WHERE id = 1",
+                          [.double(grownWindow), .double(grownRate)])
             if probing {
-                try db.execute(sql: "UPDATE agent_gate SET probing = 0, closed_until = 0, backoff = ? WHERE id = 1",
-                               arguments: [settings.backoff])
+                try db.direct("UPDATE agent_gate SET probing = 0, closed_until = 0, backoff = ? WHERE id = 1",
+                              [.double(settings.backoff)])
             }
             return true
         }
@@ -147,23 +151,26 @@ extension StateStore {
     /// closes it (see ``AgentGate``); `retryAfter`, when the server said it, is how long.
     public func gateRelease(run: String, limited: Bool, retryAfter: Double?, settings: AgentGate.Settings) throws(StoreError) {
         _ = try writeGate { db -> Bool in
-            let holder = try Row.fetchOne(db, sql: "SELECT since FROM agent_holders WHERE run = ?", arguments: [run])
-            try db.execute(sql: "DELETE FROM agent_holders WHERE run = ?", arguments: [run])
-            guard limited, let holder else { return false }
-            let since: Double = holder[0]
+            var held: Double?
+            try db.direct("SELECT since FROM agent_holders WHERE run = ?", [.text(run)]) { held = $0.double(0) }
+            try db.direct("DELETE FROM agent_holders WHERE run = ?", [.text(run)])
+            guard limited, let since = held else { return false }
             let now = monotonicWallClock()
-            let row = try Row.fetchOne(db, sql: "SELECT backoff, closed_until, window, rate, streak, limited_at FROM agent_gate WHERE id = 1")!
-            let backoff: Double = row[0], closedUntil: Double = row[1], window: Double = row[2], rate: Double = row[3]
-            let streak: Int = row[4], limitedAt: Double = row[5]
+            var backoff = 0.0, closedUntil = 0.0, window = 0.0, rate = 0.0, streak = 0, limitedAt = 0.0
+            try db.direct("SELECT backoff, closed_until, window, rate, streak, limited_at FROM agent_gate WHERE id = 1") { r in
+                backoff = r.double(0); closedUntil = r.double(1); window = r.double(2); rate = r.double(3)
+                streak = Int(r.int(4)); limitedAt = r.double(5)
+            }
             // a run already in flight at the last refusal says nothing new
             guard since >= limitedAt else { return false }
             if streak == 0 {
                 // a steady limit: slow down (the pace keeps the next start one interval of the
                 // new rate after the last); closed only for as long as the server asked
-                let running = Double(try Int.fetchOne(db, sql: "SELECT count(*) FROM agent_holders") ?? 0) + 1
+                var running = 1.0
+                try db.direct("SELECT count(*) FROM agent_holders") { running += Double($0.int(0)) }
                 // the rate the server let runs through, over the admissions of the last 3 s
-                let admits = try Double.fetchAll(db, sql: "SELECT at FROM agent_admits WHERE at > ? ORDER BY at",
-                                                 arguments: [now - 3])
+                var admits: [Double] = []
+                try db.direct("SELECT at FROM agent_admits WHERE at > ? ORDER BY at", [.double(now - 3)]) { admits.append($0.double(0)) }
                 // too few through to measure: 3/4 of the pace there is, or none yet (the
                 // halved window slows a burst until a measure is possible)
                 // The most that got through within one second is a rate the server allows
@@ -183,15 +190,13 @@ extension StateStore {
                     paced = Double(inOneSecond) * AgentGate.admittedShare
                 }
                 let halved = max(1, (window > 0 ? min(window, running) : running) / 2)
-                try db.execute(sql: """
-                    UPDATE agent_gate SET streak = 1, limited_at = ?, rate = ?, window = ?, closed_until = ? WHERE id = 1
-                    """, arguments: [now, paced, halved, max(closedUntil, retryAfter.map { now + $0 } ?? 0)])
+                try db.direct("UPDATE agent_gate SET streak = 1, limited_at = ?, rate = ?, window = ?, closed_until = ? WHERE id = 1",
+                              [.double(now), .double(paced), .double(halved), .double(max(closedUntil, retryAfter.map { now + $0 } ?? 0))])
             } else {
                 // refused again with nothing through in between: the door is shut; probe it
                 let next = streak == 1 ? settings.backoff : min(max(backoff * 2, settings.backoff), settings.maxBackoff)
-                try db.execute(sql: """
-                    UPDATE agent_gate SET streak = ?, limited_at = ?, probing = 1, backoff = ?, closed_until = ? WHERE id = 1
-                    """, arguments: [streak + 1, now, next, max(closedUntil, now + (retryAfter ?? next))])
+                try db.direct("UPDATE agent_gate SET streak = ?, limited_at = ?, probing = 1, backoff = ?, closed_until = ? WHERE id = 1",
+                              [.of(streak + 1), .double(now), .double(next), .double(max(closedUntil, now + (retryAfter ?? next)))])
             }
             return true
         }
@@ -210,11 +215,10 @@ extension StateStore {
     }
 
     private static func dropDeadHolders(_ db: Database) throws {
-        for r in try Row.fetchAll(db, sql: "SELECT run, pid, start_ticks FROM agent_holders") {
-            let pid: Int32 = r[1], ticks: Int64 = r[2]
-            if !AgentGate.isAlive(pid, ticks: ticks) {
-                try db.execute(sql: "DELETE FROM agent_holders WHERE run = ?", arguments: [r[0] as String])
-            }
+        var dead: [String] = []
+        try db.direct("SELECT run, pid, start_ticks FROM agent_holders") { r in
+            if !AgentGate.isAlive(Int32(truncatingIfNeeded: r.int(1)), ticks: r.int(2)), let run = r.text(0) { dead.append(run) }
         }
+        for run in dead { try db.direct("DELETE FROM agent_holders WHERE run = ?", [.text(run)]) }
     }
 }

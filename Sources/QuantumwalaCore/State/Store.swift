@@ -813,20 +813,23 @@ public final class StateStore {
             try db.write { db -> Double in
                 let total = r.sessionCostUSD ?? 0
                 var own = total
-                if let session = r.session,
-                   let prev = try Double.fetchOne(db, sql: "SELECT session_cost_usd FROM agent_runs WHERE session = ? AND session_cost_usd IS NOT NULL ORDER BY id DESC LIMIT 1",
-                                                  arguments: [session]), total >= prev {
-                    own = total - prev
+                // (through SQLite's C calls: a `qw agent run` writes this once, just before it exits)
+                if let session = r.session {
+                    var prev: Double?
+                    try db.direct("SELECT session_cost_usd FROM agent_runs WHERE session = ? AND session_cost_usd IS NOT NULL ORDER BY id DESC LIMIT 1",
+                                  [.text(session)]) { prev = $0.double(0) }
+                    if let prev, total >= prev { own = total - prev }
                 }
-                try db.execute(sql: """
+                try db.direct("""
                     INSERT INTO agent_runs (started_at, finished_at, agent, model, workflow, task, session, ok, cost_usd, session_cost_usd,
                                             input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, duration, turns,
                                             terminal_reason, error, max_rss)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [r.startedAt, r.finishedAt, r.agent, r.model, r.workflow, r.task, r.session, r.ok, own, r.sessionCostUSD,
-                                     r.inputTokens, r.outputTokens, r.cacheReadTokens, r.cacheCreationTokens, r.duration, r.turns,
-                                     r.terminalReason, r.error, r.maxRSS])
-                if let run = r.run { try db.execute(sql: "DELETE FROM agent_live WHERE run = ?", arguments: [run]) }
+                    """, [.double(r.startedAt), .double(r.finishedAt), .of(r.agent), .of(r.model), .of(r.workflow), .of(r.task),
+                          .of(r.session), .of(r.ok), .double(own), .of(r.sessionCostUSD),
+                          .of(r.inputTokens), .of(r.outputTokens), .of(r.cacheReadTokens), .of(r.cacheCreationTokens), .of(r.duration),
+                          .of(r.turns), .of(r.terminalReason), .of(r.error), .of(r.maxRSS)])
+                if let run = r.run { try db.direct("DELETE FROM agent_live WHERE run = ?", [.text(run)]) }
                 return own
             }
         }
