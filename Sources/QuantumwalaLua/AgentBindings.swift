@@ -96,15 +96,26 @@ extension Runtime {
             call.stack.push(Int(getpid()))
             return .values(1)
         }
-        // qw._clean_up(name, value, folder) -> a number for _cleaned: kills the processes
-        // marked NAME=VALUE, then removes the folder, on a thread while the caller goes on
+        // qw._tasks_started() -> the processes and threads started since boot, or nil
+        lua.setFunction("_tasks_started", in: t) { call in
+            if let n = MarkedProcesses.tasksStarted() { call.stack.push(n) } else { call.stack.pushNil() }
+            return .values(1)
+        }
+        // qw._clean_up(name, value, folder[, pid, tasks_before]) -> a number for _cleaned:
+        // kills the processes marked NAME=VALUE, then removes the folder, on a thread while
+        // the caller goes on. With the pid of a run's first process and _tasks_started() from
+        // before it started, only the processes started after it are looked at, when the
+        // pids tell (see MarkedProcesses.startedAfter).
         lua.setFunction("_clean_up", in: t) { [unowned self] call in
             guard let name = call.stack.string(at: 1), let value = call.stack.string(at: 2), !value.isEmpty else {
                 throw LuaArgumentError("_clean_up: a name and a value are needed")
             }
             let folder = call.stack.string(at: 3)
+            let pid = call.stack.integer(at: 4).map { Int32(truncatingIfNeeded: $0) }
+            let before = call.stack.integer(at: 5).map { Int($0) }
             let work = BackgroundWork {
-                MarkedProcesses.kill(name: name, value: value)
+                let from = pid.flatMap { p in before.flatMap { MarkedProcesses.startedAfter(p, tasksBefore: $0) ? p : nil } } ?? 0
+                MarkedProcesses.kill(name: name, value: value, from: from)
                 if let folder, folder.count > 1 { removeFolder(folder) }
             }
             call.stack.push(handles.store(work))

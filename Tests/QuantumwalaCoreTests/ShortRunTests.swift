@@ -76,4 +76,39 @@ struct ShortRunTests {
         #expect(found[longer] == nil)
         #expect(MarkedProcesses.kill(name: name, value: "b") == [later])
     }
+
+    @Test func aCleanUpFromARunsFirstPidLooksOnlyAtWhatCameAfterIt() throws {
+        let name = "QW_SHORT_TEST_FROM_\(getpid())"
+        func start(_ value: String) -> pid_t {
+            var pid: pid_t = 0
+            let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sleep"), strdup("30"), nil]
+            let envp: [UnsafeMutablePointer<CChar>?] = [strdup("\(name)=\(value)"), nil]
+            defer { (argv + envp).forEach { free($0) } }
+            #expect(posix_spawn(&pid, "/bin/sleep", nil, nil, argv, envp) == 0)
+            return pid
+        }
+        // a process of the same mark from before the run, the run's first, and one of its own
+        let before = start("r")
+        let tasks = try #require(MarkedProcesses.tasksStarted())
+        let first = start("r")
+        let own = start("r")
+        defer {
+            for p in [before, first, own] {
+                kill(p, SIGKILL)
+                var st: Int32 = 0
+                waitpid(p, &st, 0)
+            }
+        }
+        #expect(before < first && first < own)
+        #expect(MarkedProcesses.startedAfter(first, tasksBefore: tasks))
+        // fewer started than the kernel counts: the pids do not tell
+        #expect(!MarkedProcesses.startedAfter(first, tasksBefore: tasks - 1_000_000_000))
+        #expect(Set(MarkedProcesses.kill(name: name, value: "r", from: first)) == [first, own])
+        for p in [first, own] {
+            var st: Int32 = 0
+            waitpid(p, &st, 0)  // gone before the next scan
+        }
+        // a whole scan also finds the one from before
+        #expect(MarkedProcesses.kill(name: name, value: "r") == [before])
+    }
 }

@@ -361,11 +361,15 @@ function M.run(opts)
       end
       holding = true
     end
+    -- what the kernel has started so far: the clean-up then looks only at what came after
+    local tasks_before = core._tasks_started()
     local h = qw.spawn(argv, { cwd = opts.cwd, env = run_env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
                                name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
     -- time to spare: the store's WAL is copied into it now rather than read whole by each qw
-    -- that starts next (see StateStore.checkpointWAL)
+    -- that starts next (see StateStore.checkpointWAL), and what a kill -9 of an earlier qw
+    -- left running is killed (the clean-up after this run looks at its own processes only)
     core._store_checkpoint()
+    core._kill_marked(MARK, "none")
     -- the output as it comes: the gate learns that the run got through at its first answer
     -- from the model, not at its end (a probe of a long run would keep it shut meanwhile);
     -- and the store learns the session as soon as the CLI names it, so that a kill of qw
@@ -397,7 +401,7 @@ function M.run(opts)
     local r = h:wait()
     -- what the run left (processes that got away from the CLI, its TMPDIR) goes on a thread
     -- of its own while the ledger is written
-    cleanup = core._clean_up(MARK, mark, tmp)
+    cleanup = core._clean_up(MARK, mark, tmp, r.pid, tasks_before)
     local fields = backend.parse(r, opts)
     local exec_ok, exec_error = r.ok, r.error
     for k, v in pairs(fields) do r[k] = v end

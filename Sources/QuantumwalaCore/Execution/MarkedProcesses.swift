@@ -8,8 +8,9 @@ import Glibc
 /// `NAME=VALUE` from its environment instead, so the processes of a run are found wherever
 /// they went, and only those.
 public enum MarkedProcesses {
-    /// The live processes (not this one) whose environment holds `NAME=VALUE`, with VALUE.
-    public static func scan(name: String) -> [(pid: Int32, value: String)] {
+    /// The live processes (not this one) whose environment holds `NAME=VALUE`, with VALUE;
+    /// with `from`, only those whose pid is at least `from` (see ``startedAfter(_:tasksBefore:)``).
+    public static func scan(name: String, from first: Int32 = 0) -> [(pid: Int32, value: String)] {
         // an entry that starts the environment, or follows a NUL
         let prefix = Array(("\0" + name + "=").utf8)
         let me = getpid()
@@ -28,7 +29,7 @@ public enum MarkedProcesses {
                 }
                 return pid > 0
             }
-            guard digits, pid != me else { continue }
+            guard digits, pid != me, pid >= first else { continue }
             let fd = open("/proc/\(pid)/environ", O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { continue }
             var used = 1
@@ -68,12 +69,17 @@ public enum MarkedProcesses {
     /// Kills with SIGKILL the processes marked `NAME=VALUE`, and those marked by a run whose
     /// owner is gone: a value that starts with `PID-` where no process PID lives (what a
     /// `kill -9` of an earlier `qw` left running). Returns the pids it signalled.
+    ///
+    /// With `from`, only the processes marked `NAME=VALUE` among those whose pid is at least
+    /// `from` (``startedAfter(_:tasksBefore:)`` says whether that is all a run started): the clean-up after
+    /// a run whose processes all came after its first, which need not read every process's
+    /// environment.
     @discardableResult
-    public static func kill(name: String, value: String) -> [Int32] {
+    public static func kill(name: String, value: String, from first: Int32 = 0) -> [Int32] {
         var pids: [Int32] = []
-        for (pid, v) in scan(name: name) {
+        for (pid, v) in scan(name: name, from: first) {
             var mine = v == value
-            if !mine, let dash = v.firstIndex(of: "-"), let owner = Int32(v[..<dash]), owner > 0 {
+            if !mine, first == 0, let dash = v.firstIndex(of: "-"), let owner = Int32(v[..<dash]), owner > 0 {
                 mine = Glibc.kill(owner, 0) != 0 && errno == ESRCH
             }
             if mine {
@@ -82,6 +88,34 @@ public enum MarkedProcesses {
             }
         }
         return pids
+    }
+}
+
+extension MarkedProcesses {
+    /// The processes and threads the kernel has started since it booted (`processes` in
+    /// /proc/stat), or nil.
+    public static func tasksStarted() -> Int? {
+        guard let stat = readSmallFile("/proc/stat"),
+              let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("processes ") })
+        else { return nil }
+        return Int(line.dropFirst("processes ".count))
+    }
+
+    /// Whether every process started after `pid` has a pid above it, `tasksBefore` being
+    /// ``tasksStarted()`` from before `pid` was started. The kernel hands pids out in turn,
+    /// skipping those in use, so this holds unless they went all the way round pid_max since:
+    /// not if the last pid handed out is still above `pid` and fewer processes were started
+    /// since than pid_max less those alive.
+    public static func startedAfter(_ pid: Int32, tasksBefore: Int) -> Bool {
+        guard pid > 0,
+              let last = readSmallFile("/proc/sys/kernel/ns_last_pid").flatMap({ Int32(trimmed($0)) }),
+              let max = readSmallFile("/proc/sys/kernel/pid_max").flatMap({ Int(trimmed($0)) }),
+              let now = tasksStarted(),
+              let alive = readSmallFile("/proc/loadavg")?.split(separator: " ").dropFirst(3).first?
+                  .split(separator: "/").last.flatMap({ Int($0) })
+        else { return false }
+        // the first 300 pids are not handed out again
+        return last >= pid && (now - tasksBefore) + alive < max - 300
     }
 }
 

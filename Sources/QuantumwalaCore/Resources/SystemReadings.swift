@@ -456,7 +456,7 @@ func readSmallFile(_ path: String) -> String? {
 }
 
 /// `text` without leading or trailing spaces, tabs and line breaks.
-private func trimmed(_ text: String) -> String {
+func trimmed(_ text: String) -> String {
     guard let start = text.firstIndex(where: { !$0.isWhitespace }),
           let end = text.lastIndex(where: { !$0.isWhitespace })
     else { return "" }
