@@ -99,10 +99,16 @@ struct ShortRunTests {
                 waitpid(p, &st, 0)
             }
         }
-        #expect(before < first && first < own)
-        #expect(MarkedProcesses.startedAfter(first, tasksBefore: tasks))
         // fewer started than the kernel counts: the pids do not tell
         #expect(!MarkedProcesses.startedAfter(first, tasksBefore: tasks - 1_000_000_000))
+        // (the pids went round pid_max, which may be 32768, between these starts: then the
+        // clean-up must not go by them, and a whole scan finds all three)
+        guard before < first && first < own else {
+            #expect(!MarkedProcesses.startedAfter(first, tasksBefore: tasks) || own > first)
+            #expect(Set(MarkedProcesses.kill(name: name, value: "r")) == [before, first, own])
+            return
+        }
+        #expect(MarkedProcesses.startedAfter(first, tasksBefore: tasks))
         #expect(Set(MarkedProcesses.kill(name: name, value: "r", from: first)) == [first, own])
         for p in [first, own] {
             var st: Int32 = 0

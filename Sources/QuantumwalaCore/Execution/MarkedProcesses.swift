@@ -70,9 +70,9 @@ public enum MarkedProcesses {
     /// owner is gone: a value that starts with `PID-` where no process PID lives (what a
     /// `kill -9` of an earlier `qw` left running). Returns the pids it signalled.
     ///
-    /// With `from`, only the processes marked `NAME=VALUE` among those whose pid is at least
-    /// `from` (``startedAfter(_:tasksBefore:)`` says whether that is all a run started): the clean-up after
-    /// a run whose processes all came after its first, which need not read every process's
+    /// With `from`, only the processes marked `NAME=VALUE` whose pid is at least `from`: the
+    /// clean-up after a run whose processes all came after its first (as
+    /// ``startedAfter(_:tasksBefore:)`` tells), which then need not read every process's
     /// environment.
     @discardableResult
     public static func kill(name: String, value: String, from first: Int32 = 0) -> [Int32] {
@@ -103,9 +103,9 @@ extension MarkedProcesses {
 
     /// Whether every process started after `pid` has a pid above it, `tasksBefore` being
     /// ``tasksStarted()`` from before `pid` was started. The kernel hands pids out in turn,
-    /// skipping those in use, so this holds unless they went all the way round pid_max since:
-    /// not if the last pid handed out is still above `pid` and fewer processes were started
-    /// since than pid_max less those alive.
+    /// skipping those in use, so this holds unless they went all the way round pid_max since,
+    /// which they cannot have if the last pid handed out is not below `pid` and fewer
+    /// processes were started since than pid_max less those alive.
     public static func startedAfter(_ pid: Int32, tasksBefore: Int) -> Bool {
         guard pid > 0,
               let last = readSmallFile("/proc/sys/kernel/ns_last_pid").flatMap({ Int32(trimmed($0)) }),
