@@ -67,8 +67,23 @@ ensure_system_deps() {
 # position-independent, which spares the loader ~80,000 relocations and a third of the page
 # faults of every start (qw starts once per hook call of an agent); and no $ORIGIN in its
 # library path, which the loader would search (a dozen failed opens per library) before the
-# system's, though qw ships no library of its own.
+# system's, though qw ships no library of its own. And libstdc++ linked in as well (see
+# qw_static_libstdcxx): half of the loader's relocations at every start were libstdc++'s.
 QW_RELEASE_FLAGS=(--static-swift-stdlib -Xswiftc -Xclang-linker -Xswiftc -no-pie --disable-local-rpath)
+
+# qw_static_libstdcxx : prints a folder whose libstdc++.so is a linker script naming the
+# static libstdc++.a, so that the -lstdc++ the Swift driver passes links that archive in
+# (clang ignores -static-libstdc++ for a swiftc link); prints nothing when there is no
+# libstdc++.a, and the build links the shared one as before.
+qw_static_libstdcxx() {
+    local archive dir="$QW_ROOT/.build/static-libstdc++"
+    archive="$(clang -print-file-name=libstdc++.a 2>/dev/null)" || return 0
+    case "$archive" in /*) [ -f "$archive" ] || return 0 ;; *) return 0 ;; esac
+    mkdir -p "$dir" || return 0
+    printf 'INPUT(%s)\n' "$archive" >"$dir/libstdc++.so.new" && mv -f "$dir/libstdc++.so.new" "$dir/libstdc++.so" \
+        || return 0
+    printf '%s\n' "$dir"
+}
 
 # qw_build CONFIG [EXTRA_SWIFT_BUILD_FLAGS...] : builds qw in CONFIG (debug or release).
 # The build's own output goes to stderr; the last (only) line on stdout is the path of the
@@ -80,6 +95,12 @@ qw_build() {
         debug|release) ;;
         *) qw_die "qw_build: CONFIG must be debug or release, not '$config'" ;;
     esac
+    # an installed (release) qw with libstdc++ linked in, when the archive is there
+    if [ "$config" = release ]; then
+        local cxx
+        cxx="$(qw_static_libstdcxx)"
+        [ -z "$cxx" ] || set -- "$@" -Xlinker -L"$cxx"
+    fi
     qw_say "building qw ($config${*:+ $*})"
     swift build -c "$config" "$@" >&2 || qw_die "swift build -c $config${*:+ $*} failed"
     local bin_dir
