@@ -43,19 +43,15 @@ extension Database {
             throw StoreError(message: "\(String(cString: sqlite3_errmsg(connection))) (in \(sql))")
         }
         defer { sqlite3_finalize(handle) }
-        let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
+        // bound as the store's other statements are (a text with its length: it may hold NUL)
+        let raw = RawStatement(handle, db: connection)
         for (n, v) in args.enumerated() {
             let i = Int32(n + 1)
             switch v {
-            case .null: sqlite3_bind_null(handle, i)
-            case .int(let x): sqlite3_bind_int64(handle, i, sqlite3_int64(x))
-            case .double(let x): sqlite3_bind_double(handle, i, x)
-            case .text(var s):
-                // with its length: a text may hold NUL
-                s.withUTF8 { b in
-                    let p = UnsafeRawPointer(b.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
-                    _ = sqlite3_bind_text(handle, i, p, Int32(b.count), transient)
-                }
+            case .null: raw.bind(i, nil as Int?)
+            case .int(let x): raw.bind(i, Int(x))
+            case .double(let x): raw.bind(i, x)
+            case .text(let s): raw.bind(i, s)
             }
         }
         while true {
