@@ -43,7 +43,7 @@ extension Runtime {
             if let avg { s.push(avg) } else { s.pushNil() }
             return .values(1)
         }
-        // qw._gate_acquire(run, max_agents, stagger, backoff) -> granted, wait
+        // qw._gate_acquire(run, max_agents, stagger, backoff[, peek]) -> granted, wait, known (see gateAcquire)
         // qw._gate_admitted(run, max_agents, stagger, backoff): the model answered the run
         // qw._gate_release(run, limited, retry_after, backoff, max_agents)
         // qw._gate_status() -> { running, closed_until, probing, rate, window }
@@ -56,10 +56,12 @@ extension Runtime {
             let run = s.string(at: 1) ?? ""
             let store = try stateStore()
             let set = settings(s, from: 2)
-            let (granted, wait) = try storeCall { () throws(StoreError) in try store.gateAcquire(run: run, settings: set) }
+            let peek = s.bool(at: 5)
+            let (granted, wait, known) = try storeCall { () throws(StoreError) in try store.gateAcquire(run: run, settings: set, peek: peek) }
             s.push(granted)
             s.push(wait)
-            return .values(2)
+            s.push(known)
+            return .values(3)
         }
         lua.setFunction("_gate_admitted", in: t) { [unowned self] call in
             let s = call.stack
@@ -94,6 +96,11 @@ extension Runtime {
         // qw._pid() -> this process's id
         lua.setFunction("_pid", in: t) { call in
             call.stack.push(Int(getpid()))
+            return .values(1)
+        }
+        // qw._cpus() -> the CPUs online (as the gate counts them)
+        lua.setFunction("_cpus", in: t) { call in
+            call.stack.push(AgentGate.machineCPUs)
             return .values(1)
         }
         // qw._tasks_started() -> the processes and threads started since boot, or nil

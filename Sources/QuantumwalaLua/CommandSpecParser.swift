@@ -84,8 +84,13 @@ struct CommandSpecParser {
             guard t == .string else { throw bad("a string") }
             o.spec.name = s.string(at: -1)
         case "stdin":
-            guard t == .string else { throw bad("a string") }
-            o.spec.stdin = s.bytes(at: -1)
+            if t == .boolean && function == "qw.spawn" {
+                // true: a pipe that stays open for handle:write() until handle:close_input()
+                o.spec.stdinOpen = s.bool(at: -1)
+            } else {
+                guard t == .string else { throw bad(function == "qw.spawn" ? "a string or true" : "a string") }
+                o.spec.stdin = s.bytes(at: -1)
+            }
         case "timeout", "kill_grace", "cpu_time":
             guard t == .number, let v = s.number(at: -1), v > 0, v.isFinite else { throw bad("a positive number of seconds") }
             if key == "timeout" { o.spec.timeout = v } else if key == "kill_grace" { o.spec.killGrace = v } else { o.spec.cpuTimeLimit = v }

@@ -167,7 +167,8 @@ extension Runtime {
         }
     }
 
-    /// Creates the metatable of spawn handles: `pid`, `wait`, `kill`, `running`.
+    /// Creates the metatable of spawn handles: `pid`, `wait`, `read`, `kill`, `running`, `write`,
+    /// `close_input`, `set_timeout`.
     func registerProcessHandle() {
         let s = lua.stack
         luaL_newmetatable(lua.L, Self.processMetatable)
@@ -231,6 +232,38 @@ extension Runtime {
                 call.stack.push(false)
             }
             return .values(1)
+        }
+        // handle:write(text) -> whether it was taken: more standard input for a process
+        // spawned with stdin = true (written as the pipe takes it)
+        lua.setFunction("write", in: -1) { call in
+            let p = try process(call, "write")
+            guard let bytes = call.stack.bytes(at: 2), call.stack.type(at: 2) == .string
+            else { throw LuaArgumentError("process:write(text): text must be a string (got \(call.stack.type(at: 2).name))") }
+            guard let c = p.child else {
+                call.stack.push(false)  // it has ended
+                return .values(1)
+            }
+            guard c.spec.stdinOpen else { throw LuaArgumentError("process:write(): the process was not spawned with stdin = true") }
+            call.stack.push(c.write(bytes))
+            return .values(1)
+        }
+        // handle:close_input(): ends the standard input (the child reads end of file)
+        lua.setFunction("close_input", in: -1) { call in
+            let p = try process(call, "close_input")
+            p.child?.closeInput()
+            return .values(0)
+        }
+        // handle:set_timeout(seconds | nil): the timeout, counted from now (nil: none)
+        lua.setFunction("set_timeout", in: -1) { call in
+            let p = try process(call, "set_timeout")
+            var t: Double?
+            if call.argCount >= 2 && call.stack.type(at: 2) != .nil {
+                guard call.stack.type(at: 2) == .number, let v = call.stack.number(at: 2), v > 0, v.isFinite
+                else { throw LuaArgumentError("process:set_timeout(seconds): seconds must be a positive number (or nil)") }
+                t = v
+            }
+            p.child?.setTimeout(t)
+            return .values(0)
         }
         lua.setFunction("running", in: -1) { call in
             let p = try process(call, "running")

@@ -390,7 +390,7 @@ struct AgentRunTests {
             local wf = qw.workflow("crashing")
             wf:task("impl", { agent = "developer", prompt = "\(prompt)", session = "resume", permission_mode = "acceptEdits" })
             local r = wf:run()
-            print(r.ok, r.results.impl.text, r.results.impl.resumed_from ~= nil)
+            print(r.ok, r.results.impl.text, r.results.impl.resumed_from ~= nil, r.results.impl.error)
             """ }
         writeFile(dir + "/one.lua", script("[[fake:resumable]] write [[path:\(dir)/proj/half.txt]]"))
         writeFile(dir + "/two.lua", script("[[fake:resumed]] carry on"))
@@ -406,18 +406,72 @@ struct AgentRunTests {
             && !(FakeModel.shared?.requests("resumable").contains { $0.contains("\"turn\": 1") } ?? false) {
             reactor.runOnce(maxWait: 0.02)
         }
-        try #require(result == nil, "qw ended before the kill: \(String(decoding: result?.stderr ?? [], as: UTF8.self))")
+        try #require(result == nil, "qw ended before the kill: \(String(decoding: (result?.stdout ?? []) + (result?.stderr ?? []), as: UTF8.self))")
         kill(child.pid, SIGKILL)
         while result == nil { reactor.runOnce() }
         #expect(readText(dir + "/proj/half.txt") == "first half\n")
-        #expect(!livePids(matching: "[[fake:resumable]]").isEmpty, "the CLI outlives a kill -9 of qw")
+        // the CLI (its prompt came on stdin) carries the run's environment
+        let cli = "QW_WORKFLOW=crashing"
+        #expect(!livePids(matching: cli, inEnvironment: true).isEmpty, "the CLI outlives a kill -9 of qw")
 
         let two = qw(["run", dir + "/two.lua"], env: env, cwd: dir + "/proj", timeout: 120)
-        #expect(two.stdout == "true\tcarried on\ttrue\n", "\(two.stdout)\(two.stderr)")
-        #expect(livePids(matching: "[[fake:resumable]]").isEmpty, "the leftover CLI was ended")
+        #expect(two.stdout == "true\tcarried on\ttrue\tnil\n", "\(two.stdout)\(two.stderr)")
+        #expect(livePids(matching: cli, inEnvironment: true).isEmpty, "the leftover CLI was ended")
         // the resumed request carries the first run's conversation: its Write and its result
         let resumed = try #require(FakeModel.shared?.requests("resumed").last)
         #expect(resumed.contains("first half") && resumed.contains("tool_result"), "\(resumed.prefix(400))")
+    }
+
+    /// A run that waits for its turn at the gate starts its CLI ahead (its prompt goes in on
+    /// stdin), and the CLI asks the model only once the gate lets the run begin: here the gate
+    /// was shut for 2 s by another qw process's rate limit.
+    @Test func aCLIStartedAheadOfItsTurnWaitsForTheGate() throws {
+        var closedUntil = 0.0
+        let (r, dir) = try run("""
+            qw.agent.prestart_within = 10
+            local r = qw.agent.run{ prompt = "[[fake:hello]] ahead of its turn" }
+            print(r.ok, r.text, r.started_ahead ~= nil and r.started_ahead > 1.5)
+            """) { dir in
+            qwShell("mkdir -p '\(dir)/proj/.qw'")
+            guard let store = try? StateStore(path: dir + "/proj/.qw/state.db") else { return }
+            let set = AgentGate.Settings(maxAgents: 3, stagger: 0, backoff: 1)
+            _ = try? store.gateAcquire(run: "elsewhere", settings: set)
+            try? store.gateRelease(run: "elsewhere", limited: true, retryAfter: 2, settings: set)
+            closedUntil = (try? store.gateStatus().closedUntil) ?? 0
+        }
+        defer { removeTree(dir) }
+        #expect(r.stdout == "true\tHello from the fake\ttrue\n", "\(r.stdout)\(r.stderr)")
+        #expect(closedUntil > 0, "the set-up closed the gate")
+        let request = try #require(FakeModel.shared?.requests("hello").first { $0.contains("ahead of its turn") })
+        let at = try #require(request.firstRange(of: "\"at\": ").flatMap { Double(request[$0.upperBound...].prefix { $0.isNumber || $0 == "." }) })
+        #expect(at >= closedUntil, "the request came \(closedUntil - at) s before the gate reopened")
+    }
+
+    /// A CLI started ahead that is still waiting for its turn when its run is cancelled (here
+    /// by a batch's fail_fast) is ended with it.
+    @Test func aCLIWaitingForItsTurnEndsWhenItsRunIsCancelled() throws {
+        let (r, dir) = try run("""
+            qw.agent.prestart_within = 60
+            local rs = qw.batch({
+              function() return qw.agent.run{ prompt = "[[fake:hello]] never sent", env = { QW_TEST_MARK = "ahead-cancelled" } } end,
+              function()
+                for _ = 1, 400 do
+                  if qw.exec{ "sh", "-c", "grep -lsz '^QW_TEST_MARK=ahead-cancelled$' /proc/[0-9]*/environ | grep -q ." }.ok then error("its CLI is up") end
+                  qw.sleep(0.05)
+                end
+              end }, { fail_fast = true })
+            print(rs[1].ok, rs[2].error)
+            """) { dir in
+            qwShell("mkdir -p '\(dir)/proj/.qw'")
+            guard let store = try? StateStore(path: dir + "/proj/.qw/state.db") else { return }
+            let set = AgentGate.Settings(maxAgents: 3, stagger: 0, backoff: 1)
+            _ = try? store.gateAcquire(run: "elsewhere", settings: set)
+            try? store.gateRelease(run: "elsewhere", limited: true, retryAfter: 60, settings: set)
+        }
+        defer { removeTree(dir) }
+        #expect(r.stdout.hasPrefix("false\t") && r.stdout.contains("its CLI is up"), "\(r.stdout)\(r.stderr)")
+        #expect(livePids(matching: "QW_TEST_MARK=ahead-cancelled", inEnvironment: true).isEmpty, "the waiting CLI was ended")
+        #expect(!(FakeModel.shared?.requests("hello").contains { $0.contains("never sent") } ?? true), "its prompt never went out")
     }
 
     /// `qw resources` shows the shared gate: how many agents run, and that a rate limit shut it

@@ -109,8 +109,9 @@ func readText(_ path: String) -> String? {
     return String(decoding: out, as: UTF8.self)
 }
 
-/// Pids of live (not zombie) processes whose command line contains `marker`.
-func livePids(matching marker: String) -> [Int32] {
+/// Pids of live (not zombie) processes whose command line contains `marker`, or, with
+/// `inEnvironment`, whose environment has the entry `marker` (`NAME=value`).
+func livePids(matching marker: String, inEnvironment: Bool = false) -> [Int32] {
     var pids: [Int32] = []
     guard let dir = opendir("/proc") else { return [] }
     defer { closedir(dir) }
@@ -122,8 +123,13 @@ func livePids(matching marker: String) -> [Int32] {
             let state = stat[stat.index(close, offsetBy: 2)]
             if state == "Z" || state == "X" { continue }
         }
-        guard let cmd = readText("/proc/\(pid)/cmdline") else { continue }
-        if cmd.replacingNULs().contains(marker) { pids.append(pid) }
+        if inEnvironment {
+            guard let env = readText("/proc/\(pid)/environ") else { continue }
+            if env.split(separator: "\0").contains(where: { $0 == marker }) { pids.append(pid) }
+        } else {
+            guard let cmd = readText("/proc/\(pid)/cmdline") else { continue }
+            if cmd.replacingNULs().contains(marker) { pids.append(pid) }
+        }
     }
     return pids
 }

@@ -421,6 +421,41 @@ struct RuntimeTests {
         #expect(r["after"] == nil)
     }
 
+    /// `stdin = true` keeps a spawned process's input open: what `write` gives it arrives in
+    /// order, `close_input` ends it; `set_timeout` counts from the call.
+    @Test func spawnWithAnOpenInput() throws {
+        let (o, r) = try runScript("""
+            local h = qw.spawn({ "cat" }, { stdin = true })
+            local took = h:write("one ")
+            h:write(("x"):rep(200000))  -- more than a pipe holds: written as cat reads
+            h:write(" two")
+            h:close_input()
+            local res = h:wait()
+            local late = h:write("three")
+            local plain = qw.spawn{ "sleep", "5" }
+            local ok, err = pcall(plain.write, plain, "x")
+            plain:kill()
+            local s = qw.spawn({ "sleep", "30" }, { stdin = true, timeout = 60 })
+            local t0 = qw.now()
+            s:set_timeout(0.2)
+            local sr = s:wait()
+            result = { took = took, n = #res.stdout, head = res.stdout:sub(1, 5), tail = res.stdout:sub(-4), late = late,
+                       ok = ok, err = err, code = sr.code, timed_out = sr.timed_out, terr = sr.error, quick = qw.now() - t0 < 30 }
+            """)
+        #expect(o.error == nil)
+        #expect(r["took"] == true)
+        #expect(r["n"] == 200008)
+        #expect(r["head"] == "one x")
+        #expect(r["tail"] == " two")
+        #expect(r["late"] == false)
+        #expect(r["ok"] == false)
+        #expect(r["err"]?.stringValue?.contains("not spawned with stdin = true") == true, "\(String(describing: r["err"]))")
+        #expect(r["code"] == 124)
+        #expect(r["timed_out"] == true)
+        #expect(r["terr"] == "timed out after 0.2s")
+        #expect(r["quick"] == true)
+    }
+
     @Test func timeoutKillsTheWholeGroup() throws {
         let (o, r) = try runScript("""
             local s = "1006" .. ".5"

@@ -1,7 +1,9 @@
 --- Running coding agents headless: `qw.agent.run{ agent, prompt, ... }`.
 ---
 --- A backend is a Lua table that builds the command line for a run and reads its output:
----   backend.command(opts, agent) -> argv, env
+---   backend.command(opts, agent) -> argv, env[, input]
+---     (input: text for the CLI's standard input, written when the gate lets the run start;
+---     a CLI that takes its prompt that way is started ahead, while the run waits its turn)
 ---   backend.parse(result, opts) -> fields to merge into the result (ok, text, cost_usd, ...)
 --- `claude` (the Claude Code CLI, stream-json) and `command` (any CLI: success by exit code
 --- and an optional `check(result)`) ship here; add another by setting
@@ -38,6 +40,22 @@ end
 local MARK = "QW_AGENT_RUN"
 local runs = 0
 
+-- A run whose backend takes its prompt on standard input starts its CLI this many seconds
+-- before its turn at the gate (when the gate knows when that is), so that the CLI's own start
+-- is over by then; at most `prestart` runs of this process wait so at once.
+M.prestart_within, M.prestart = 1, 2
+local prestarted = 0
+-- and a CLI's start is some half a second of CPU work: at most one per core is started ahead
+-- within that time (starting more at once only makes each later)
+local cores, recent_starts = nil, {}
+local function room_to_start()
+  cores = cores or core._cpus()
+  local now, kept = core._time(), {}
+  for _, t in ipairs(recent_starts) do if now - t < 0.5 then kept[#kept + 1] = t end end
+  recent_starts = kept
+  return #kept < cores
+end
+
 local RUN_OPTIONS = { agent = true, prompt = true, cwd = true, timeout = true, model = true, max_turns = true,
                       budget_usd = true, allowed_tools = true, disallowed_tools = true, permission_mode = true,
                       append_system_prompt = true, json_schema = true, env = true, session = true, retry = true,
@@ -69,8 +87,12 @@ function claude.binary(opts)
   return opts.command or os.getenv("QW_CLAUDE") or "claude"
 end
 
+-- The prompt goes in on standard input, as a stream-json user message: the CLI then starts
+-- (half a second or so of its own, which varies by a few tenths) before the gate lets the
+-- run begin, and its request follows the prompt by a steady ~0.1 s, so the gate's pace is
+-- the model's pace.
 function claude.command(opts, agent)
-  local argv = { claude.binary(opts), "-p", opts.prompt, "--output-format", "stream-json", "--verbose" }
+  local argv = { claude.binary(opts), "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose" }
   local function add(flag, v) if v ~= nil then argv[#argv + 1] = flag; argv[#argv + 1] = tostring(v) end end
   if agent then add("--agent", agent.name) end
   add("--model", opts.model)
@@ -92,7 +114,8 @@ function claude.command(opts, agent)
     for k, v in pairs(opts.env or {}) do env[k] = v end
     env.CLAUDE_CODE_MAX_RETRIES = tostring(M.cli_retries)
   end
-  return argv, env
+  local input = qw.json.encode{ type = "user", message = { role = "user", content = opts.prompt } } .. "\n"
+  return argv, env, input
 end
 
 -- A stream-json line as it comes: { session_id = ID } at the init event, { admitted = true }
@@ -273,7 +296,8 @@ end
 ---@param opts table { agent, prompt, cwd, timeout, model, ..., backend = "claude" }
 ---@return table result { ok, code, stdout, stderr, duration, cost_usd, input_tokens, output_tokens,
 ---  cache_read_tokens, cache_creation_tokens, session_id, turns, text, terminal_reason,
----  api_error_status, permission_denials, structured_output, error }
+---  api_error_status, permission_denials, structured_output, error, started_ahead (seconds its CLI
+---  was up, waiting for its turn at the gate, when it was started ahead) }
 function M.run(opts)
   if type(opts) ~= "table" then fail("qw.agent.run: expects a table of options (got %s)", type(opts)) end
   for k in pairs(opts) do
@@ -329,7 +353,7 @@ function M.run(opts)
     for k, v in pairs(opts) do capped[k] = v end
     capped.budget_usd = math.min(opts.budget_usd or left, left)
   end
-  local argv, env = backend.command(capped, agent)
+  local argv, env, input = backend.command(capped, agent)
   local function once()
     local started = core._time()
     -- every process of the run carries this mark, so that none outlives it (the CLI's Bash
@@ -348,28 +372,59 @@ function M.run(opts)
     local lim = M.limits
     local max_agents, stagger = lim.max_agents or DEFAULT_MAX_AGENTS, lim.agent_stagger or DEFAULT_STAGGER
     local backoff = lim.agent_backoff or DEFAULT_BACKOFF
-    local holding, admitted, cleanup = false, false, nil
+    local holding, admitted, cleanup, h, early, spawned, ahead = false, false, nil, nil, false, nil, nil
     local leftovers <close> = setmetatable({}, { __close = function()
+      if early then prestarted = prestarted - 1 end
+      if h and h:running() then h:kill("SIGKILL") end  -- cancelled while it waited for the gate
       core._cleaned(cleanup or core._clean_up(MARK, mark, tmp))
       if holding then pcall(core._gate_release, mark, false, nil, backoff, max_agents) end
     end })
+    -- what the kernel has started so far: the clean-up then looks only at what came after
+    local tasks_before = core._tasks_started()
+    local function start(timeout)
+      spawned = core._time()
+      recent_starts[#recent_starts + 1] = spawned
+      h = qw.spawn(argv, { cwd = opts.cwd, env = run_env, timeout = timeout, log = opts.log, resources = opts.resources,
+                           stdin = input ~= nil or nil,
+                           name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
+      -- time to spare: the store's WAL is copied into it now rather than read whole by each
+      -- qw that starts next (see StateStore.checkpointWAL), and what a kill -9 of an earlier
+      -- qw left running is killed (the clean-up after this run looks at its own processes only)
+      core._store_checkpoint()
+      core._kill_marked(MARK, "none")
+    end
+    -- a CLI that takes its prompt on stdin starts at once when there is room: its start
+    -- then hides the gate's work (and the store's opening) from the run's time
+    if input and prestarted < M.prestart and room_to_start() then
+      start(nil)
+      early, prestarted = true, prestarted + 1
+    end
     if gate then
       while true do
-        local granted, wait = core._gate_acquire(mark, max_agents, stagger, backoff)
-        if granted then break end
-        qw.sleep(math.max(0.01, math.min(wait, 0.5)))
+        -- a run whose CLI is not started leaves the turn to one of this process's that is
+        local peek = input ~= nil and not h and prestarted > 0
+        local granted, wait, known = core._gate_acquire(mark, max_agents, stagger, backoff, peek)
+        if granted and not peek then break end
+        -- its turn is near and known: the CLI starts now and waits for its prompt, ready
+        if input and not h and prestarted < M.prestart and (granted or (known and wait <= M.prestart_within)) and room_to_start() then
+          start(nil)
+          early, prestarted = true, prestarted + 1
+        else
+          qw.sleep(math.max(0.01, math.min(wait, 0.5)))
+        end
       end
       holding = true
     end
-    -- what the kernel has started so far: the clean-up then looks only at what came after
-    local tasks_before = core._tasks_started()
-    local h = qw.spawn(argv, { cwd = opts.cwd, env = run_env, timeout = opts.timeout, log = opts.log, resources = opts.resources,
-                               name = opts.name or ("agent " .. tostring(opts.agent or backend_name)) })
-    -- time to spare: the store's WAL is copied into it now rather than read whole by each qw
-    -- that starts next (see StateStore.checkpointWAL), and what a kill -9 of an earlier qw
-    -- left running is killed (the clean-up after this run looks at its own processes only)
-    core._store_checkpoint()
-    core._kill_marked(MARK, "none")
+    if early then
+      early, prestarted, ahead = false, prestarted - 1, core._time() - spawned
+      if opts.timeout then h:set_timeout(opts.timeout) end  -- counted from its turn
+    elseif not h then
+      start(opts.timeout)
+    end
+    if input then
+      h:write(input)
+      h:close_input()
+    end
     -- the output as it comes: the gate learns that the run got through at its first answer
     -- from the model, not at its end (a probe of a long run would keep it shut meanwhile);
     -- and the store learns the session as soon as the CLI names it, so that a kill of qw
@@ -399,6 +454,7 @@ function M.run(opts)
       end
     end
     local r = h:wait()
+    r.started_ahead = ahead
     -- what the run left (processes that got away from the CLI, its TMPDIR) goes on a thread
     -- of its own while the ledger is written
     cleanup = core._clean_up(MARK, mark, tmp, r.pid, tasks_before)
@@ -453,12 +509,12 @@ function M.run(opts)
       local copy = {}
       for k, v in pairs(capped) do copy[k] = v end
       copy.session = id
-      argv, env = backend.command(copy, agent)
+      argv, env, input = backend.command(copy, agent)
       local r = plain()
       if not r.ok and tostring(r.error):find("No conversation found", 1, true) then
         qw.log.warn(("agent %s: session %s is gone; starting a new one"):format(tostring(opts.agent or "-"), id))
         copy.session = "new"
-        argv, env = backend.command(copy, agent)
+        argv, env, input = backend.command(copy, agent)
         r = plain()
         r.resumed_from = nil
       else

@@ -40,6 +40,9 @@ public final class ChildProcess {
     private var execError: Int32 = 0
     private var stdinData: [UInt8] = []
     private var stdinOffset = 0
+    /// Whether more input may come (``write(_:)``), and whether the pipe is being watched.
+    private var inputOpen = false
+    private var inputWatched = false
     private var logFd: Int32 = -1
     private var timeoutTimer: Reactor.TimerID?
     private var killTimer: Reactor.TimerID?
@@ -77,7 +80,7 @@ public final class ChildProcess {
         // The read ends stay blocking: each epoll report is answered by exactly one read,
         // which saves a non-blocking switch and a final EAGAIN read per pipe.
         guard qw_pipe(&out, 0, 0) == 0, qw_pipe(&err, 0, 0) == 0,
-              spec.stdin == nil || qw_pipe(&inp, 0, 1) == 0
+              (spec.stdin == nil && !spec.stdinOpen) || qw_pipe(&inp, 0, 1) == 0
         else {
             let e = errno
             closeAll()
@@ -177,8 +180,13 @@ public final class ChildProcess {
 
     /// The timeout covers the whole group: members that outlive the leader and keep its
     /// output open are terminated too.
-    private func armTimeout() {
-        guard let t = spec.timeout else { return }
+    private func armTimeout() { setTimeout(spec.timeout) }
+
+    /// Terminates the group `seconds` from now, as the spec's timeout does (its result then
+    /// says `timed_out`, code 124); nil: no timeout. Replaces the one set before.
+    public func setTimeout(_ seconds: Double?) {
+        if let t = timeoutTimer { reactor.cancel(t); timeoutTimer = nil }
+        guard let t = seconds, !finished else { return }
         timeoutTimer = reactor.after(t) { [weak self] in
             guard let self else { return }
             self.timeoutTimer = nil
@@ -191,12 +199,46 @@ public final class ChildProcess {
 
     private func watchInput() {
         stdinData = spec.stdin ?? []
-        if stdinData.isEmpty {
+        inputOpen = spec.stdinOpen
+        if stdinData.isEmpty && !inputOpen {
             close(inFd)
             inFd = -1
-        } else {
-            reactor.watch(inFd, events: UInt32(QW_EPOLLOUT)) { _ in self.feed() }
+        } else if !stdinData.isEmpty {
+            watchInputPipe()
         }
+    }
+
+    private func watchInputPipe() {
+        guard !inputWatched else { return }
+        inputWatched = true
+        reactor.watch(inFd, events: UInt32(QW_EPOLLOUT)) { _ in self.feed() }
+    }
+
+    /// Writes `bytes` to the standard input of a process started with `stdinOpen`, as the
+    /// pipe takes them. False when its input is closed (or it has ended).
+    @discardableResult
+    public func write(_ bytes: [UInt8]) -> Bool {
+        guard inFd >= 0, inputOpen, !finished else { return false }
+        if bytes.isEmpty { return true }
+        if stdinOffset > 0 { stdinData.removeFirst(stdinOffset); stdinOffset = 0 }
+        stdinData.append(contentsOf: bytes)
+        watchInputPipe()
+        return true
+    }
+
+    /// Ends the standard input (the child reads end of file once what was written is read).
+    public func closeInput() {
+        guard inFd >= 0, inputOpen else { return }
+        inputOpen = false
+        if stdinOffset >= stdinData.count { endInput() }
+    }
+
+    private func endInput() {
+        if inputWatched { reactor.unwatch(inFd); inputWatched = false }
+        close(inFd)
+        inFd = -1
+        stdinData = []
+        stdinOffset = 0
     }
 
     /// Watches the output pipes of a process that is still running.
@@ -247,16 +289,20 @@ public final class ChildProcess {
 
     private func feed() {
         while stdinOffset < stdinData.count {
-            let n = stdinData.withUnsafeBytes { write(inFd, $0.baseAddress! + stdinOffset, $0.count - stdinOffset) }
+            let n = stdinData.withUnsafeBytes { Glibc.write(inFd, $0.baseAddress! + stdinOffset, $0.count - stdinOffset) }
             if n > 0 { stdinOffset += n; continue }
             if n < 0 && errno == EINTR { continue }
             if n < 0 && errno == EAGAIN { return }
-            break  // EPIPE: the child does not read its input
+            inputOpen = false  // EPIPE: the child does not read its input
+            break
         }
-        reactor.unwatch(inFd)
-        close(inFd)
-        inFd = -1
-        stdinData = []
+        if inputOpen {
+            // all written; more may come
+            reactor.unwatch(inFd)
+            inputWatched = false
+            return
+        }
+        endInput()
     }
 
     private func drain(stdout isOut: Bool) {
@@ -276,7 +322,7 @@ public final class ChildProcess {
         if n > 0 {
             let chunk = UnsafeRawBufferPointer(rebasing: buf[0..<n])
             if isOut { result.stdout.append(contentsOf: chunk) } else { result.stderr.append(contentsOf: chunk) }
-            if logFd >= 0 { _ = write(logFd, chunk.baseAddress, n) }
+            if logFd >= 0 { _ = Glibc.write(logFd, chunk.baseAddress, n) }
             if isOut, let cb = onStdout { cb() }
         }
         return n
@@ -320,7 +366,7 @@ public final class ChildProcess {
     private func finishIfDone() {
         guard exited, outFd < 0, errFd < 0, !finished else { return }
         finished = true
-        if inFd >= 0 { reactor.unwatch(inFd); close(inFd); inFd = -1 }
+        if inFd >= 0 { inputOpen = false; endInput() }
         if logFd >= 0 { close(logFd); logFd = -1 }
         if let t = killTimer { reactor.cancel(t); killTimer = nil }
         if let t = timeoutTimer { reactor.cancel(t); timeoutTimer = nil }

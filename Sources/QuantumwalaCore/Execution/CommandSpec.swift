@@ -10,6 +10,9 @@ public struct CommandSpec: Sendable {
     public var clearEnv = false
     /// Bytes written to standard input; nil: /dev/null.
     public var stdin: [UInt8]?
+    /// Whether standard input stays open after `stdin` is written, for more
+    /// (``ChildProcess/write(_:)``) until ``ChildProcess/closeInput()``.
+    public var stdinOpen = false
     /// Seconds before the process group is terminated; nil: none.
     public var timeout: Double?
     /// CPU seconds the process may use (RLIMIT_CPU, whole seconds, rounded up); nil: no limit.

@@ -19,6 +19,11 @@ public final class AdmittedProcess {
     private var waiting: Int?
     private var onExit: ((ProcessResult) -> Void)?
     private var lease: Lease?
+    /// What was asked of the process before it started (``write(_:)``, ``closeInput()``,
+    /// ``setTimeout(_:)``), done when it starts.
+    private var pendingInput: [UInt8] = []
+    private var pendingClose = false
+    private var pendingTimeout: Double??
 
     /// Asks for admission and starts the process once granted.
     ///
@@ -43,7 +48,13 @@ public final class AdmittedProcess {
                     finish(r, releasing: lease)
                 }
                 self.child = child
-                if let child, !finished { onStart?(child) }
+                if let child, !finished {
+                    if !pendingInput.isEmpty { child.write(pendingInput) }
+                    if pendingClose { child.closeInput() }
+                    if let t = pendingTimeout { child.setTimeout(t) }
+                    pendingInput = []
+                    onStart?(child)
+                }
             }
         }
     }
@@ -64,6 +75,27 @@ public final class AdmittedProcess {
         } else {
             child?.terminate(reason: reason)
         }
+    }
+
+    /// Writes to the standard input of a process whose spec has `stdinOpen` (kept until it
+    /// starts, while it waits for admission). False when its input is closed.
+    @discardableResult
+    public func write(_ bytes: [UInt8]) -> Bool {
+        if let child { return child.write(bytes) }
+        guard !finished, spec.stdinOpen, !pendingClose else { return false }
+        pendingInput.append(contentsOf: bytes)
+        return true
+    }
+
+    /// Ends the standard input (after what was written).
+    public func closeInput() {
+        if let child { child.closeInput() } else { pendingClose = true }
+    }
+
+    /// Sets the timeout to `seconds` from now (from its start, when it waits for admission);
+    /// nil: none.
+    public func setTimeout(_ seconds: Double?) {
+        if let child { child.setTimeout(seconds) } else { pendingTimeout = .some(seconds) }
     }
 
     /// Sends a signal to the running process group.

@@ -10,7 +10,7 @@ import Glibc
 ///
 /// Rate limits are met in two ways, as TCP meets congestion:
 /// - *A steady limit* (some runs get through, some are refused) slows the gate down: at the
-///   first refusal of an episode starts are paced at 90% of the rate at which the server let
+///   first refusal of an episode starts are paced at 95% of the rate at which the server let
 ///   runs through (the mean over the last 3 seconds, or the most that got through within
 ///   one second, whichever is higher; with too few for a mean after a pace was set, 3/4 of
 ///   it), and the number of runs at once is halved. Each run that gets through (its first
@@ -58,9 +58,10 @@ public struct AgentGate {
     public static let machineCPUs = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 
     /// The pace after a refusal, as a share of the rate the server let runs through; and of
-    /// the pace there was, when too few got through to measure. (Below the limit: the CLIs'
-    /// start times vary, and their requests come less evenly than the starts.)
-    static let admittedShare = 0.9, startedShare = 0.75
+    /// the pace there was, when too few got through to measure. (Below the limit: a CLI's
+    /// request follows its start by a time that varies a little, some 10 ms when its prompt
+    /// comes on stdin to a CLI started ahead, some 200 ms when it starts with the prompt.)
+    static let admittedShare = 0.95, startedShare = 0.75
     /// How much the pace grows for each run that gets through.
     static let increase = 0.003
 
@@ -80,8 +81,11 @@ public struct AgentGate {
 }
 
 extension StateStore {
-    /// Takes a place at the gate for `run`, or says how long to wait before asking again.
-    public func gateAcquire(run: String, settings: AgentGate.Settings) throws(StoreError) -> (granted: Bool, wait: Double) {
+    /// Takes a place at the gate for `run`, or says how long to wait before asking again:
+    /// `known` when the gate opens for it then unless others come first (a pace, a stagger,
+    /// a closed gate), not when it waits for a place to free or for a probe. With `peek`, only
+    /// says so: nothing is taken.
+    public func gateAcquire(run: String, settings: AgentGate.Settings, peek: Bool = false) throws(StoreError) -> (granted: Bool, wait: Double, known: Bool) {
         let pid = getpid()
         let ticks = AgentGate.startTicks(pid) ?? 0
         return try writeGate { db in
@@ -92,23 +96,24 @@ extension StateStore {
                 closedUntil = r.double(0); probing = r.bool(1); lastStart = r.double(2); window = r.double(3); rate = r.double(4)
                 holders = Int(r.int(5))
             }
-            if now < closedUntil { return (false, closedUntil - now) }
-            if probing && holders >= 1 { return (false, 0.1) }
+            if now < closedUntil { return (false, closedUntil - now, true) }
+            if probing && holders >= 1 { return (false, 0.1, false) }
             let limit = window > 0 ? min(max(1, settings.maxAgents), max(1, Int(window))) : max(1, settings.maxAgents)
-            if holders >= limit { return (false, 0.05) }
+            if holders >= limit { return (false, 0.05, false) }
             let spacing = max(settings.stagger, rate > 0 ? 1 / rate : 0)
-            if now < lastStart + spacing { return (false, lastStart + spacing - now) }
+            if now < lastStart + spacing { return (false, lastStart + spacing - now, true) }
             if settings.startup > 0 {
                 var recent: [Double] = []
                 try db.direct("SELECT at FROM agent_starts WHERE at > ? ORDER BY at", [.double(now - settings.startup)]) { recent.append($0.double(0)) }
-                if recent.count >= settings.cpus { return (false, recent[recent.count - settings.cpus] + settings.startup - now) }
+                if recent.count >= settings.cpus { return (false, recent[recent.count - settings.cpus] + settings.startup - now, true) }
             }
+            if peek { return (true, 0, true) }
             try db.direct("INSERT OR REPLACE INTO agent_holders (run, pid, start_ticks, since, probe) VALUES (?, ?, ?, ?, ?)",
                           [.text(run), .int(Int64(pid)), .int(ticks), .double(now), .of(probing)])
             try db.direct("UPDATE agent_gate SET last_start = ? WHERE id = 1", [.double(now)])
             try db.direct("DELETE FROM agent_starts WHERE at < ?", [.double(now - 10)])
             try db.direct("INSERT INTO agent_starts (at) VALUES (?)", [.double(now)])
-            return (true, 0)
+            return (true, 0, true)
         }
     }
 
@@ -180,7 +185,7 @@ extension StateStore {
                     while admits[first] <= at - 1 { first += 1 }
                     inOneSecond = max(inOneSecond, i - first + 1)
                 }
-                let paced: Double
+                var paced: Double
                 if admits.count >= 3, admits.last! - admits.first! > 0.1 {
                     let mean = Double(admits.count - 1) / (admits.last! - admits.first!)
                     paced = max(mean, Double(inOneSecond)) * AgentGate.admittedShare
@@ -189,6 +194,8 @@ extension StateStore {
                 } else {
                     paced = Double(inOneSecond) * AgentGate.admittedShare
                 }
+                // a refusal never speeds the gate up: the pace it had was too fast already
+                if rate > 0 { paced = min(paced, rate * AgentGate.admittedShare) }
                 let halved = max(1, (window > 0 ? min(window, running) : running) / 2)
                 try db.direct("UPDATE agent_gate SET streak = 1, limited_at = ?, rate = ?, window = ?, closed_until = ? WHERE id = 1",
                               [.double(now), .double(paced), .double(halved), .double(max(closedUntil, retryAfter.map { now + $0 } ?? 0))])
