@@ -168,7 +168,7 @@ extension Runtime {
     }
 
     /// Creates the metatable of spawn handles: `pid`, `wait`, `read`, `kill`, `running`, `write`,
-    /// `close_input`, `set_timeout`.
+    /// `close_input`, `set_timeout`, `cpu_time`.
     func registerProcessHandle() {
         let s = lua.stack
         luaL_newmetatable(lua.L, Self.processMetatable)
@@ -252,6 +252,13 @@ extension Runtime {
             let p = try process(call, "close_input")
             p.child?.closeInput()
             return .values(0)
+        }
+        // handle:cpu_time() -> the CPU seconds the running process has used so far (its
+        // threads, in clock ticks), or nil once it has ended or while it waits to start
+        lua.setFunction("cpu_time", in: -1) { call in
+            let p = try process(call, "cpu_time")
+            if let c = p.child, c.pid > 0, p.result == nil, let s = processCPUSeconds(c.pid) { call.stack.push(s) } else { call.stack.pushNil() }
+            return .values(1)
         }
         // handle:set_timeout(seconds | nil): the timeout, counted from now (nil: none)
         lua.setFunction("set_timeout", in: -1) { call in

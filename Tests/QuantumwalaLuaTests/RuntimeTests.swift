@@ -422,7 +422,8 @@ struct RuntimeTests {
     }
 
     /// `stdin = true` keeps a spawned process's input open: what `write` gives it arrives in
-    /// order, `close_input` ends it; `set_timeout` counts from the call.
+    /// order, `close_input` ends it; `set_timeout` counts from the call; `cpu_time` reads
+    /// what the process has used so far.
     @Test func spawnWithAnOpenInput() throws {
         let (o, r) = try runScript("""
             local h = qw.spawn({ "cat" }, { stdin = true })
@@ -439,11 +440,19 @@ struct RuntimeTests {
             local t0 = qw.now()
             s:set_timeout(0.2)
             local sr = s:wait()
-            result = { took = took, n = #res.stdout, head = res.stdout:sub(1, 5), tail = res.stdout:sub(-4), late = late,
+            -- the CPU a running process has used: it grows while it spins, and is nil after
+            local busy = qw.spawn{ "sh", "-c", "while :; do :; done" }
+            local used, deadline = 0, qw.now() + 10
+            while used < 0.05 and qw.now() < deadline do qw.sleep(0.01); used = busy:cpu_time() or -1 end
+            busy:kill()
+            busy:wait()
+            result = { used = used >= 0.05, after = busy:cpu_time(), took = took, n = #res.stdout, head = res.stdout:sub(1, 5), tail = res.stdout:sub(-4), late = late,
                        ok = ok, err = err, code = sr.code, timed_out = sr.timed_out, terr = sr.error, quick = qw.now() - t0 < 30 }
             """)
         #expect(o.error == nil)
         #expect(r["took"] == true)
+        #expect(r["used"] == true)
+        #expect(r["after"] == nil)
         #expect(r["n"] == 200008)
         #expect(r["head"] == "one x")
         #expect(r["tail"] == " two")

@@ -44,13 +44,21 @@ local runs = 0
 -- before its turn at the gate (when the gate knows when that is), so that the CLI's own start
 -- is over by then; at most `prestart` runs of this process wait so at once.
 M.prestart_within, M.prestart = 1, 2
+-- While a rate limit paces the gate, a CLI takes its turn only once it is ready: it has
+-- used no CPU for this long (it waits for its prompt).
+M.idle_for = 0.05
+-- Seconds after a run's turn when no CLI is started ahead (its request is on its way).
+M.after_turn = 0.2
+local gate_paced = false  -- as the gate last said
 local prestarted = 0
 -- and a CLI's start is some half a second of CPU work: at most one per core is started ahead
 -- within that time (starting more at once only makes each later)
-local cores, recent_starts = nil, {}
+local cores, recent_starts, last_turn = nil, {}, -math.huge
 local function room_to_start()
   cores = cores or core._cpus()
   local now, kept = core._time(), {}
+  -- nor in the moment after a run's turn, while its CLI works on the prompt
+  if now - last_turn < M.after_turn then return false end
   for _, t in ipairs(recent_starts) do if now - t < 0.5 then kept[#kept + 1] = t end end
   recent_starts = kept
   return #kept < cores
@@ -399,12 +407,29 @@ function M.run(opts)
       start(nil)
       early, prestarted = true, prestarted + 1
     end
+    -- whether the CLI started ahead has gone quiet: its own start is over
+    local quiet_since, quiet_cpu, ready = nil, nil, false
+    local function cli_ready()
+      if ready then return true end
+      if h.pid == 0 then return false end  -- waiting for admission
+      local now, cpu = core._time(), h:cpu_time()
+      if cpu == nil then ready = true  -- it ended: nothing to wait for
+      elseif cpu ~= quiet_cpu then quiet_since, quiet_cpu = now, cpu
+      elseif now - quiet_since >= M.idle_for then ready = true end
+      return ready
+    end
     if gate then
       while true do
-        -- a run whose CLI is not started leaves the turn to one of this process's that is
-        local peek = input ~= nil and not h and prestarted > 0
-        local granted, wait, known = core._gate_acquire(mark, max_agents, stagger, backoff, peek)
+        -- a run whose CLI is not started leaves the turn to one of this process's that is;
+        -- and while a rate limit paces the gate, a CLI that is still starting takes no turn
+        -- (its request would come later than the others', and then too close to the next)
+        local warming = h and gate_paced and not cli_ready()
+        local peek = input ~= nil and ((not h and prestarted > 0) or warming)
+        local granted, wait, known, paced = core._gate_acquire(mark, max_agents, stagger, backoff, peek)
+        gate_paced = paced
         if granted and not peek then break end
+        -- a CLI still starting looks again soon, and just before its turn
+        if warming then wait = wait > 0.1 and math.min(wait - 0.06, 0.5) or 0.02 end
         -- its turn is near and known: the CLI starts now and waits for its prompt, ready
         if input and not h and prestarted < M.prestart and (granted or (known and wait <= M.prestart_within)) and room_to_start() then
           start(nil)
@@ -415,6 +440,7 @@ function M.run(opts)
       end
       holding = true
     end
+    last_turn = core._time()
     if early then
       early, prestarted, ahead = false, prestarted - 1, core._time() - spawned
       if opts.timeout then h:set_timeout(opts.timeout) end  -- counted from its turn

@@ -13,7 +13,7 @@ import Glibc
 ///   first refusal of an episode starts are paced at 95% of the rate at which the server let
 ///   runs through (the mean over the last 3 seconds, or the most that got through within
 ///   one second, whichever is higher; with too few for a mean after a pace was set, 3/4 of
-///   it), and the number of runs at once is halved. Each run that gets through (its first
+///   it; never faster than the pace it had), and the number of runs at once is halved. Each run that gets through (its first
 ///   model answer) raises the pace by 0.3% and the window by one per window's worth of runs.
 ///   It closes only when the server gave a reset time.
 /// - *A closed door* (a run started after a refusal is refused too, with no run getting
@@ -83,9 +83,9 @@ public struct AgentGate {
 extension StateStore {
     /// Takes a place at the gate for `run`, or says how long to wait before asking again:
     /// `known` when the gate opens for it then unless others come first (a pace, a stagger,
-    /// a closed gate), not when it waits for a place to free or for a probe. With `peek`, only
-    /// says so: nothing is taken.
-    public func gateAcquire(run: String, settings: AgentGate.Settings, peek: Bool = false) throws(StoreError) -> (granted: Bool, wait: Double, known: Bool) {
+    /// a closed gate), not when it waits for a place to free or for a probe; `paced` when a
+    /// rate limit set a pace. With `peek`, only says so: nothing is taken.
+    public func gateAcquire(run: String, settings: AgentGate.Settings, peek: Bool = false) throws(StoreError) -> (granted: Bool, wait: Double, known: Bool, paced: Bool) {
         let pid = getpid()
         let ticks = AgentGate.startTicks(pid) ?? 0
         return try writeGate { db in
@@ -96,24 +96,24 @@ extension StateStore {
                 closedUntil = r.double(0); probing = r.bool(1); lastStart = r.double(2); window = r.double(3); rate = r.double(4)
                 holders = Int(r.int(5))
             }
-            if now < closedUntil { return (false, closedUntil - now, true) }
-            if probing && holders >= 1 { return (false, 0.1, false) }
+            if now < closedUntil { return (false, closedUntil - now, true, rate > 0) }
+            if probing && holders >= 1 { return (false, 0.1, false, rate > 0) }
             let limit = window > 0 ? min(max(1, settings.maxAgents), max(1, Int(window))) : max(1, settings.maxAgents)
-            if holders >= limit { return (false, 0.05, false) }
+            if holders >= limit { return (false, 0.05, false, rate > 0) }
             let spacing = max(settings.stagger, rate > 0 ? 1 / rate : 0)
-            if now < lastStart + spacing { return (false, lastStart + spacing - now, true) }
+            if now < lastStart + spacing { return (false, lastStart + spacing - now, true, rate > 0) }
             if settings.startup > 0 {
                 var recent: [Double] = []
                 try db.direct("SELECT at FROM agent_starts WHERE at > ? ORDER BY at", [.double(now - settings.startup)]) { recent.append($0.double(0)) }
-                if recent.count >= settings.cpus { return (false, recent[recent.count - settings.cpus] + settings.startup - now, true) }
+                if recent.count >= settings.cpus { return (false, recent[recent.count - settings.cpus] + settings.startup - now, true, rate > 0) }
             }
-            if peek { return (true, 0, true) }
+            if peek { return (true, 0, true, rate > 0) }
             try db.direct("INSERT OR REPLACE INTO agent_holders (run, pid, start_ticks, since, probe) VALUES (?, ?, ?, ?, ?)",
                           [.text(run), .int(Int64(pid)), .int(ticks), .double(now), .of(probing)])
             try db.direct("UPDATE agent_gate SET last_start = ? WHERE id = 1", [.double(now)])
             try db.direct("DELETE FROM agent_starts WHERE at < ?", [.double(now - 10)])
             try db.direct("INSERT INTO agent_starts (at) VALUES (?)", [.double(now)])
-            return (true, 0, true)
+            return (true, 0, true, rate > 0)
         }
     }
 
@@ -194,8 +194,9 @@ extension StateStore {
                 } else {
                     paced = Double(inOneSecond) * AgentGate.admittedShare
                 }
-                // a refusal never speeds the gate up: the pace it had was too fast already
-                if rate > 0 { paced = min(paced, rate * AgentGate.admittedShare) }
+                // a refusal never speeds the gate up (and a pace under what the server let
+                // through was refused for the runs' uneven timing, not for its rate)
+                if rate > 0 { paced = min(paced, rate) }
                 let halved = max(1, (window > 0 ? min(window, running) : running) / 2)
                 try db.direct("UPDATE agent_gate SET streak = 1, limited_at = ?, rate = ?, window = ?, closed_until = ? WHERE id = 1",
                               [.double(now), .double(paced), .double(halved), .double(max(closedUntil, retryAfter.map { now + $0 } ?? 0))])
