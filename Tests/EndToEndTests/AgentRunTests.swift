@@ -99,6 +99,13 @@ final class FakeModel: @unchecked Sendable {
     }
 
     /// The requests it received for a scenario, as raw JSON lines.
+    /// What points the real CLI at this fake: its key and address, no retries of its own, and
+    /// none of its own traffic (telemetry, update checks), which would leave the machine.
+    var cliEnv: [(String, String)] {
+        [("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(port)"),
+         ("CLAUDE_CODE_MAX_RETRIES", "0"), ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")]
+    }
+
     func requests(_ scenario: String) -> [String] {
         (readText(log) ?? "").split(separator: "\n").map(String.init).filter { $0.contains("\"scenario\": \"\(scenario)\"") }
     }
@@ -144,9 +151,7 @@ struct AgentRunTests {
         let cli = try #require(claudeBinary, "no Claude Code CLI: scripts/test installs it (QW_CLAUDE or ~/.cache/qw)")
         let fake = try #require(FakeModel.shared, "the fake model did not start")
         qwShell("mkdir -p '\(dir)/proj/.claude/agents' '\(dir)/home' '\(dir)/tmp' && cp '\(repoRoot)'/.claude/agents/*.md '\(dir)/proj/.claude/agents/'")
-        return [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp"),
-                ("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"),
-                ("CLAUDE_CODE_MAX_RETRIES", "0"), ("API_TIMEOUT_MS", "5000")]
+        return [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp")] + fake.cliEnv + [("API_TIMEOUT_MS", "5000")]
     }
 
     /// The CLI's cost of a resumed session counts the earlier runs again: the ledger keeps

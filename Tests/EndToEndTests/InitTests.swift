@@ -288,8 +288,7 @@ struct InitTests {
         let bin = String(qwBinary.dropLast(3))
         let path = bin + ":" + (getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin")
         let r = qw(["agent", "run", "-", "/planning ledger [[fake:hello]]"],
-                   env: [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("PATH", path), ("ANTHROPIC_API_KEY", "sk-test"),
-                         ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"), ("CLAUDE_CODE_MAX_RETRIES", "0")],
+                   env: [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("PATH", path)] + fake.cliEnv,
                    cwd: dir + "/proj", timeout: 120)
         #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
         let request = try #require(fake.requests("hello").last { $0.contains("<command-name>/planning</command-name>") })

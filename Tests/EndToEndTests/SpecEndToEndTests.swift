@@ -92,9 +92,8 @@ struct SpecEndToEndTests {
             local im = r.implementation or { merged = {}, failed = {} }
             print(r.ok, table.concat(im.merged, ","), im.failed[1] and im.failed[1].id, im.failed[1] and table.concat(im.failed[1].files or {}, ","))
             """)
-        let env: [(String, String)] = [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp"),
-                                       ("ANTHROPIC_API_KEY", "sk-test"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:\(fake.port)"),
-                                       ("CLAUDE_CODE_MAX_RETRIES", "0"), ("API_TIMEOUT_MS", "10000"),
+        let env: [(String, String)] = [("QW_CLAUDE", cli), ("HOME", dir + "/home"), ("TMPDIR", dir + "/tmp")] + fake.cliEnv + [
+                                       ("API_TIMEOUT_MS", "10000"),
                                        ("GIT_AUTHOR_NAME", "qw test"), ("GIT_AUTHOR_EMAIL", "qw@example.com"),
                                        ("GIT_COMMITTER_NAME", "qw test"), ("GIT_COMMITTER_EMAIL", "qw@example.com")]
         // the first run: killed with -9 once tasks 5 and 6 (wave 3) have committed and wait for their last answer

@@ -31,16 +31,17 @@ struct AgentGateTests {
         var g = try s.gateStatus()
         #expect(g.closedUntil == nil, "one refusal among successes does not shut the gate")
         #expect(!g.probing)
-        // paced at 90% of the rate that got through (2 intervals over the span), two at once
+        // paced at 95% of the rate that got through (2 intervals over the span), two at once
         // (half of what ran)
         let rate = try #require(g.rate)
         let share = AgentGate.admittedShare
         #expect(abs(rate - 2 / span * share) < 0.5, "\(rate) against \(2 / span * share)")
         #expect(g.window == 2)
         for i in 1...3 { try s.gateRelease(run: "r\(i)", limited: false, retryAfter: nil, settings: settings) }
-        // the next start waits one interval of the pace after the last
+        // the next start waits one interval of the pace after the last, and until its answer
+        // can come an interval after the last answer (k after the k-th)
         let next = try s.gateAcquire(run: "r5", settings: settings)
-        #expect(next.granted || next.wait <= 1 / rate + 1e-6)
+        #expect(next.granted || next.wait <= 3 / rate + 1e-6)
         while !(try s.gateAcquire(run: "r5", settings: settings).granted) { usleep(20_000) }
         // refused again with nothing through in between: shut for the backoff, one probe at a time
         try s.gateRelease(run: "r5", limited: true, retryAfter: nil, settings: settings)
@@ -50,6 +51,27 @@ struct AgentGateTests {
         #expect(g.probing)
         let refused = try s.gateAcquire(run: "r6", settings: settings)
         #expect(!refused.granted && refused.wait > 29)
+    }
+
+    /// Under a pace, a run answered late holds the next start back until its answer can come
+    /// an interval after that late one, though the last start was longer ago than that.
+    @Test func thePaceIsThatOfTheModelsAnswers() throws {
+        let (s, dir) = try store()
+        defer { removeFolder(dir) }
+        for i in 1...4 { #expect(try s.gateAcquire(run: "r\(i)", settings: settings).granted) }
+        for i in 1...3 {
+            if i > 1 { usleep(100_000) }
+            try s.gateAdmitted(run: "r\(i)", settings: settings)
+        }
+        try s.gateRelease(run: "r4", limited: true, retryAfter: nil, settings: settings)
+        for i in 1...3 { try s.gateRelease(run: "r\(i)", limited: false, retryAfter: nil, settings: settings) }
+        let rate = try #require(try s.gateStatus().rate)
+        while !(try s.gateAcquire(run: "late", settings: settings).granted) { usleep(20_000) }
+        usleep(UInt32(2 / rate * 1e6))  // two intervals go by before its answer
+        try s.gateAdmitted(run: "late", settings: settings)
+        let behind = try s.gateAcquire(run: "next", settings: settings, peek: true)
+        #expect(!behind.granted && behind.wait > 0.5 / rate && behind.wait <= 1 / rate + 1e-6, "\(behind) at \(rate)/s")
+        while !(try s.gateAcquire(run: "next", settings: settings).granted) { usleep(20_000) }
     }
 
     @Test func aProbeThatGetsThroughReopensTheGateAtOnce() throws {

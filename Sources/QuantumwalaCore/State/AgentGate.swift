@@ -15,7 +15,8 @@ import Glibc
 ///   one second, whichever is higher; with too few for a mean after a pace was set, 3/4 of
 ///   it; never faster than the pace it had), and the number of runs at once is halved. Each run that gets through (its first
 ///   model answer) raises the pace by 0.3% and the window by one per window's worth of runs.
-///   It closes only when the server gave a reset time.
+///   The pace holds for the answers too: a start waits until its expected answer comes k
+///   intervals after the k-th latest one. It closes only when the server gave a reset time.
 /// - *A closed door* (a run started after a refusal is refused too, with no run getting
 ///   through in between) closes the gate for everyone for the backoff, doubled at each
 ///   further refusal, and reopens it for one run at a time (a probe) until one gets through.
@@ -102,6 +103,22 @@ extension StateStore {
             if holders >= limit { return (false, 0.05, false, rate > 0) }
             let spacing = max(settings.stagger, rate > 0 ? 1 / rate : 0)
             if now < lastStart + spacing { return (false, lastStart + spacing - now, true, rate > 0) }
+            if rate > 0 {
+                // the pace is the model's: the answer a start now can expect (after the delay
+                // that the quick fifth of recent runs had from start to first answer) comes k
+                // intervals after the k-th latest answer at the earliest, so that a run that
+                // was answered late does not bring the next ones too close behind it
+                var answers: [Double] = [], delays: [Double] = []
+                try db.direct("SELECT at, delay FROM agent_admits ORDER BY at DESC LIMIT 20") { r in
+                    answers.append(r.double(0))
+                    if !r.isNull(1) { delays.append(r.double(1)) }
+                }
+                delays.sort()
+                let delay = delays.isEmpty ? 0 : delays[delays.count / 5]
+                var due = 0.0
+                for (k, at) in answers.prefix(Int(rate.rounded(.up)) + 1).enumerated() { due = max(due, at + Double(k + 1) / rate) }
+                if now + delay < due { return (false, due - delay - now, true, true) }
+            }
             if settings.startup > 0 {
                 var recent: [Double] = []
                 try db.direct("SELECT at FROM agent_starts WHERE at > ? ORDER BY at", [.double(now - settings.startup)]) { recent.append($0.double(0)) }
@@ -121,13 +138,13 @@ extension StateStore {
     /// the pace and the window grow (see ``AgentGate``).
     public func gateAdmitted(run: String, settings: AgentGate.Settings) throws(StoreError) {
         _ = try writeGate { db -> Bool in
-            var admitted: Bool?
-            try db.direct("SELECT admitted FROM agent_holders WHERE run = ?", [.text(run)]) { admitted = $0.bool(0) }
+            var admitted: Bool?, since = 0.0
+            try db.direct("SELECT admitted, since FROM agent_holders WHERE run = ?", [.text(run)]) { admitted = $0.bool(0); since = $0.double(1) }
             guard admitted == false else { return false }  // not holding, or said before
             try db.direct("UPDATE agent_holders SET admitted = 1 WHERE run = ?", [.text(run)])
             let now = monotonicWallClock()
             try db.direct("DELETE FROM agent_admits WHERE at < ?", [.double(now - 10)])
-            try db.direct("INSERT INTO agent_admits (at) VALUES (?)", [.double(now)])
+            try db.direct("INSERT INTO agent_admits (at, delay) VALUES (?, ?)", [.double(now), .double(now - since)])
             var probing = false, window = 0.0, rate = 0.0
             try db.direct("SELECT probing, window, rate FROM agent_gate WHERE id = 1") { r in
                 probing = r.bool(0); window = r.double(1); rate = r.double(2)

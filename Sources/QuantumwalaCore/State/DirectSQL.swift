@@ -22,6 +22,7 @@ struct DirectRow {
     func double(_ i: Int32) -> Double { sqlite3_column_double(handle, i) }
     func int(_ i: Int32) -> Int64 { sqlite3_column_int64(handle, i) }
     func bool(_ i: Int32) -> Bool { sqlite3_column_int64(handle, i) != 0 }
+    func isNull(_ i: Int32) -> Bool { sqlite3_column_type(handle, i) == SQLITE_NULL }
     func text(_ i: Int32) -> String? {
         guard let p = sqlite3_column_text(handle, i) else { return nil }
         return String(decoding: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(handle, i))), as: UTF8.self)

@@ -387,6 +387,10 @@ public final class StateStore {
                 CREATE INDEX spec_phases_by_spec ON spec_phases (spec, id);
                 """)
         }
+        m.registerMigration("v10: the agent gate paces the model's answers") { db in
+            // how long after its start each run got its first answer
+            try db.execute(sql: "ALTER TABLE agent_admits ADD COLUMN delay REAL")
+        }
         return m
     }
 
