@@ -401,12 +401,16 @@ function M.run(opts)
       core._store_checkpoint()
       core._kill_marked(MARK, "none")
     end
-    -- a CLI that takes its prompt on stdin starts at once when there is room: its start
-    -- then hides the gate's work (and the store's opening) from the run's time
-    if input and prestarted < M.prestart and room_to_start() then
+    -- a CLI that takes its prompt on stdin may start before its turn (no timeout until then)
+    local function start_ahead()
+      if not input or h or prestarted >= M.prestart or not room_to_start() then return false end
       start(nil)
       early, prestarted = true, prestarted + 1
+      return true
     end
+    -- at once when there is room: its start then hides the gate's work (and the store's
+    -- opening) from the run's time
+    start_ahead()
     -- whether the CLI started ahead has gone quiet: its own start is over
     local quiet_since, quiet_cpu, ready = nil, nil, false
     local function cli_ready()
@@ -431,10 +435,7 @@ function M.run(opts)
         -- a CLI still starting looks again soon, and just before its turn
         if warming then wait = wait > 0.1 and math.min(wait - 0.06, 0.5) or 0.02 end
         -- its turn is near and known: the CLI starts now and waits for its prompt, ready
-        if input and not h and prestarted < M.prestart and (granted or (known and wait <= M.prestart_within)) and room_to_start() then
-          start(nil)
-          early, prestarted = true, prestarted + 1
-        else
+        if not ((granted or (known and wait <= M.prestart_within)) and start_ahead()) then
           qw.sleep(math.max(0.01, math.min(wait, 0.5)))
         end
       end

@@ -13,8 +13,9 @@ import Glibc
 ///   first refusal of an episode starts are paced at 95% of the rate at which the server let
 ///   runs through (the mean over the last 3 seconds, or the most that got through within
 ///   one second, whichever is higher; with too few for a mean after a pace was set, 3/4 of
-///   it; never faster than the pace it had), and the number of runs at once is halved. Each run that gets through (its first
-///   model answer) raises the pace by 0.3% and the window by one per window's worth of runs.
+///   it; never faster than the pace it had), and the number of runs at once is halved. Each
+///   run that gets through (its first model answer) raises the pace by 0.3% and the window
+///   by one per window's worth of runs.
 ///   The pace holds for the answers too: a start waits until its expected answer comes k
 ///   intervals after the k-th latest one. It closes only when the server gave a reset time.
 /// - *A closed door* (a run started after a refusal is refused too, with no run getting
@@ -60,8 +61,8 @@ public struct AgentGate {
 
     /// The pace after a refusal, as a share of the rate the server let runs through; and of
     /// the pace there was, when too few got through to measure. (Below the limit: a CLI's
-    /// request follows its start by a time that varies a little, some 10 ms when its prompt
-    /// comes on stdin to a CLI started ahead, some 200 ms when it starts with the prompt.)
+    /// request follows its start by a time that varies: by some 50 ms when its prompt comes on
+    /// stdin to a CLI started ahead, by some 200 ms when it starts with the prompt.)
     static let admittedShare = 0.95, startedShare = 0.75
     /// How much the pace grows for each run that gets through.
     static let increase = 0.003
