@@ -121,17 +121,16 @@ extension Runtime {
             let folder = call.stack.string(at: 3)
             let pid = call.stack.integer(at: 4).map { Int32(truncatingIfNeeded: $0) }
             let before = call.stack.integer(at: 5).map { Int($0) }
-            let work = BackgroundWork {
+            let kill = BackgroundWork {
                 let from = pid.flatMap { p in before.flatMap { MarkedProcesses.startedAfter(p, tasksBefore: $0) ? p : nil } } ?? 0
                 MarkedProcesses.kill(name: name, value: value, from: from)
-                if let folder, folder.count > 1 { removeFolder(folder) }
             }
-            call.stack.push(handles.store(work))
+            call.stack.push(handles.store(CleanUp(kill: kill, folder: folder.flatMap { $0.count > 1 ? $0 : nil })))
             return .values(1)
         }
         // qw._cleaned(n): waits for the clean-up that _clean_up started
         lua.setFunction("_cleaned", in: t) { [unowned self] call in
-            guard let id = call.stack.integer(at: 1), let work = handles.object(Int(id)) as? BackgroundWork<Void> else {
+            guard let id = call.stack.integer(at: 1), let work = handles.object(Int(id)) as? CleanUp else {
                 throw LuaArgumentError("_cleaned: no such clean-up")
             }
             work.wait()
@@ -250,5 +249,28 @@ extension Runtime {
             }
             return .values(1)
         }
+    }
+}
+
+/// What `_clean_up` started: the kill of a run's leftover processes and, on a thread of its
+/// own meanwhile, the removal of its folder (on some file systems each rmdir takes a fraction
+/// of a millisecond). The folder is removed once more after the kill when it is there again:
+/// a process that was still running may have written to it.
+private final class CleanUp {
+    let kill: BackgroundWork<Void>
+    let removal: BackgroundWork<Void>?
+    let folder: String?
+
+    init(kill: BackgroundWork<Void>, folder: String?) {
+        self.kill = kill
+        self.folder = folder
+        removal = folder.map { f in BackgroundWork { removeFolder(f) } }
+    }
+
+    func wait() {
+        kill.wait()
+        removal?.wait()
+        var st = stat()
+        if let folder, lstat(folder, &st) == 0 { removeFolder(folder) }
     }
 }
