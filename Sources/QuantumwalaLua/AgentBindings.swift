@@ -43,7 +43,7 @@ extension Runtime {
             if let avg { s.push(avg) } else { s.pushNil() }
             return .values(1)
         }
-        // qw._gate_acquire(run, max_agents, stagger, backoff[, peek]) -> granted, wait, known, paced (see gateAcquire)
+        // qw._gate_acquire(run, max_agents, stagger, backoff[, peek]) -> granted, wait, known, paced, others (see gateAcquire)
         // qw._gate_admitted(run, max_agents, stagger, backoff): the model answered the run
         // qw._gate_release(run, limited, retry_after, backoff, max_agents)
         // qw._gate_status() -> { running, closed_until, probing, rate, window }
@@ -57,12 +57,13 @@ extension Runtime {
             let store = try stateStore()
             let set = settings(s, from: 2)
             let peek = s.bool(at: 5)
-            let (granted, wait, known, paced) = try storeCall { () throws(StoreError) in try store.gateAcquire(run: run, settings: set, peek: peek) }
+            let (granted, wait, known, paced, others) = try storeCall { () throws(StoreError) in try store.gateAcquire(run: run, settings: set, peek: peek) }
             s.push(granted)
             s.push(wait)
             s.push(known)
             s.push(paced)
-            return .values(4)
+            s.push(others)
+            return .values(5)
         }
         lua.setFunction("_gate_admitted", in: t) { [unowned self] call in
             let s = call.stack

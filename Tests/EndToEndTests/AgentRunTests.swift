@@ -452,6 +452,33 @@ struct AgentRunTests {
         #expect(at >= closedUntil, "the request came \(closedUntil - at) s before the gate reopened")
     }
 
+    /// While another run holds a place at the gate, a run's CLI takes its turn only once it
+    /// has started (should the other meet a rate limit meanwhile, it then waits for the pace);
+    /// a run alone takes its turn at once.
+    @Test func aCLITakesItsTurnOnceStartedWhileAnotherRunHoldsAPlace() throws {
+        let script = """
+            local r = qw.agent.run{ prompt = "[[fake:hello]] at its turn" }
+            print(r.ok, ("%.3f"):format(r.started_ahead or -1))
+            """
+        let (lone, loneDir) = try run(script)
+        defer { removeTree(loneDir) }
+        let (beside, besideDir) = try run(script) { dir in
+            qwShell("mkdir -p '\(dir)/proj/.qw'")
+            guard let store = try? StateStore(path: dir + "/proj/.qw/state.db") else { return }
+            _ = try? store.gateAcquire(run: "elsewhere", settings: AgentGate.Settings(maxAgents: 3, stagger: 0, backoff: 1))
+        }
+        defer { removeTree(besideDir) }
+        func ahead(_ r: Outcome) -> Double? {
+            let f = r.stdout.split(whereSeparator: { $0 == "\t" || $0 == "\n" })
+            return f.count == 2 && f[0] == "true" ? Double(f[1]) : nil
+        }
+        let a = try #require(ahead(lone), "\(lone.stdout)\(lone.stderr)")
+        let b = try #require(ahead(beside), "\(beside.stdout)\(beside.stderr)")
+        // the CLI's own start takes a few tenths of a second; the lone run did not wait for it
+        #expect(b >= 0.2, "beside another run, its CLI was up \(b) s before its turn")
+        #expect(a < b / 2, "alone, its CLI was up \(a) s before its turn (beside another: \(b) s)")
+    }
+
     /// A CLI started ahead that is still waiting for its turn when its run is cancelled (here
     /// by a batch's fail_fast) is ended with it.
     @Test func aCLIWaitingForItsTurnEndsWhenItsRunIsCancelled() throws {

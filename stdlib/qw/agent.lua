@@ -49,7 +49,8 @@ M.prestart_within, M.prestart = 1, 2
 M.idle_for = 0.05
 -- Seconds after a run's turn when no CLI is started ahead (its request is on its way).
 M.after_turn = 0.2
-local gate_paced = false  -- as the gate last said
+-- as the gate last said: whether a rate limit paces it, and whether other runs hold places
+local gate_paced, gate_busy = false, false
 local prestarted = 0
 -- and a CLI's start is some half a second of CPU work: at most one per core is started ahead
 -- within that time (starting more at once only makes each later)
@@ -423,20 +424,31 @@ function M.run(opts)
       return ready
     end
     if gate then
+      local looked = false
       while true do
         -- a run whose CLI is not started leaves the turn to one of this process's that is;
         -- and while a rate limit paces the gate, a CLI that is still starting takes no turn
-        -- (its request would come later than the others', and then too close to the next)
-        local warming = h and gate_paced and not cli_ready()
-        local peek = input ~= nil and ((not h and prestarted > 0) or warming)
-        local granted, wait, known, paced = core._gate_acquire(mark, max_agents, stagger, backoff, peek)
-        gate_paced = paced
+        -- (its request would come later than the others', and then too close to the next).
+        -- Nor while other runs hold places, paced or not (a run then starts its CLI ahead
+        -- first): should one of them meet a rate limit, the CLIs that are starting wait for
+        -- the pace it sets, rather than all send their prompts as their starts end and be
+        -- refused together. A run alone takes its turn at once (a first look tells which).
+        local warming = h and (gate_paced or gate_busy or not looked) and not cli_ready()
+        local peek = input ~= nil and ((not h and (prestarted > 0 or gate_busy)) or warming)
+        local granted, wait, known, paced, others = core._gate_acquire(mark, max_agents, stagger, backoff, peek)
+        gate_paced, gate_busy = paced, others > 0
         if granted and not peek then break end
-        -- a CLI still starting looks again soon, and just before its turn
-        if warming then wait = wait > 0.1 and math.min(wait - 0.06, 0.5) or 0.02 end
-        -- its turn is near and known: the CLI starts now and waits for its prompt, ready
-        if not ((granted or (known and wait <= M.prestart_within)) and start_ahead()) then
-          qw.sleep(math.max(0.01, math.min(wait, 0.5)))
+        local alone = not looked and granted and not paced and others == 0
+        looked = true
+        if not alone then
+          -- a CLI still starting looks again soon, and just before its turn
+          if warming then wait = wait > 0.1 and math.min(wait - 0.06, 0.5) or 0.02 end
+          -- its turn is near and known: the CLI starts now and waits for its prompt, ready
+          if not ((granted or (known and wait <= M.prestart_within)) and start_ahead()) then
+            -- one without a CLI waits for room to start one: a CLI started ahead takes its
+            -- turn, or the CPUs' half second goes by
+            qw.sleep(math.max(h and 0.01 or 0.05, math.min(wait, 0.5)))
+          end
         end
       end
       holding = true

@@ -86,8 +86,9 @@ extension StateStore {
     /// Takes a place at the gate for `run`, or says how long to wait before asking again:
     /// `known` when the gate opens for it then unless others come first (a pace, a stagger,
     /// a closed gate), not when it waits for a place to free or for a probe; `paced` when a
-    /// rate limit set a pace. With `peek`, only says so: nothing is taken.
-    public func gateAcquire(run: String, settings: AgentGate.Settings, peek: Bool = false) throws(StoreError) -> (granted: Bool, wait: Double, known: Bool, paced: Bool) {
+    /// rate limit set a pace; `others`, how many runs hold a place now. With `peek`, only says
+    /// so: nothing is taken.
+    public func gateAcquire(run: String, settings: AgentGate.Settings, peek: Bool = false) throws(StoreError) -> (granted: Bool, wait: Double, known: Bool, paced: Bool, others: Int) {
         let pid = getpid()
         let ticks = AgentGate.startTicks(pid) ?? 0
         return try writeGate { db in
@@ -98,12 +99,12 @@ extension StateStore {
                 closedUntil = r.double(0); probing = r.bool(1); lastStart = r.double(2); window = r.double(3); rate = r.double(4)
                 holders = Int(r.int(5))
             }
-            if now < closedUntil { return (false, closedUntil - now, true, rate > 0) }
-            if probing && holders >= 1 { return (false, 0.1, false, rate > 0) }
+            if now < closedUntil { return (false, closedUntil - now, true, rate > 0, holders) }
+            if probing && holders >= 1 { return (false, 0.1, false, rate > 0, holders) }
             let limit = window > 0 ? min(max(1, settings.maxAgents), max(1, Int(window))) : max(1, settings.maxAgents)
-            if holders >= limit { return (false, 0.05, false, rate > 0) }
+            if holders >= limit { return (false, 0.05, false, rate > 0, holders) }
             let spacing = max(settings.stagger, rate > 0 ? 1 / rate : 0)
-            if now < lastStart + spacing { return (false, lastStart + spacing - now, true, rate > 0) }
+            if now < lastStart + spacing { return (false, lastStart + spacing - now, true, rate > 0, holders) }
             if rate > 0 {
                 // the pace is the model's: the answer a start now can expect (after the delay
                 // that the quick fifth of recent runs had from start to first answer) comes k
@@ -118,20 +119,20 @@ extension StateStore {
                 let delay = delays.isEmpty ? 0 : delays[delays.count / 5]
                 var due = 0.0
                 for (k, at) in answers.prefix(Int(rate.rounded(.up)) + 1).enumerated() { due = max(due, at + Double(k + 1) / rate) }
-                if now + delay < due { return (false, due - delay - now, true, true) }
+                if now + delay < due { return (false, due - delay - now, true, true, holders) }
             }
             if settings.startup > 0 {
                 var recent: [Double] = []
                 try db.direct("SELECT at FROM agent_starts WHERE at > ? ORDER BY at", [.double(now - settings.startup)]) { recent.append($0.double(0)) }
-                if recent.count >= settings.cpus { return (false, recent[recent.count - settings.cpus] + settings.startup - now, true, rate > 0) }
+                if recent.count >= settings.cpus { return (false, recent[recent.count - settings.cpus] + settings.startup - now, true, rate > 0, holders) }
             }
-            if peek { return (true, 0, true, rate > 0) }
+            if peek { return (true, 0, true, rate > 0, holders) }
             try db.direct("INSERT OR REPLACE INTO agent_holders (run, pid, start_ticks, since, probe) VALUES (?, ?, ?, ?, ?)",
                           [.text(run), .int(Int64(pid)), .int(ticks), .double(now), .of(probing)])
             try db.direct("UPDATE agent_gate SET last_start = ? WHERE id = 1", [.double(now)])
             try db.direct("DELETE FROM agent_starts WHERE at < ?", [.double(now - 10)])
             try db.direct("INSERT INTO agent_starts (at) VALUES (?)", [.double(now)])
-            return (true, 0, true, rate > 0)
+            return (true, 0, true, rate > 0, holders)
         }
     }
 
