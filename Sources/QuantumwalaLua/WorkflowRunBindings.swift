@@ -193,23 +193,27 @@ final class WorkflowRunHandle {
 extension Runtime {
     static let workflowRunMetatable = "qw.workflow_run"
 
-    /// Reads the task list that stdlib hands over, `{ id, deps, opts, input_list, output_list,
-    /// base }` each, with their fingerprints in a list of their own.
+    /// Reads the tasks that stdlib hands over, a list per field in definition order, from
+    /// stack index `at` on: ids, deps (a list or false), opts, fingerprints, and by place for
+    /// the tasks that have them, bases, inputs and outputs.
     ///
     /// Dependencies are resolved to indices here, by the address of their Lua string: Lua
     /// keeps one copy of each short string, so a dependency is usually the very string of the
     /// task's id, and no Swift string is made for it.
     ///
     /// - Throws: the engine's message for a dependency on an unknown task.
-    private func readTaskDefs(_ s: LuaStack, at list: Int32, fingerprints fps: Int32, workflow: String) throws(LuaArgumentError) -> [WorkflowTaskDef] {
-        let n = s.rawLength(list)
+    private func readTaskDefs(_ s: LuaStack, at first: Int32, workflow: String) throws(LuaArgumentError) -> [WorkflowTaskDef] {
+        let ids = first, depss = first + 1, optss = first + 2, fps = first + 3, bases = first + 4, inputs = first + 5, outputs = first + 6
+        for (k, what) in [(ids, "ids"), (depss, "deps"), (optss, "opts"), (fps, "fingerprints"), (bases, "bases"), (inputs, "inputs"), (outputs, "outputs")]
+        where s.type(at: k) != .table {
+            throw LuaArgumentError("_wf_prepare: the \(what) must be a table")
+        }
+        let n = s.rawLength(ids)
         var defs: [WorkflowTaskDef] = []
         defs.reserveCapacity(n)
-        // the keys, made once
-        let keys = s.top + 1
-        for k in ["id", "deps", "opts", "input_list", "output_list", "base", "retry"] { s.push(k) }
-        let kID = keys, kDeps = keys + 1, kOpts = keys + 2, kInputs = keys + 3, kOutputs = keys + 4, kBase = keys + 5, kRetry = keys + 6
-        defer { s.top = keys - 1 }
+        let kRetry = s.top + 1
+        s.push("retry")
+        defer { s.top = kRetry - 1 }
         func strings(_ t: Int32) -> [String] {
             let m = s.rawLength(t)
             var out: [String] = []
@@ -226,19 +230,16 @@ extension Runtime {
         byAddress.reserveCapacity(n)
         byName.reserveCapacity(n)
         for i in 0..<n {
-            s.getIndex(list, i + 1)
-            s.getField(-1, keyAt: kID)
+            s.getIndex(ids, i + 1)
             if let p = lua_topointer(s.L, -1) { byAddress[p] = Int32(i) }
             byName[s.text(at: -1) ?? ""] = Int32(i)
-            s.pop(2)
+            s.pop()
         }
         let cwd = currentDirectory()
         for i in 0..<n {
-            s.getIndex(list, i + 1)
-            let t = s.top
-            s.getField(t, keyAt: kID); let id = s.text(at: -1) ?? ""; s.pop()
+            s.getIndex(ids, i + 1); let id = s.text(at: -1) ?? ""; s.pop()
             var deps: [Int32] = []
-            if s.getField(t, keyAt: kDeps) == .table {
+            if s.getIndex(depss, i + 1) == .table {
                 let d = s.top, m = s.rawLength(d)
                 deps.reserveCapacity(m)
                 for k in 0..<m {
@@ -254,20 +255,19 @@ extension Runtime {
             }
             s.pop()
             s.getIndex(fps, i + 1); let fp = s.text(at: -1) ?? ""; s.pop()
-            var retries = false, inputs: [String]?, outputs: [String]?, base: String?
-            if s.getField(t, keyAt: kOpts) == .table {
+            var retries = false, taskInputs: [String]?, taskOutputs: [String]?, base: String?
+            if s.getIndex(optss, i + 1) == .table {
                 retries = s.getField(-1, keyAt: kRetry) != .nil
                 s.pop()
             }
             s.pop()
-            if s.getField(t, keyAt: kBase) == .string { base = s.text(at: -1) }
+            if s.getIndex(bases, i + 1) == .string { base = s.text(at: -1) }
             s.pop()
-            if s.getField(t, keyAt: kInputs) == .table { inputs = strings(s.top) }
+            if s.getIndex(inputs, i + 1) == .table { taskInputs = strings(s.top) }
             s.pop()
-            if s.getField(t, keyAt: kOutputs) == .table { outputs = strings(s.top) }
+            if s.getIndex(outputs, i + 1) == .table { taskOutputs = strings(s.top) }
             s.pop()
-            s.pop()
-            var def = WorkflowTaskDef(id: id, deps: [], fingerprint: fp, inputs: inputs, outputs: outputs,
+            var def = WorkflowTaskDef(id: id, deps: [], fingerprint: fp, inputs: taskInputs, outputs: taskOutputs,
                                       base: base.map { PathPattern.absolute($0, base: cwd) } ?? cwd, retries: retries)
             def.depIndices = deps
             defs.append(def)
@@ -276,11 +276,12 @@ extension Runtime {
     }
 
     func registerWorkflowRuns(in t: Int32) {
-        // qw._wf_prepare(name, tasks) -> handle; raises on an unknown dependency or a cycle
+        // qw._wf_prepare(name, ids, deps, opts, fingerprints, bases, inputs, outputs) -> handle;
+        // raises on an unknown dependency or a cycle (see readTaskDefs)
         lua.setFunction("_wf_prepare", in: t) { [unowned self] call in
             let s = call.stack
             let name = s.string(at: 1) ?? ""
-            let defs = try readTaskDefs(s, at: 2, fingerprints: 3, workflow: name)
+            let defs = try readTaskDefs(s, at: 2, workflow: name)
             let run: WorkflowRun
             do throws(WorkflowError) {
                 // the store's cache of content hashes (the store opens on first use)

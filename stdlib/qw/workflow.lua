@@ -59,7 +59,11 @@ function M.new(name, opts)
   if opts.budget_usd ~= nil and (type(opts.budget_usd) ~= "number" or opts.budget_usd < 0) then
     fail(2, "qw.workflow: budget_usd must be a number >= 0 (got %s)", tostring(opts.budget_usd))
   end
-  return setmetatable({ name = name, opts = opts, tasks = {}, order = {} }, Workflow)
+  -- the tasks in definition order, a list per field (a table per task would be 100,000 more
+  -- for the collector to walk, on every cycle, while a big workflow is defined); `tasks`
+  -- maps an id to its place
+  return setmetatable({ name = name, opts = opts, tasks = {}, n = 0, ids = {}, specs = {}, optss = {}, depss = {} },
+                      Workflow)
 end
 
 -- inputs and outputs: lists of non-empty strings (inputs may be a function returning one)
@@ -96,8 +100,8 @@ function Workflow:task(id, spec, opts)
   for k in pairs(opts) do
     if not TASK_OPTIONS[k] then fail(2, "workflow '%s': task '%s' has an unknown option '%s'", self.name, id, tostring(k)) end
   end
-  local deps = opts.deps or {}
-  if type(deps) ~= "table" then fail(2, "workflow '%s': deps of task '%s' must be a list of task ids", self.name, id) end
+  local deps = opts.deps
+  if deps ~= nil and type(deps) ~= "table" then fail(2, "workflow '%s': deps of task '%s' must be a list of task ids", self.name, id) end
   if opts.inputs ~= nil then check_paths(self, id, "inputs", opts.inputs) end
   if opts.outputs ~= nil then check_paths(self, id, "outputs", opts.outputs) end
   if is_agent_spec(spec) then
@@ -109,9 +113,9 @@ function Workflow:task(id, spec, opts)
            self.name, id, type(spec.agent))
     end
   end
-  local task = { id = id, spec = spec, opts = opts, deps = deps }
-  self.tasks[id] = task
-  self.order[#self.order + 1] = task
+  local n = self.n + 1
+  self.n, self.tasks[id] = n, n
+  self.ids[n], self.specs[n], self.optss[n], self.depss[n] = id, spec, opts, deps or false
   return self
 end
 
@@ -131,11 +135,11 @@ local function stable(v)
   return v
 end
 
-local function fingerprint(task)
-  local spec, payload = task.spec, nil
+local function fingerprint(spec, opts)
+  local payload
   if is_agent_spec(spec) then
     local o = {}
-    for k, v in pairs(task.opts) do
+    for k, v in pairs(opts) do
       if not ENGINE_OPTIONS[k] or k == "agent" then o[k] = v end
     end
     local ok, json = pcall(qw.json.encode, { agent_task = stable(spec), opts = stable(o) })
@@ -150,7 +154,7 @@ local function fingerprint(task)
     return h
   else
     local o = {}
-    for k, v in pairs(task.opts) do
+    for k, v in pairs(opts) do
       if not ENGINE_OPTIONS[k] or k == "agent" then o[k] = v end
     end
     local ok, json = pcall(qw.json.encode, { spec = spec, opts = o })
@@ -237,38 +241,42 @@ local function script_dir()
 end
 
 -- Hands the tasks to the engine, which checks the graph (unknown dependencies, cycles).
+-- Tasks with inputs or outputs have them in `inputs_of`, `outputs_of` and `bases` (the folder
+-- they start from), by place.
 local function prepare(wf)
   local dir
-  local order, fps = wf.order, {}
-  for i = 1, #order do
-    local t = order[i]
-    local opts = t.opts
-    fps[i] = fingerprint(t)
+  local ids, specs, optss, fps = wf.ids, wf.specs, wf.optss, {}
+  local bases, inputs_of, outputs_of = {}, {}, {}
+  for i = 1, wf.n do
+    local opts = optss[i]
+    fps[i] = fingerprint(specs[i], opts)
     if opts.inputs ~= nil or opts.outputs ~= nil then
+      local id = ids[i]
       if dir == nil then dir = script_dir() or false end
-      t.base = opts.cwd or dir or nil
+      bases[i] = opts.cwd or dir or nil
       local inputs = opts.inputs
       if type(inputs) == "function" then
-        local ok, list = pcall(inputs, t.id)
+        local ok, list = pcall(inputs, id)
         if not ok then
-          error(("workflow '%s': the inputs function of task '%s' failed: %s"):format(wf.name, t.id, tostring(list)), 0)
+          error(("workflow '%s': the inputs function of task '%s' failed: %s"):format(wf.name, id, tostring(list)), 0)
         end
         if type(list) ~= "table" then
           error(("workflow '%s': the inputs function of task '%s' must return a list of paths (got %s)")
-                :format(wf.name, t.id, type(list)), 0)
+                :format(wf.name, id, type(list)), 0)
         end
         for k, p in ipairs(list) do
           if type(p) ~= "string" or p == "" then
             error(("workflow '%s': the inputs function of task '%s' returned a bad path at %d (%s)")
-                  :format(wf.name, t.id, k, type(p)), 0)
+                  :format(wf.name, id, k, type(p)), 0)
           end
         end
         inputs = list
       end
-      t.input_list, t.output_list = inputs, opts.outputs
+      inputs_of[i], outputs_of[i] = inputs, opts.outputs
     end
   end
-  return core._wf_prepare(wf.name, order, fps)
+  wf.inputs_of = inputs_of
+  return core._wf_prepare(wf.name, ids, wf.depss, optss, fps, bases, inputs_of, outputs_of)
 end
 
 ---The batches of task ids that can run in parallel, by dependency level; and, per task in
@@ -317,13 +325,13 @@ function Workflow:run(opts)
   end })
 
   if to_run > 0 then
-    local order = self.order
+    local ids, specs, optss, inputs_of = self.ids, self.specs, self.optss, self.inputs_of
     -- h:step(i, ...) reports how task i ended and returns the next task (nil: all done)
     local function worker()
       local i = h:step()
       while i do
-        local t = order[i]
-        local why = t.input_list and h:prepare(i)
+        local t = { id = ids[i], spec = specs[i], opts = optss[i] }
+        local why = inputs_of[i] and h:prepare(i)
         if why then
           results[t.id] = { ok = false, error = why }
           i = h:step(i, false, why)
