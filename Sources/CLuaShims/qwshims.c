@@ -345,3 +345,68 @@ int qw_close_thread(lua_State *co, lua_State *from) {
     return lua_resetthread(co);
 #endif
 }
+
+/* ---- Workflows: wf:task's common case ----------------------------------------------------- */
+
+/* upvalues: 1 the options that need no check, 2 tasks (id -> place), 3 ids, 4 specs,
+   5 optss, 6 depss, 7 the Lua function that checks and adds any task */
+static int qw_wf_add_task(lua_State *L) {
+    /* 1 wf, 2 id, 3 spec, 4 opts */
+    size_t len;
+    lua_settop(L, 4);
+    int st = lua_type(L, 3), ot = lua_type(L, 4);
+    if (lua_type(L, 1) != LUA_TTABLE) goto slow;
+    if (lua_type(L, 2) != LUA_TSTRING || (lua_tolstring(L, 2, &len), len == 0)) goto slow;
+    if (st == LUA_TTABLE) {
+        /* a command table; an agent task (a prompt and no argv) is checked in Lua */
+        if (lua_getmetatable(L, 3) || lua_rawgeti(L, 3, 1) == LUA_TNIL) goto slow;
+        lua_pop(L, 1);
+    } else if (st != LUA_TFUNCTION && st != LUA_TSTRING) goto slow;
+    if (ot == LUA_TTABLE) {
+        if (lua_getmetatable(L, 4)) goto slow;
+        lua_pushnil(L);
+        while (lua_next(L, 4)) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) != LUA_TSTRING) goto slow;
+            lua_pushvalue(L, -1);
+            if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNIL) goto slow;
+            lua_pop(L, 1);
+        }
+        lua_pushliteral(L, "deps");
+        int dt = lua_rawget(L, 4);
+        if (dt == LUA_TNIL) { lua_pop(L, 1); lua_pushboolean(L, 0); }
+        else if (dt != LUA_TTABLE) goto slow;
+    } else if (ot == LUA_TNIL) {
+        lua_newtable(L);
+        lua_replace(L, 4);
+        lua_pushboolean(L, 0);
+    } else goto slow;
+    /* 5: deps, or false */
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) goto slow;   /* defined twice */
+    lua_pop(L, 1);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, lua_upvalueindex(3)) + 1;
+    lua_pushvalue(L, 2); lua_pushinteger(L, n); lua_rawset(L, lua_upvalueindex(2));
+    lua_rawseti(L, lua_upvalueindex(6), n);                           /* pops deps */
+    lua_pushvalue(L, 4); lua_rawseti(L, lua_upvalueindex(5), n);
+    lua_pushvalue(L, 3); lua_rawseti(L, lua_upvalueindex(4), n);
+    lua_pushvalue(L, 2); lua_rawseti(L, lua_upvalueindex(3), n);
+    lua_settop(L, 1);
+    return 1;
+slow:
+    /* nothing is changed yet: the Lua checks take the call as it came (opts = nil stays nil) */
+    lua_settop(L, 4);
+    if (ot == LUA_TNIL) { lua_pushnil(L); lua_replace(L, 4); }
+    lua_pushvalue(L, lua_upvalueindex(7));
+    lua_insert(L, 1);
+    lua_call(L, 4, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+int qw_wf_task_adder(lua_State *L) {
+    for (int i = 1; i <= 6; i++) luaL_checktype(L, i, LUA_TTABLE);
+    luaL_checktype(L, 7, LUA_TFUNCTION);
+    lua_settop(L, 7);
+    lua_pushcclosure(L, qw_wf_add_task, 7);
+    return 1;
+}

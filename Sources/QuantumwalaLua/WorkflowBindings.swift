@@ -1,4 +1,5 @@
 import CLua
+import CLuaShims
 import Glibc
 import LuaHost
 import QuantumwalaCore
@@ -21,6 +22,10 @@ extension Runtime {
             call.stack.push(fnv1a(call.stack.bytes(at: 1) ?? []))
             return .values(1)
         }
+
+        // qw._wf_task_adder(options) -> add(wf, id, spec, opts) -> added: wf:task's common case
+        lua_pushcclosure(lua.L, qw_wf_task_adder, 0)
+        lua_setfield(lua.L, t, "_wf_task_adder")
 
         // qw._time() -> seconds since the epoch (wall clock, sub-second)
         lua.setFunction("_time", in: t) { call in

@@ -179,4 +179,48 @@ struct WorkflowTests {
         #expect(o.error == nil)
         #expect(r == #"[["build","lint"],["test"],["ship"]]"#)
     }
+
+    /// wf:task takes its common case in C and gives every other to the Lua checks: each
+    /// mistake names the line of the wf:task call, and a refused task adds nothing.
+    @Test func eachMistakeInATaskNamesItsLineAndAddsNothing() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        let (o, r) = try run("""
+            local wf = qw.workflow("bad")
+            local said = {}
+            local function try(f) local ok, e = pcall(f); said[#said + 1] = ok and "ok" or e end
+            try(function() wf:task("", "true") end)
+            try(function() wf:task(1, "true") end)
+            try(function() wf:task("a", 42) end)
+            try(function() wf:task("a", "true", 5) end)
+            try(function() wf:task("a", "true", { tiemout = 1 }) end)
+            try(function() wf:task("a", "true", { deps = "b" }) end)
+            try(function() wf:task("a", "true", { inputs = 3 }) end)
+            try(function() wf:task("a", { prompt = "" }) end)
+            try(function() wf.task("a", "true") end)
+            try(function() wf:task("a", "true", { [1] = "x" }) end)
+            try(function() wf:task("a", { "true" }, setmetatable({ deps = {} }, {})) end)
+            try(function() wf:task("a", "false") end)
+            try(function() wf:task("b", "true", { deps = { "a" } }) end)
+            result = table.concat(said, "\\n") .. "\\n" .. qw.json.encode(wf:plan())
+            """)
+        #expect(o.error == nil)
+        let lines = (r.stringValue ?? "").split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let bad = "workflow 'bad': "
+        #expect(lines == [
+            "test.lua:5: \(bad)a task id must be a non-empty string (got string)",
+            "test.lua:6: \(bad)a task id must be a non-empty string (got number)",
+            "test.lua:7: \(bad)task 'a' must be a command (string or table) or a function (got number)",
+            "test.lua:8: \(bad)the options of task 'a' must be a table (got number)",
+            "test.lua:9: \(bad)task 'a' has an unknown option 'tiemout'",
+            "test.lua:10: \(bad)deps of task 'a' must be a list of task ids",
+            "test.lua:11: \(bad)inputs of task 'a' must be a list of paths or globs, or a function returning one (got number)",
+            "test.lua:12: \(bad)the prompt of agent task 'a' must be a non-empty string",
+            "test.lua:13: wf:task: call it as a method, wf:task(id, spec, opts)",
+            "test.lua:14: \(bad)task 'a' has an unknown option '1'",
+            "ok",
+            "test.lua:16: \(bad)task 'a' is defined twice",
+            "ok",
+            #"[["a"],["b"]]"#,
+        ])
+    }
 }

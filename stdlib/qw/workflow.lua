@@ -29,6 +29,9 @@ local TASK_OPTIONS = { deps = true, retry = true, timeout = true, resources = tr
                        cwd = true, env = true, check = true, log = true, cpu_time = true, inputs = true, outputs = true }
 -- options of the engine's, not of the command: they do not go to qw.exec, nor into the fingerprint
 local ENGINE_OPTIONS = { deps = true, retry = true, name = true, agent = true, inputs = true, outputs = true }
+-- the options wf:task's C part takes as they are (inputs and outputs are checked in Lua)
+local PLAIN_OPTIONS = {}
+for k in pairs(TASK_OPTIONS) do PLAIN_OPTIONS[k] = (k ~= "inputs" and k ~= "outputs") or nil end
 
 -- An agent task's spec: a table with a prompt and no argv.
 local function is_agent_spec(spec)
@@ -62,59 +65,67 @@ function M.new(name, opts)
   -- the tasks in definition order, a list per field (a table per task would be 100,000 more
   -- for the collector to walk, on every cycle, while a big workflow is defined); `tasks`
   -- maps an id to its place
-  return setmetatable({ name = name, opts = opts, tasks = {}, n = 0, ids = {}, specs = {}, optss = {}, depss = {} },
-                      Workflow)
+  local wf = setmetatable({ name = name, opts = opts, tasks = {}, ids = {}, specs = {}, optss = {}, depss = {} },
+                          Workflow)
+  -- wf:task is this workflow's own: its common case is one C call (a third of the
+  -- instructions of the same checks in Lua); whatever that declines, Workflow.check_task
+  -- checks and explains
+  wf.task = core._wf_task_adder(PLAIN_OPTIONS, wf.tasks, wf.ids, wf.specs, wf.optss, wf.depss, Workflow.check_task)
+  return wf
 end
 
 -- inputs and outputs: lists of non-empty strings (inputs may be a function returning one)
 local function check_paths(wf, id, key, v)
   if type(v) == "function" and key == "inputs" then return end
   if type(v) ~= "table" then
-    fail(3, "workflow '%s': %s of task '%s' must be a list of paths or globs%s (got %s)", wf.name, key, id,
+    fail(4, "workflow '%s': %s of task '%s' must be a list of paths or globs%s (got %s)", wf.name, key, id,
          key == "inputs" and ", or a function returning one" or "", type(v))
   end
   for k, p in ipairs(v) do
     if type(p) ~= "string" or p == "" then
-      fail(3, "workflow '%s': %s[%d] of task '%s' must be a non-empty string (got %s)", wf.name, key, k, id, type(p))
+      fail(4, "workflow '%s': %s[%d] of task '%s' must be a non-empty string (got %s)", wf.name, key, k, id, type(p))
     end
   end
 end
 
----Adds a task: a command spec (string or table) or a function.
+---Adds a task: a command spec (string or table) or a function. (Each workflow's `task` is
+---a C function that takes the common case itself and passes any other to this one, which
+---checks it: errors name the caller of wf:task, two levels up.)
 ---@param id string
 ---@param spec string|table|function
 ---@param opts table? { deps = {ids}, retry, timeout, resources, name, ... }
-function Workflow:task(id, spec, opts)
+function Workflow:check_task(id, spec, opts)
+  if getmetatable(self) ~= Workflow then fail(3, "wf:task: call it as a method, wf:task(id, spec, opts)") end
   if type(id) ~= "string" or id == "" then
-    fail(2, "workflow '%s': a task id must be a non-empty string (got %s)", self.name, type(id))
+    fail(3, "workflow '%s': a task id must be a non-empty string (got %s)", self.name, type(id))
   end
-  if self.tasks[id] then fail(2, "workflow '%s': task '%s' is defined twice", self.name, id) end
+  if self.tasks[id] then fail(3, "workflow '%s': task '%s' is defined twice", self.name, id) end
   local t = type(spec)
   if t ~= "string" and t ~= "table" and t ~= "function" then
-    fail(2, "workflow '%s': task '%s' must be a command (string or table) or a function (got %s)", self.name, id, t)
+    fail(3, "workflow '%s': task '%s' must be a command (string or table) or a function (got %s)", self.name, id, t)
   end
   if opts ~= nil and type(opts) ~= "table" then
-    fail(2, "workflow '%s': the options of task '%s' must be a table (got %s)", self.name, id, type(opts))
+    fail(3, "workflow '%s': the options of task '%s' must be a table (got %s)", self.name, id, type(opts))
   end
   opts = opts or {}
   for k in pairs(opts) do
-    if not TASK_OPTIONS[k] then fail(2, "workflow '%s': task '%s' has an unknown option '%s'", self.name, id, tostring(k)) end
+    if not TASK_OPTIONS[k] then fail(3, "workflow '%s': task '%s' has an unknown option '%s'", self.name, id, tostring(k)) end
   end
   local deps = opts.deps
-  if deps ~= nil and type(deps) ~= "table" then fail(2, "workflow '%s': deps of task '%s' must be a list of task ids", self.name, id) end
+  if deps ~= nil and type(deps) ~= "table" then fail(3, "workflow '%s': deps of task '%s' must be a list of task ids", self.name, id) end
   if opts.inputs ~= nil then check_paths(self, id, "inputs", opts.inputs) end
   if opts.outputs ~= nil then check_paths(self, id, "outputs", opts.outputs) end
   if is_agent_spec(spec) then
     if type(spec.prompt) ~= "string" or spec.prompt == "" then
-      fail(2, "workflow '%s': the prompt of agent task '%s' must be a non-empty string", self.name, id)
+      fail(3, "workflow '%s': the prompt of agent task '%s' must be a non-empty string", self.name, id)
     end
     if spec.agent ~= nil and type(spec.agent) ~= "string" and type(spec.agent) ~= "function" then
-      fail(2, "workflow '%s': the agent of task '%s' must be a name or a function(task) -> name (got %s)",
+      fail(3, "workflow '%s': the agent of task '%s' must be a name or a function(task) -> name (got %s)",
            self.name, id, type(spec.agent))
     end
   end
-  local n = self.n + 1
-  self.n, self.tasks[id] = n, n
+  local n = #self.ids + 1
+  self.tasks[id] = n
   self.ids[n], self.specs[n], self.optss[n], self.depss[n] = id, spec, opts, deps or false
   return self
 end
@@ -247,7 +258,7 @@ local function prepare(wf)
   local dir
   local ids, specs, optss, fps = wf.ids, wf.specs, wf.optss, {}
   local bases, inputs_of, outputs_of = {}, {}, {}
-  for i = 1, wf.n do
+  for i = 1, #ids do
     local opts = optss[i]
     fps[i] = fingerprint(specs[i], opts)
     if opts.inputs ~= nil or opts.outputs ~= nil then

@@ -75,4 +75,13 @@ void qw_push_thread_traceback(lua_State *L, lua_State *co, int level);
     leaves to coroutine.close); returns the status of the close. */
 int qw_close_thread(lua_State *co, lua_State *from);
 
+/* ---- Workflows ------------------------------------------------------------------------- */
+/** task_adder(options, tasks, ids, specs, optss, depss, check) -> task: a workflow's wf:task
+    whose common case is one C call. `task(wf, id, spec, opts)` appends the task to the lists
+    and maps `tasks[id]` to its place when the id is a new non-empty string, the spec a
+    function, a string or a plain command table, and opts nil or a plain table whose keys are
+    all in `options` and whose deps is nil or a table; otherwise it changes nothing and
+    returns what `check(wf, id, spec, opts)` (Lua: checks, explains, adds) returns. */
+int qw_wf_task_adder(lua_State *L);
+
 #endif
