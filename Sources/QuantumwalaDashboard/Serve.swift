@@ -63,6 +63,24 @@ public func serveDashboard(_ o: DashboardOptions) -> Int32 {
     }
     let shown = o.host.contains(":") ? "[\(o.host)]" : o.host
     let openIt = o.open, host = o.host, storePath = store.path
+    // Ctrl-C, SIGTERM and SIGHUP end the streams and the process, cleanly. In place before
+    // the address is printed: whoever reads it may stop the dashboard at once, and a signal
+    // that came after SIG_IGN but before its source was registered would be lost.
+    var sources: [any DispatchSourceSignal] = []
+    let registered = DispatchGroup()
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: DispatchQueue(label: "qw.dashboard.signal"))
+        source.setEventHandler {
+            feed.stop()
+            Glibc.exit(0)
+        }
+        registered.enter()
+        source.setRegistrationHandler { registered.leave() }
+        source.resume()
+        sources.append(source)
+    }
+    registered.wait()
     Task.detached {
         do {
             try await server.run { bound in
@@ -75,18 +93,6 @@ public func serveDashboard(_ o: DashboardOptions) -> Int32 {
             writeAll(2, "qw dashboard: cannot serve on \(host):\(bind): \(error)\n")
             Glibc.exit(1)
         }
-    }
-    // Ctrl-C, SIGTERM and SIGHUP end the streams and the process, cleanly
-    var sources: [any DispatchSourceSignal] = []
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
-        source.setEventHandler {
-            feed.stop()
-            Glibc.exit(0)
-        }
-        source.resume()
-        sources.append(source)
     }
     withExtendedLifetime(sources) { dispatchMain() }
 }
