@@ -59,7 +59,7 @@ final class WorkflowRunHandle {
         let store = try runtime.stateStore()
         if run.pendingChanges > 0 {
             let c = run.takeChanges(), name = run.name
-            writer.submit { () throws(StoreError) in try store.saveTasks(name, c.records, attempts: c.attempts, events: c.events) }
+            writer.submit { () throws(StoreError) in try store.saveTasks(name, c.records, attempts: c.attempts, events: c.events, counts: c.counts) }
         }
         lastFlush = monotonicSeconds()
         if wait, let e = writer.drain() { throw LuaArgumentError(e) }

@@ -51,6 +51,12 @@ struct CrashResumeTests {
         let before = counts(dir)
         #expect(finished < 9 || !succeeded.isEmpty, "killed late enough that some tasks had succeeded")
         #expect(try store.integrityCheck() == "ok")
+        // the counts the run kept are those of the rows it left (written in the same transactions)
+        func countsMatch() throws -> Bool {
+            guard let kept = try store.keptTaskCounts(of: "crashy") else { return try store.tasks(of: "crashy").isEmpty }
+            return kept.map { "\($0.0)=\($0.1)" } == (try store.taskCountsFromRows(of: "crashy")).map { "\($0.0)=\($0.1)" }
+        }
+        #expect(try countsMatch())
 
         let rerun = qw(["--state", db, "run", dir + "/wf.lua", dir])
         #expect(rerun.code == 0, "\(rerun.stderr)")
@@ -62,5 +68,6 @@ struct CrashResumeTests {
         for id in all { #expect((after[id] ?? 0) >= 1, "\(id) never ran") }
         #expect(try store.integrityCheck() == "ok")
         #expect(try store.tasks(of: "crashy").allSatisfy { $0.status == "succeeded" })
+        #expect(try countsMatch())
     }
 }

@@ -223,4 +223,39 @@ struct WorkflowTests {
             #"[["a"],["b"]]"#,
         ])
     }
+
+    /// The task counts a run keeps in its workflow's row (what `qw status` and the dashboard
+    /// read) are those of the rows: after failures and skips, a task dropped from the
+    /// definition, a new one, and a fresh run.
+    @Test func theKeptTaskCountsAreThoseOfTheRows() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        func check(_ runs: [(String, [(String, Int)])]) throws {
+            for (code, expected) in runs {
+                let (o, _) = try run(code)
+                #expect(o.error == nil)
+                let store = try StateStore(path: dir + "/state.db")
+                let kept = try #require(try store.keptTaskCounts(of: "counts"), "the run wrote its counts")
+                let rows = try store.taskCountsFromRows(of: "counts")
+                #expect(kept.map { "\($0.0)=\($0.1)" } == rows.map { "\($0.0)=\($0.1)" })
+                #expect(kept.map { "\($0.0)=\($0.1)" } == expected.map { "\($0.0)=\($0.1)" })
+            }
+        }
+        try check([
+            ("""
+             local wf = qw.workflow("counts")
+             wf:task("a", "true"); wf:task("b", "false"); wf:task("c", "true", { deps = { "b" } }); wf:task("d", "true")
+             wf:run()
+             """, [("failed", 1), ("skipped", 1), ("succeeded", 2)]),
+            ("""
+             local wf = qw.workflow("counts")
+             wf:task("a", "true"); wf:task("b", "true"); wf:task("c", "true", { deps = { "b" } }); wf:task("e", "false")
+             wf:run()
+             """, [("failed", 1), ("succeeded", 4)]),   // d's row stays, as it was
+            ("""
+             local wf = qw.workflow("counts")
+             wf:task("a", "true")
+             wf:run{ fresh = true }
+             """, [("succeeded", 1)]),
+        ])
+    }
 }

@@ -32,6 +32,13 @@ public final class OwnCPUMeter {
     }
 }
 
+/// The CPU seconds this process has used so far, all its threads (nanosecond resolution).
+public func ownCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 private let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
 /// The CPU seconds a live process used so far, all its threads: utime + stime (fields 14

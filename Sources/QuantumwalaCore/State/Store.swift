@@ -391,6 +391,11 @@ public final class StateStore {
             // how long after its start each run got its first answer
             try db.execute(sql: "ALTER TABLE agent_admits ADD COLUMN delay REAL")
         }
+        m.registerMigration("v11: workflows keep how many of their tasks are in each state") { db in
+            // how many of the workflow's rows in wf_tasks are in each state, a `STATE\tCOUNT`
+            // line per state, written with them by the run (NULL: not known, count the rows)
+            try db.execute(sql: "ALTER TABLE workflows ADD COLUMN task_counts TEXT")
+        }
         return m
     }
 
@@ -614,7 +619,10 @@ public final class StateStore {
     /// Forgets a workflow's tasks (a fresh start).
     public func resetWorkflow(_ name: String) throws(StoreError) {
         try wrap("reset workflow '\(name)'") {
-            try db.write { db in try db.execute(sql: "DELETE FROM wf_tasks WHERE workflow = ?", arguments: [name]) }
+            try db.write { db in
+                try db.execute(sql: "DELETE FROM wf_tasks WHERE workflow = ?", arguments: [name])
+                try db.execute(sql: "UPDATE workflows SET task_counts = '' WHERE name = ?", arguments: [name])
+            }
         }
     }
 
@@ -682,9 +690,11 @@ public final class StateStore {
     }
 
     /// Writes task records, their attempts and events in one transaction (the engine batches
-    /// changes).
+    /// changes). `counts`: how many of the workflow's rows are in each state once these are
+    /// written (what ``taskCounts(of:)`` then reads instead of counting the rows).
     public func saveTasks(_ workflow: String, _ records: [TaskRecord], attempts: [AttemptRecord] = [],
-                          events: [(kind: String, task: String, data: [UInt8]?)]) throws(StoreError) {
+                          events: [(kind: String, task: String, data: [UInt8]?)],
+                          counts: [String: Int]? = nil) throws(StoreError) {
         guard !records.isEmpty || !events.isEmpty || !attempts.isEmpty else { return }
         try wrap("save the tasks of '\(workflow)'") {
             try db.write { db in
@@ -754,9 +764,19 @@ public final class StateStore {
                         try insert.execute(arguments: [run, workflow, a.task, a.attempt, a.ok, now, a.duration, a.code, a.maxRSS, a.cpuTime, a.error])
                     }
                 }
-                try db.execute(sql: "UPDATE workflows SET updated_at = ? WHERE name = ?", arguments: [now, workflow])
+                if let counts {
+                    try db.execute(sql: "UPDATE workflows SET updated_at = ?, task_counts = ? WHERE name = ?",
+                                   arguments: [now, Self.countsText(counts), workflow])
+                } else {
+                    try db.execute(sql: "UPDATE workflows SET updated_at = ? WHERE name = ?", arguments: [now, workflow])
+                }
             }
         }
+    }
+
+    /// `failed\t2\nsucceeded\t10\n`: a workflow's task counts as kept in its row.
+    static func countsText(_ counts: [String: Int]) -> String {
+        counts.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key)\t\($0.value)\n" }.joined()
     }
 
     /// `{"started_at":...,"attempts":1,...}` for a finished task's event.

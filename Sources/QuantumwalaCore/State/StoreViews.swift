@@ -42,12 +42,43 @@ extension StateStore {
         }
     }
 
-    /// How many of a workflow's tasks are in each state.
+    /// How many of a workflow's tasks are in each state, by state: as its runs keep them in
+    /// its row (one read, however many tasks), else counted from the rows.
     public func taskCounts(of workflow: String) throws(StoreError) -> [(String, Int)] {
         try readTable("count the tasks of '\(workflow)'") { db in
-            try Row.fetchAll(db, sql: "SELECT status, count(*) FROM wf_tasks WHERE workflow = ? GROUP BY status ORDER BY status",
-                             arguments: [workflow]).map { ($0[0], $0[1]) }
+            try keptCounts(db, workflow) ?? countedTasks(db, workflow)
         }
+    }
+
+    /// The counts as its runs keep them in its row; nil when they are not known.
+    public func keptTaskCounts(of workflow: String) throws(StoreError) -> [(String, Int)]? {
+        try readTable("read the task counts of '\(workflow)'") { db in try keptCounts(db, workflow) }
+    }
+
+    /// The counts, always counted from the rows (what the kept counts must equal).
+    public func taskCountsFromRows(of workflow: String) throws(StoreError) -> [(String, Int)] {
+        try readTable("count the tasks of '\(workflow)'") { db in try countedTasks(db, workflow) }
+    }
+
+    private func keptCounts(_ db: Database, _ workflow: String) throws -> [(String, Int)]? {
+        try String.fetchOne(db, sql: "SELECT task_counts FROM workflows WHERE name = ?", arguments: [workflow])
+            .flatMap(Self.counts(fromText:))
+    }
+
+    private func countedTasks(_ db: Database, _ workflow: String) throws -> [(String, Int)] {
+        try Row.fetchAll(db, sql: "SELECT status, count(*) FROM wf_tasks WHERE workflow = ? GROUP BY status ORDER BY status",
+                         arguments: [workflow]).map { ($0[0], $0[1]) }
+    }
+
+    /// The counts of ``countsText(_:)``, by state; nil when the text is not such a list.
+    static func counts(fromText text: String) -> [(String, Int)]? {
+        var out: [(String, Int)] = []
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: "\t")
+            guard parts.count == 2, let n = Int(parts[1]), n >= 0 else { return nil }
+            if n > 0 { out.append((String(parts[0]), n)) }
+        }
+        return out.sorted { $0.0 < $1.0 }
     }
 
     /// A workflow's tasks with their dependencies and states, in the order of their ids.

@@ -90,6 +90,13 @@ public final class WorkflowRun {
 
     private var dirty: [Int32] = []
     private var isDirty: [Bool] = []
+    /// Per task, the state its row in the store has (nil: it has none yet); and how many of
+    /// the workflow's rows are in each state, those of tasks it no longer defines included:
+    /// what the store holds once the changes taken so far are written.
+    private var storedStatus: [String?] = []
+    private var storedCounts: [String: Int] = [:]
+    /// Whether those are known: ``decide(previous:fresh:)`` read the store's rows.
+    private var countsKnown = false
     private var events: [(kind: String, task: String, data: [UInt8]?)] = []
     private var attemptRows: [StateStore.AttemptRecord] = []
     /// Changes waiting for the next flush.
@@ -242,8 +249,18 @@ public final class WorkflowRun {
     public func decide(previous records: [StateStore.TaskRecord], fresh: Bool) throws(WorkflowError) {
         let n = ids.count
         previous = Array(repeating: nil, count: n)
+        // a fresh run starts from no rows (the store forgets them first)
+        storedStatus = Array(repeating: nil, count: n)
+        storedCounts = [:]
+        countsKnown = true
         if !fresh {
-            for r in records { if let i = index[r.id] { previous[Int(i)] = r } }
+            for r in records {
+                storedCounts[r.status, default: 0] += 1
+                if let i = index[r.id] {
+                    previous[Int(i)] = r
+                    storedStatus[Int(i)] = r.status
+                }
+            }
         }
         // every input file, hashed at once on several threads, then each task's inputs as they
         // are now (which also checks that each exists or will be produced)
@@ -524,28 +541,38 @@ public final class WorkflowRun {
         if let event { events.append((kind: event, task: ids[i], data: data ?? error.map { Array(jsonString($0).utf8) })) }
     }
 
-    /// The changes since the last call, for one transaction of ``StateStore/saveTasks(_:_:attempts:events:)``.
+    /// The changes since the last call, for one transaction of
+    /// ``StateStore/saveTasks(_:_:attempts:events:counts:)``, with the workflow's task counts
+    /// once they are written (nil before ``decide(previous:fresh:)``).
     public func takeChanges() -> (records: [StateStore.TaskRecord], attempts: [StateStore.AttemptRecord],
-                                  events: [(kind: String, task: String, data: [UInt8]?)]) {
+                                  events: [(kind: String, task: String, data: [UInt8]?)], counts: [String: Int]?) {
         var list: [StateStore.TaskRecord] = []
         list.reserveCapacity(dirty.count)
         for i in dirty {
-            list.append(records[Int(i)])
+            let r = records[Int(i)]
+            list.append(r)
             isDirty[Int(i)] = false
+            guard countsKnown else { continue }
+            if let old = storedStatus[Int(i)] {
+                if old == r.status { continue }
+                storedCounts[old, default: 0] -= 1
+            }
+            storedCounts[r.status, default: 0] += 1
+            storedStatus[Int(i)] = r.status
         }
         defer {
             dirty = []
             events = []
             attemptRows = []
         }
-        return (list, attemptRows, events)
+        return (list, attemptRows, events, countsKnown ? storedCounts : nil)
     }
 
     /// Writes the changes since the last flush in one transaction.
     public func flush(to store: StateStore) throws(StoreError) {
         guard pendingChanges > 0 else { return }
         let c = takeChanges()
-        try store.saveTasks(name, c.records, attempts: c.attempts, events: c.events)
+        try store.saveTasks(name, c.records, attempts: c.attempts, events: c.events, counts: c.counts)
     }
 
     /// The tasks by how the run left them, in definition order.
