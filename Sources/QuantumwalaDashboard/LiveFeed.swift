@@ -9,8 +9,8 @@ import QuantumwalaLua
 /// When it moved, the feed reads what is new once (the event log and hook events after the
 /// last ids it saw, suggestions changed since) and sends each client the part it asked for:
 /// events, the changed rows of the workflow it shows, and the overview when that changed.
-/// The work per change is paced by its own cost, so a store taking thousands of changes a
-/// second costs the dashboard a bounded share of one core.
+/// The work per change is paced by the process's own CPU use, so a store taking thousands of
+/// changes a second costs the dashboard a bounded share of one core.
 final class LiveFeed: @unchecked Sendable {
     let model: DashboardModel
     private var queue: DispatchQueue { model.queue }
@@ -43,11 +43,15 @@ final class LiveFeed: @unchecked Sendable {
     private var dirty = false
     private var overviewDue = false
     private var nextDelta = 0.0
+    private var lastDelta: (at: Double, cpu: Double)?
     private var nextOverview = 0.0
     private var lastOverview = ""
     private var lastPing = 0.0
     /// Seconds between polls of the data version.
     static let poll = 0.05
+    /// The dashboard's CPU over the wall time between two passes is at most 1 / (pace + 1)
+    /// of a core (a 25th) while the store is busy.
+    static let pace = 24.0
     /// The most rows of the event log one message carries.
     static let maxRows = 500
 
@@ -150,18 +154,22 @@ final class LiveFeed: @unchecked Sendable {
         }
         if dirty && now >= nextDelta {
             dirty = false
-            let started = monotonicWallClock()
             delta()
-            let cost = monotonicWallClock() - started
-            // at most a tenth of a core on a busy store, never more often than every 100 ms
-            nextDelta = now + max(0.1, cost * 9)
+            // The whole process's CPU since the last pass (this read and encoding, the sending
+            // of the last one to every client, the pages it served) sets when the next may
+            // be: at most a 25th of a core from then to the next, as the work it watches
+            // comes first; never more often than every 100 ms, nor a page more than 1 s behind.
+            let cpu = ownCPUSeconds()
+            let share = (lastDelta.map { $0.at + (cpu - $0.cpu) * (Self.pace + 1) } ?? now) - now
+            lastDelta = (now, cpu)
+            nextDelta = now + min(1, max(0.1, share))
         }
         guard !clients.isEmpty else { return }
         if overviewDue && now >= nextOverview || now - nextOverview > 2 {
             overviewDue = false
             let started = monotonicWallClock()
             pushOverview()
-            nextOverview = now + max(0.25, (monotonicWallClock() - started) * 9)
+            nextOverview = now + max(0.25, (monotonicWallClock() - started) * Self.pace)
         }
         followLogs()
         if now - lastPing >= 15 {
