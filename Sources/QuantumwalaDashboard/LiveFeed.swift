@@ -50,8 +50,8 @@ final class LiveFeed: @unchecked Sendable {
     /// Seconds between polls of the data version.
     static let poll = 0.05
     /// The dashboard's CPU over the wall time between two passes is at most 1 / (pace + 1)
-    /// of a core (a 25th) while the store is busy.
-    static let pace = 24.0
+    /// of a core (a 50th) while the store is busy.
+    static let pace = 49.0
     /// The most rows of the event log one message carries.
     static let maxRows = 500
 
@@ -157,7 +157,7 @@ final class LiveFeed: @unchecked Sendable {
             delta()
             // The whole process's CPU since the last pass (this read and encoding, the sending
             // of the last one to every client, the pages it served) sets when the next may
-            // be: at most a 25th of a core from then to the next, as the work it watches
+            // be: at most a 50th of a core from then to the next, as the work it watches
             // comes first; never more often than every 100 ms, nor a page more than 1 s behind.
             let cpu = ownCPUSeconds()
             let share = (lastDelta.map { $0.at + (cpu - $0.cpu) * (Self.pace + 1) } ?? now) - now
