@@ -80,7 +80,9 @@ public func serveDashboard(_ o: DashboardOptions) -> Int32 {
         source.resume()
         sources.append(source)
     }
-    registered.wait()
+    // (registration is the dispatch manager's at once; the bound only keeps a broken one
+    // from hanging the start)
+    _ = registered.wait(timeout: .now() + 5)
     Task.detached {
         do {
             try await server.run { bound in
