@@ -23,7 +23,8 @@ extension Runtime {
             return .values(1)
         }
 
-        // qw._wf_task_adder(options) -> add(wf, id, spec, opts) -> added: wf:task's common case
+        // qw._wf_task_adder(options, tasks, ids, specs, optss, depss, check) -> a workflow's
+        // wf:task, its common case in C (see qw_wf_task_adder)
         lua_pushcclosure(lua.L, qw_wf_task_adder, 0)
         lua_setfield(lua.L, t, "_wf_task_adder")
 

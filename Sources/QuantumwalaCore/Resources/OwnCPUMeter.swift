@@ -14,7 +14,7 @@ public final class OwnCPUMeter {
     /// Percent of all cores used by qw, its reaped children and `livePids` (with their reaped
     /// children) since the previous call; nil on the first call.
     public func sample(livePids: [Int32]) -> Double? {
-        var seconds = rusageSeconds(RUSAGE_SELF) + rusageSeconds(RUSAGE_CHILDREN)
+        var seconds = ownCPUSeconds() + rusageSeconds(RUSAGE_CHILDREN)
         for pid in livePids where pid > 0 { seconds += processCPUSeconds(pid, withReapedChildren: true) ?? 0 }
         let now = monotonicSeconds()
         defer { last = (now, seconds) }
