@@ -44,7 +44,8 @@ extension Runtime {
             return .values(1)
         }
         // qw._gate_acquire(run, max_agents, stagger, backoff[, peek]) -> granted, wait, known, paced, others (see gateAcquire)
-        // qw._gate_admitted(run, max_agents, stagger, backoff): the model answered the run
+        // qw._gate_admitted(run, max_agents, stagger, backoff[, ready]): the model answered the
+        // run (ready, unless false: its CLI waited for its prompt at its turn)
         // qw._gate_release(run, limited, retry_after, backoff, max_agents)
         // qw._gate_status() -> { running, closed_until, probing, rate, window }
         func settings(_ s: LuaStack, from: Int32) -> AgentGate.Settings {
@@ -70,7 +71,8 @@ extension Runtime {
             let run = s.string(at: 1) ?? ""
             let store = try stateStore()
             let set = settings(s, from: 2)
-            try storeCall { () throws(StoreError) in try store.gateAdmitted(run: run, settings: set) }
+            let ready = s.type(at: 5) == .nil || s.bool(at: 5)
+            try storeCall { () throws(StoreError) in try store.gateAdmitted(run: run, settings: set, ready: ready) }
             return .values(0)
         }
         lua.setFunction("_gate_release", in: t) { [unowned self] call in

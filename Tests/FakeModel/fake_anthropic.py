@@ -130,10 +130,14 @@ class Handler(BaseHTTPRequestHandler):
             n = st.counts.get(name, 0)
             st.counts[name] = n + 1
         if isinstance(script, dict) and "rate" in script:  # {"rate": R, "reject": turn, "then": [...]}: R per second
+            # R a second: at most max(1, floor(R)) requests within any count / R seconds
+            # (at 2: two within one second; at 0.5: one within two seconds)
             now = time.time()
+            count = max(1, int(script["rate"]))
+            span = count / script["rate"]
             with st.lock:
-                window = [t for t in st.windows.get(name, []) if now - t < 1.0]
-                admitted = len(window) < script["rate"]
+                window = [t for t in st.windows.get(name, []) if now - t < span]
+                admitted = len(window) < count
                 if admitted:
                     window.append(now)
                 st.windows[name] = window

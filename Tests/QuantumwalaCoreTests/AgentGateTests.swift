@@ -111,4 +111,42 @@ struct AgentGateTests {
         let rate = try #require(try s.gateStatus().rate)
         #expect(abs(rate - 2 * AgentGate.admittedShare) < 1e-9, "two got through within a second: \(rate)")
     }
+
+    /// A refusal under a pace slows it (by 5%, when the server let through more than the pace),
+    /// and the refused start does not hold the next one back an interval: the next may go as
+    /// soon as the answers' pace allows. A run whose CLI was not ready at its turn tells
+    /// nothing of the delay to an answer.
+    @Test func aRefusalUnderThePaceSlowsItAndFreesTheTurn() throws {
+        let (s, dir) = try store()
+        defer { removeFolder(dir) }
+        // a pace from a burst: two through within a second, the third refused
+        for i in 1...3 { #expect(try s.gateAcquire(run: "b\(i)", settings: settings).granted) }
+        try s.gateAdmitted(run: "b1", settings: settings)
+        try s.gateAdmitted(run: "b2", settings: settings, ready: false)
+        try s.gateRelease(run: "b3", limited: true, retryAfter: nil, settings: settings)
+        for i in 1...2 { try s.gateRelease(run: "b\(i)", limited: false, retryAfter: nil, settings: settings) }
+        let first = try #require(try s.gateStatus().rate)
+        #expect(abs(first - 2 * AgentGate.admittedShare) < 1e-9)
+        // one run gets through at that pace (the pace grows a little), the next is refused
+        while !(try s.gateAcquire(run: "ok", settings: settings).granted) { usleep(10_000) }
+        try s.gateAdmitted(run: "ok", settings: settings)
+        try s.gateRelease(run: "ok", limited: false, retryAfter: nil, settings: settings)
+        let grown = try #require(try s.gateStatus().rate)
+        #expect(abs(grown - first * (1 + AgentGate.increase)) < 1e-9)
+        while !(try s.gateAcquire(run: "refused", settings: settings).granted) { usleep(10_000) }
+        try s.gateRelease(run: "refused", limited: true, retryAfter: nil, settings: settings)
+        let slowed = try #require(try s.gateStatus().rate)
+        // the server let three through within a second: more than the pace, so the pace sets it
+        #expect(abs(slowed - grown * AgentGate.admittedShare) < 1e-9, "\(slowed) after \(grown)")
+        // the next start waits for the answers' pace only: an interval of the new pace after
+        // the last answer is hardly later than the refused start (not an interval after it)
+        let next = try s.gateAcquire(run: "next", settings: settings, peek: true)
+        #expect(next.granted || next.wait < 0.5 / slowed, "\(next) at \(slowed)/s")
+        // the quick fifth of the delays is that of the ready runs only: b2's counts for nothing
+        var delays: [Double?] = []
+        try s.writeGate { db in
+            try db.direct("SELECT delay FROM agent_admits ORDER BY at") { r in delays.append(r.isNull(0) ? nil : r.double(0)) }
+        }
+        #expect(delays.count == 3 && delays[1] == nil && delays[0] != nil && delays[2] != nil, "\(delays)")
+    }
 }

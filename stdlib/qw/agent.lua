@@ -453,6 +453,8 @@ function M.run(opts)
       end
       holding = true
     end
+    -- whether its CLI waited for its prompt at its turn (else its start is in the time to answer)
+    local warm = early and cli_ready()
     last_turn = core._time()
     if early then
       early, prestarted, ahead = false, prestarted - 1, core._time() - spawned
@@ -482,7 +484,7 @@ function M.run(opts)
           if news and news.admitted and want_admitted then
             want_admitted = false
             admitted = true
-            core._gate_admitted(mark, max_agents, stagger, backoff)
+            core._gate_admitted(mark, max_agents, stagger, backoff, warm)
           end
           if news and news.session_id and want_session then
             want_session = false
@@ -518,7 +520,7 @@ function M.run(opts)
     spent_here = spent_here + (r.cost_usd or 0)
     if holding then
       r.rate_limited = rate_limited(r) or nil
-      if r.ok and not admitted then core._gate_admitted(mark, max_agents, stagger, backoff) end
+      if r.ok and not admitted then core._gate_admitted(mark, max_agents, stagger, backoff, false) end
       core._gate_release(mark, r.rate_limited or false, nil, backoff, max_agents)
       holding = false
     end

@@ -11,11 +11,10 @@ import Glibc
 /// Rate limits are met in two ways, as TCP meets congestion:
 /// - *A steady limit* (some runs get through, some are refused) slows the gate down: at the
 ///   first refusal of an episode starts are paced at 95% of the rate at which the server let
-///   runs through (the mean over the last 3 seconds, or the most that got through within
-///   one second, whichever is higher; with too few for a mean after a pace was set, 3/4 of
-///   it; never faster than the pace it had), and the number of runs at once is halved. Each
-///   run that gets through (its first model answer) raises the pace by 0.3% and the window
-///   by one per window's worth of runs.
+///   runs through (the mean over its last 8 answers within 10 seconds or the most that got
+///   through within one second, whichever is higher) or of the pace it had, whichever is
+///   lower, and the number of runs at once is halved. Each run that gets through (its first
+///   model answer) raises the pace by 0.3% and the window by one per window's worth of runs.
 ///   The pace holds for the answers too: a start waits until its expected answer comes k
 ///   intervals after the k-th latest one. It closes only when the server gave a reset time.
 /// - *A closed door* (a run started after a refusal is refused too, with no run getting
@@ -59,11 +58,11 @@ public struct AgentGate {
     /// The CPUs online.
     public static let machineCPUs = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 
-    /// The pace after a refusal, as a share of the rate the server let runs through; and of
-    /// the pace there was, when too few got through to measure. (Below the limit: a CLI's
-    /// request follows its start by a time that varies: by some 50 ms when its prompt comes on
-    /// stdin to a CLI started ahead, by some 200 ms when it starts with the prompt.)
-    static let admittedShare = 0.95, startedShare = 0.75
+    /// The pace after a refusal, as a share of the rate the server let runs through or of the
+    /// pace there was, whichever is lower. (Below the limit: a CLI's request follows its turn
+    /// by a time that varies: by some 50 ms when its prompt comes on stdin to a CLI started
+    /// ahead, by some 200 ms when it starts with the prompt.)
+    static let admittedShare = 0.95
     /// How much the pace grows for each run that gets through.
     static let increase = 0.003
 
@@ -137,8 +136,10 @@ extension StateStore {
     }
 
     /// Says that `run` got through: the model answered it. The gate opens after a probe, and
-    /// the pace and the window grow (see ``AgentGate``).
-    public func gateAdmitted(run: String, settings: AgentGate.Settings) throws(StoreError) {
+    /// the pace and the window grow (see ``AgentGate``). `ready`: its CLI had started and was
+    /// waiting for its prompt at its turn; only then does the time from turn to answer tell
+    /// when the answer of a start comes (a CLI that starts at its turn takes its start too).
+    public func gateAdmitted(run: String, settings: AgentGate.Settings, ready: Bool = true) throws(StoreError) {
         _ = try writeGate { db -> Bool in
             var admitted: Bool?, since = 0.0
             try db.direct("SELECT admitted, since FROM agent_holders WHERE run = ?", [.text(run)]) { admitted = $0.bool(0); since = $0.double(1) }
@@ -146,7 +147,7 @@ extension StateStore {
             try db.direct("UPDATE agent_holders SET admitted = 1 WHERE run = ?", [.text(run)])
             let now = monotonicWallClock()
             try db.direct("DELETE FROM agent_admits WHERE at < ?", [.double(now - 10)])
-            try db.direct("INSERT INTO agent_admits (at, delay) VALUES (?, ?)", [.double(now), .double(now - since)])
+            try db.direct("INSERT INTO agent_admits (at, delay) VALUES (?, ?)", [.double(now), ready ? .double(now - since) : .null])
             var probing = false, window = 0.0, rate = 0.0
             try db.direct("SELECT probing, window, rate FROM agent_gate WHERE id = 1") { r in
                 probing = r.bool(0); window = r.double(1); rate = r.double(2)
@@ -192,32 +193,32 @@ extension StateStore {
                 // new rate after the last); closed only for as long as the server asked
                 var running = 1.0
                 try db.direct("SELECT count(*) FROM agent_holders") { running += Double($0.int(0)) }
-                // the rate the server let runs through, over the admissions of the last 3 s
+                // the rate the server let runs through, over its last answers (as many as
+                // 10 s hold, up to 8: enough for a mean at a slow pace too, and still recent
+                // at a fast one)
                 var admits: [Double] = []
-                try db.direct("SELECT at FROM agent_admits WHERE at > ? ORDER BY at", [.double(now - 3)]) { admits.append($0.double(0)) }
-                // too few through to measure: 3/4 of the pace there is, or none yet (the
-                // halved window slows a burst until a measure is possible)
+                try db.direct("SELECT at FROM agent_admits WHERE at > ? ORDER BY at DESC LIMIT 8", [.double(now - 10)]) { admits.append($0.double(0)) }
+                admits.reverse()
                 // The most that got through within one second is a rate the server allows
-                // too: the mean over 3 s is low when the runs came slower than it allowed.
+                // too: the mean is low when the runs came slower than it allowed. Too few
+                // through for a mean: a burst, paced at that alone (the halved window slows
+                // it until a mean is possible).
                 var inOneSecond = 0, first = 0
                 for (i, at) in admits.enumerated() {
                     while admits[first] <= at - 1 { first += 1 }
                     inOneSecond = max(inOneSecond, i - first + 1)
                 }
-                var paced: Double
+                var measured = Double(inOneSecond)
                 if admits.count >= 3, admits.last! - admits.first! > 0.1 {
-                    let mean = Double(admits.count - 1) / (admits.last! - admits.first!)
-                    paced = max(mean, Double(inOneSecond)) * AgentGate.admittedShare
-                } else if rate > 0 {
-                    paced = max(0.01, rate * AgentGate.startedShare)
-                } else {
-                    paced = Double(inOneSecond) * AgentGate.admittedShare
+                    measured = max(measured, Double(admits.count - 1) / (admits.last! - admits.first!))
                 }
-                // a refusal never speeds the gate up (and a pace under what the server let
-                // through was refused for the runs' uneven timing, not for its rate)
-                if rate > 0 { paced = min(paced, rate) }
+                // and every refusal slows a pace there is: one under what the server let
+                // through was refused for the runs' uneven timing, and meets it again
+                let paced = (rate > 0 ? min(measured > 0 ? measured : rate, rate) : measured) * AgentGate.admittedShare
                 let halved = max(1, (window > 0 ? min(window, running) : running) / 2)
-                try db.direct("UPDATE agent_gate SET streak = 1, limited_at = ?, rate = ?, window = ?, closed_until = ? WHERE id = 1",
+                // the refused start does not hold the next one back an interval: the server
+                // did not count it, and the pace of the answers says when the next may go
+                try db.direct("UPDATE agent_gate SET streak = 1, limited_at = ?, rate = ?, window = ?, closed_until = ?, last_start = 0 WHERE id = 1",
                               [.double(now), .double(paced), .double(halved), .double(max(closedUntil, retryAfter.map { now + $0 } ?? 0))])
             } else {
                 // refused again with nothing through in between: the door is shut; probe it
