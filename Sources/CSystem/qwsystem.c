@@ -118,11 +118,17 @@ void qw_install_signal_handlers(void) {
    moment, and event loops on several threads (tests) track their groups in it. */
 static pid_t qw_groups[QW_MAXGROUPS];
 static int qw_groups_hint;
+/* One past the highest slot ever tried: the scans stop there, so a run that started few
+   processes does not read (and fault in) the whole 64 KB table when it exits. */
+static int qw_groups_top;
 
 int qw_track_group(pid_t pgid) {
     int hint = __atomic_load_n(&qw_groups_hint, __ATOMIC_RELAXED);
     for (int n = 0; n < QW_MAXGROUPS; n++) {
         int i = (hint + n) % QW_MAXGROUPS;
+        /* raised before the slot is taken: a handler on another thread never misses it */
+        int top = __atomic_load_n(&qw_groups_top, __ATOMIC_SEQ_CST);
+        while (top < i + 1 && !__atomic_compare_exchange_n(&qw_groups_top, &top, i + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
         pid_t empty = 0;
         if (__atomic_compare_exchange_n(&qw_groups[i], &empty, pgid, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
             __atomic_store_n(&qw_groups_hint, i + 1, __ATOMIC_RELAXED);
@@ -142,14 +148,15 @@ void qw_untrack_group(int slot, pid_t pgid) {
 /* Async-signal-safe: only kill, nanosleep and plain memory access. */
 void qw_kill_all_groups(int grace_ms) {
     int any = 0;
-    for (int i = 0; i < QW_MAXGROUPS; i++) {
+    int top = __atomic_load_n(&qw_groups_top, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < top; i++) {
         pid_t g = __atomic_load_n(&qw_groups[i], __ATOMIC_SEQ_CST);
         if (g > 0 && kill(-g, SIGTERM) == 0) { kill(-g, SIGCONT); any = 1; }
     }
     if (!any) return;
     for (int waited = 0; waited < grace_ms; waited += 10) {
         int alive = 0;
-        for (int i = 0; i < QW_MAXGROUPS && !alive; i++) {
+        for (int i = 0; i < top && !alive; i++) {
             pid_t g = __atomic_load_n(&qw_groups[i], __ATOMIC_SEQ_CST);
             /* a group of zombies still answers kill(0); our own children stay zombies until
                reaped, so reap what can be reaped before asking */
@@ -162,7 +169,8 @@ void qw_kill_all_groups(int grace_ms) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    for (int i = 0; i < QW_MAXGROUPS; i++) {
+    top = __atomic_load_n(&qw_groups_top, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < top; i++) {
         pid_t g = __atomic_exchange_n(&qw_groups[i], 0, __ATOMIC_SEQ_CST);
         if (g > 0) kill(-g, SIGKILL);
     }
