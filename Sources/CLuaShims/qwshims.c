@@ -346,15 +346,247 @@ int qw_close_thread(lua_State *co, lua_State *from) {
 #endif
 }
 
-/* ---- Workflows: wf:task's common case ----------------------------------------------------- */
+/* ---- Workflows: the task table and wf:task's common case -----------------------------------
+   A workflow's ids and dependencies live here, in C memory, not in Lua tables: a Lua string
+   and a table or two per task would be 100,000 more objects for the collector to walk on
+   every cycle while a big workflow is defined (which then takes twice as long as with none
+   kept). Dependencies on tasks already defined are kept as places; the others by name, until
+   the engine resolves them (qw_wf_defs_find). Each change reserves all it needs first, so a
+   failed allocation leaves the table as it was. */
 
-/* upvalues: 1 the options that need no check, 2 tasks (id -> place), 3 ids, 4 specs,
-   5 optss, 6 depss, 7 the Lua function that checks and adds any task */
+#define QW_WF_DEFS "qw.wf_defs"
+
+struct qw_wf_defs {
+    char *bytes;            /* the ids, then names of dependencies not yet defined */
+    size_t nbytes, capbytes;
+    uint32_t *off, *len, *hash; /* per task: its id in `bytes`, the id's hash */
+    uint32_t *dep_start;    /* per task, and one more: its dependencies in `deps` */
+    uint32_t n, cap;
+    int32_t *deps;          /* >= 0: a task's place (0-based); < 0: -1 - k, names[k] */
+    size_t ndeps, capdeps;
+    uint32_t *name_off, *name_len;
+    uint32_t nnames;
+    size_t capnames;
+    uint32_t *slots;        /* open addressing: place + 1, 0 empty; a power of two long */
+    uint32_t nslots;
+};
+
+static uint32_t qw_wf_hash(const char *s, size_t len) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static int64_t qw_wf_lookup(const qw_wf_defs *d, const char *s, size_t len, uint32_t h) {
+    if (d->nslots == 0) return -1;
+    for (uint32_t k = h & (d->nslots - 1);; k = (k + 1) & (d->nslots - 1)) {
+        uint32_t p = d->slots[k];
+        if (p == 0) return -1;
+        p--;
+        if (d->hash[p] == h && d->len[p] == len && memcmp(d->bytes + d->off[p], s, len) == 0) return p;
+    }
+}
+
+int64_t qw_wf_defs_find(const qw_wf_defs *d, const char *s, size_t len) {
+    return qw_wf_lookup(d, s, len, qw_wf_hash(s, len));
+}
+
+/* makes room for `need` elements of `size` bytes in *p (capacity *cap); 0 when out of memory */
+static int qw_wf_reserve(void *p, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return 1;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *q = realloc(*(void **)p, c * size);
+    if (!q) return 0;
+    *(void **)p = q;
+    *cap = c;
+    return 1;
+}
+
+/* room for `need` tasks in the per-task arrays, which grow together; each array that did
+   grow keeps its new size when a later one fails, and `cap` is raised only at the end */
+static int qw_wf_reserve_tasks(qw_wf_defs *d, size_t need) {
+    if (need <= d->cap) return 1;
+    size_t c = d->cap ? (size_t)d->cap * 2 : 64;
+    while (c < need) c *= 2;
+    if (c > UINT32_MAX) return 0;
+    void *a;
+    if (!(a = realloc(d->off, c * sizeof *d->off))) return 0;
+    d->off = a;
+    if (!(a = realloc(d->len, c * sizeof *d->len))) return 0;
+    d->len = a;
+    if (!(a = realloc(d->hash, c * sizeof *d->hash))) return 0;
+    d->hash = a;
+    if (!(a = realloc(d->dep_start, (c + 1) * sizeof *d->dep_start))) return 0;
+    d->dep_start = a;
+    d->cap = (uint32_t)c;
+    return 1;
+}
+
+/* room for `need` names of dependencies not yet defined (both arrays, as above) */
+static int qw_wf_reserve_names(qw_wf_defs *d, size_t need) {
+    if (need <= d->capnames) return 1;
+    size_t c = d->capnames ? d->capnames * 2 : 64;
+    while (c < need) c *= 2;
+    void *a;
+    if (!(a = realloc(d->name_off, c * sizeof *d->name_off))) return 0;
+    d->name_off = a;
+    if (!(a = realloc(d->name_len, c * sizeof *d->name_len))) return 0;
+    d->name_len = a;
+    d->capnames = c;
+    return 1;
+}
+
+/* the slots for one more task: rehashed at a load of one half */
+static int qw_wf_reserve_slots(qw_wf_defs *d) {
+    if ((size_t)(d->n + 1) * 2 <= d->nslots) return 1;
+    uint32_t m = d->nslots ? d->nslots * 2 : 256;
+    uint32_t *s = calloc(m, sizeof *s);
+    if (!s) return 0;
+    for (uint32_t p = 0; p < d->n; p++) {
+        uint32_t k = d->hash[p] & (m - 1);
+        while (s[k]) k = (k + 1) & (m - 1);
+        s[k] = p + 1;
+    }
+    free(d->slots);
+    d->slots = s;
+    d->nslots = m;
+    return 1;
+}
+
+#define QW_WF_NOMEM (-1)   /* out of memory */
+#define QW_WF_BAD_DEP (-2) /* a dependency is not a string */
+#define QW_WF_TWICE (-3)   /* the id is taken */
+
+/* Adds a task whose id (a string) is at `id` and whose dependencies are the list at `deps`
+   (none when `deps` is 0): its place (0-based), or one of the codes above, and then nothing
+   has changed. Dependencies are written past the ends of the arrays and count only once all
+   of them are in. */
+static int64_t qw_wf_add(lua_State *L, qw_wf_defs *d, int id, int deps) {
+    size_t len;
+    const char *s = lua_tolstring(L, id, &len);
+    uint32_t h = qw_wf_hash(s, len);
+    if (qw_wf_lookup(d, s, len, h) >= 0) return QW_WF_TWICE;
+    size_t m = deps ? lua_rawlen(L, deps) : 0;
+    if (len > UINT32_MAX || d->n >= INT32_MAX - 1 || m > INT32_MAX) return QW_WF_NOMEM;
+    if (!qw_wf_reserve_tasks(d, (size_t)d->n + 1) || !qw_wf_reserve_slots(d) ||
+        !qw_wf_reserve(&d->deps, &d->capdeps, d->ndeps + m, sizeof *d->deps))
+        return QW_WF_NOMEM;
+    size_t nbytes = d->nbytes, nnames = d->nnames;
+    for (size_t k = 0; k < m; k++) {
+        size_t dl;
+        if (lua_rawgeti(L, deps, (lua_Integer)k + 1) != LUA_TSTRING) { lua_pop(L, 1); return QW_WF_BAD_DEP; }
+        const char *ds = lua_tolstring(L, -1, &dl);
+        int64_t q = qw_wf_defs_find(d, ds, dl);
+        if (q < 0) { /* not defined yet: kept by name */
+            if (nbytes + dl > UINT32_MAX || nnames >= INT32_MAX || !qw_wf_reserve(&d->bytes, &d->capbytes, nbytes + dl, 1) ||
+                !qw_wf_reserve_names(d, nnames + 1)) {
+                lua_pop(L, 1);
+                return QW_WF_NOMEM;
+            }
+            memcpy(d->bytes + nbytes, ds, dl);
+            d->name_off[nnames] = (uint32_t)nbytes;
+            d->name_len[nnames] = (uint32_t)dl;
+            nbytes += dl;
+            q = -1 - (int64_t)nnames++;
+        }
+        d->deps[d->ndeps + k] = (int32_t)q;
+        lua_pop(L, 1);
+    }
+    if (nbytes + len > UINT32_MAX || !qw_wf_reserve(&d->bytes, &d->capbytes, nbytes + len, 1)) return QW_WF_NOMEM;
+    /* from here on nothing can fail */
+    uint32_t p = d->n;
+    if (p == 0) d->dep_start[0] = 0;
+    d->ndeps += m;
+    d->dep_start[p + 1] = (uint32_t)d->ndeps;
+    d->nnames = (uint32_t)nnames;
+    memcpy(d->bytes + nbytes, s, len);
+    d->off[p] = (uint32_t)nbytes;
+    d->len[p] = (uint32_t)len;
+    d->nbytes = nbytes + len;
+    d->hash[p] = h;
+    uint32_t k = h & (d->nslots - 1);
+    while (d->slots[k]) k = (k + 1) & (d->nslots - 1);
+    d->slots[k] = p + 1;
+    d->n++;
+    return p;
+}
+
+qw_wf_defs *qw_wf_defs_at(lua_State *L, int idx) { return luaL_testudata(L, idx, QW_WF_DEFS); }
+uint32_t qw_wf_defs_count(const qw_wf_defs *d) { return d->n; }
+
+const char *qw_wf_defs_id(const qw_wf_defs *d, uint32_t i, size_t *len) {
+    *len = d->len[i];
+    return d->bytes + d->off[i];
+}
+
+const int32_t *qw_wf_defs_deps(const qw_wf_defs *d, uint32_t i, uint32_t *count) {
+    *count = d->dep_start[i + 1] - d->dep_start[i];
+    return *count ? d->deps + d->dep_start[i] : NULL;
+}
+
+const char *qw_wf_defs_name(const qw_wf_defs *d, int32_t dep, size_t *len) {
+    uint32_t k = (uint32_t)(-1 - dep);
+    *len = d->name_len[k];
+    return d->bytes + d->name_off[k];
+}
+
+static qw_wf_defs *qw_wf_check_defs(lua_State *L) { return luaL_checkudata(L, 1, QW_WF_DEFS); }
+
+/* defs:count() -> the number of tasks */
+static int qw_wf_defs_count_l(lua_State *L) {
+    lua_pushinteger(L, qw_wf_check_defs(L)->n);
+    return 1;
+}
+
+/* defs:id(i) -> the id of the task at place i (1-based), or nil */
+static int qw_wf_defs_id_l(lua_State *L) {
+    qw_wf_defs *d = qw_wf_check_defs(L);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    if (i < 1 || i > (lua_Integer)d->n) return 0;
+    lua_pushlstring(L, d->bytes + d->off[i - 1], d->len[i - 1]);
+    return 1;
+}
+
+/* defs:place(id) -> the place (1-based) of the task with that id, or nil */
+static int qw_wf_defs_place_l(lua_State *L) {
+    qw_wf_defs *d = qw_wf_check_defs(L);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    int64_t p = qw_wf_defs_find(d, s, len);
+    if (p < 0) return 0;
+    lua_pushinteger(L, p + 1);
+    return 1;
+}
+
+/* defs:add(id, deps) -> place (1-based): for tasks checked in Lua (a new id, deps nil or a
+   list of strings) */
+static int qw_wf_defs_add_l(lua_State *L) {
+    qw_wf_defs *d = qw_wf_check_defs(L);
+    luaL_checktype(L, 2, LUA_TSTRING);
+    int64_t p = qw_wf_add(L, d, 2, lua_type(L, 3) == LUA_TTABLE ? 3 : 0);
+    if (p == QW_WF_TWICE) return luaL_error(L, "task '%s' is defined twice", lua_tostring(L, 2));
+    if (p == QW_WF_BAD_DEP) return luaL_error(L, "the deps of task '%s' must be task ids", lua_tostring(L, 2));
+    if (p < 0) return luaL_error(L, "out of memory defining task '%s'", lua_tostring(L, 2));
+    lua_pushinteger(L, p + 1);
+    return 1;
+}
+
+static int qw_wf_defs_gc(lua_State *L) {
+    qw_wf_defs *d = luaL_checkudata(L, 1, QW_WF_DEFS);
+    free(d->bytes); free(d->off); free(d->len); free(d->hash); free(d->dep_start);
+    free(d->deps); free(d->name_off); free(d->name_len); free(d->slots);
+    memset(d, 0, sizeof *d);
+    return 0;
+}
+
+/* upvalues: 1 the options that need no check, 2 the task table, 3 specs, 4 optss,
+   5 the Lua function that checks and adds any task */
 static int qw_wf_add_task(lua_State *L) {
     /* 1 wf, 2 id, 3 spec, 4 opts */
     size_t len;
     lua_settop(L, 4);
-    int st = lua_type(L, 3), ot = lua_type(L, 4);
+    int st = lua_type(L, 3), ot = lua_type(L, 4), deps = 0, keep_opts = 0;
     if (lua_type(L, 1) != LUA_TTABLE) goto slow;
     if (lua_type(L, 2) != LUA_TSTRING || (lua_tolstring(L, 2, &len), len == 0)) goto slow;
     if (st == LUA_TTABLE) {
@@ -371,42 +603,57 @@ static int qw_wf_add_task(lua_State *L) {
             lua_pushvalue(L, -1);
             if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNIL) goto slow;
             lua_pop(L, 1);
+            size_t kl;
+            const char *k = lua_tolstring(L, -1, &kl);
+            if (kl != 4 || memcmp(k, "deps", 4) != 0) keep_opts = 1;
         }
         lua_pushliteral(L, "deps");
         int dt = lua_rawget(L, 4);
-        if (dt == LUA_TNIL) { lua_pop(L, 1); lua_pushboolean(L, 0); }
-        else if (dt != LUA_TTABLE) goto slow;
-    } else if (ot == LUA_TNIL) {
-        lua_newtable(L);
-        lua_replace(L, 4);
-        lua_pushboolean(L, 0);
-    } else goto slow;
-    /* 5: deps, or false */
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) goto slow;   /* defined twice */
-    lua_pop(L, 1);
-    lua_Integer n = (lua_Integer)lua_rawlen(L, lua_upvalueindex(3)) + 1;
-    lua_pushvalue(L, 2); lua_pushinteger(L, n); lua_rawset(L, lua_upvalueindex(2));
-    lua_rawseti(L, lua_upvalueindex(6), n);                           /* pops deps */
-    lua_pushvalue(L, 4); lua_rawseti(L, lua_upvalueindex(5), n);
-    lua_pushvalue(L, 3); lua_rawseti(L, lua_upvalueindex(4), n);
-    lua_pushvalue(L, 2); lua_rawseti(L, lua_upvalueindex(3), n);
+        if (dt == LUA_TTABLE) deps = 5;
+        else if (dt != LUA_TNIL) goto slow;
+    } else if (ot != LUA_TNIL) goto slow;
+    int64_t p = qw_wf_add(L, lua_touserdata(L, lua_upvalueindex(2)), 2, deps);
+    if (p == QW_WF_TWICE || p == QW_WF_BAD_DEP) goto slow; /* the Lua checks explain */
+    if (p < 0) return luaL_error(L, "out of memory defining task '%s'", lua_tostring(L, 2));
+    lua_pushvalue(L, 3); lua_rawseti(L, lua_upvalueindex(3), p + 1);
+    if (keep_opts) lua_pushvalue(L, 4); else lua_pushboolean(L, 0);
+    lua_rawseti(L, lua_upvalueindex(4), p + 1);
     lua_settop(L, 1);
     return 1;
 slow:
-    /* nothing is changed yet: the Lua checks take the call as it came (opts = nil stays nil) */
+    /* nothing is changed yet: the Lua checks take the call as it came */
     lua_settop(L, 4);
-    if (ot == LUA_TNIL) { lua_pushnil(L); lua_replace(L, 4); }
-    lua_pushvalue(L, lua_upvalueindex(7));
+    lua_pushvalue(L, lua_upvalueindex(5));
     lua_insert(L, 1);
     lua_call(L, 4, LUA_MULTRET);
     return lua_gettop(L);
 }
 
 int qw_wf_task_adder(lua_State *L) {
-    for (int i = 1; i <= 6; i++) luaL_checktype(L, i, LUA_TTABLE);
-    luaL_checktype(L, 7, LUA_TFUNCTION);
-    lua_settop(L, 7);
-    lua_pushcclosure(L, qw_wf_add_task, 7);
-    return 1;
+    for (int i = 1; i <= 3; i++) luaL_checktype(L, i, LUA_TTABLE);
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    lua_settop(L, 4);
+    qw_wf_defs *d = lua_newuserdatauv(L, sizeof *d, 0);
+    memset(d, 0, sizeof *d);
+    if (luaL_newmetatable(L, QW_WF_DEFS)) {
+        static const luaL_Reg methods[] = {
+            {"count", qw_wf_defs_count_l}, {"id", qw_wf_defs_id_l}, {"place", qw_wf_defs_place_l},
+            {"add", qw_wf_defs_add_l}, {NULL, NULL}};
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, qw_wf_defs_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushliteral(L, "workflow tasks");
+        lua_setfield(L, -2, "__name");
+    }
+    lua_setmetatable(L, -2);
+    /* 5: the table; the closure's upvalues: options, table, specs, optss, check */
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 5);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 4);
+    lua_pushcclosure(L, qw_wf_add_task, 5);
+    lua_insert(L, 5);
+    return 2;
 }

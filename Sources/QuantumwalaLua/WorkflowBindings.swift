@@ -23,8 +23,8 @@ extension Runtime {
             return .values(1)
         }
 
-        // qw._wf_task_adder(options, tasks, ids, specs, optss, depss, check) -> a workflow's
-        // wf:task, its common case in C (see qw_wf_task_adder)
+        // qw._wf_task_adder(options, specs, optss, check) -> a workflow's
+        // wf:task, its common case in C, and its task table (see qw_wf_task_adder)
         lua_pushcclosure(lua.L, qw_wf_task_adder, 0)
         lua_setfield(lua.L, t, "_wf_task_adder")
 

@@ -1,4 +1,5 @@
 import CLua
+import CLuaShims
 import Glibc
 import LuaHost
 import QuantumwalaCore
@@ -193,22 +194,32 @@ final class WorkflowRunHandle {
 extension Runtime {
     static let workflowRunMetatable = "qw.workflow_run"
 
-    /// Reads the tasks that stdlib hands over, a list per field in definition order, from
-    /// stack index `at` on: ids, deps (a list or false), opts, fingerprints, and by place for
-    /// the tasks that have them, bases, inputs and outputs.
+    /// Reads the tasks that stdlib hands over, from stack index `at` on: the workflow's task
+    /// table (ids and dependencies, see qw_wf_task_adder), then lists in definition order of
+    /// opts (a table, or false), fingerprints, and by place for the tasks that have them, bases,
+    /// inputs and outputs.
     ///
-    /// Dependencies are resolved to indices here, by the address of their Lua string: Lua
-    /// keeps one copy of each short string, so a dependency is usually the very string of the
-    /// task's id, and no Swift string is made for it.
+    /// A dependency on a task defined before it is a place already; the others are resolved
+    /// here, by name.
     ///
     /// - Throws: the engine's message for a dependency on an unknown task.
     private func readTaskDefs(_ s: LuaStack, at first: Int32, workflow: String) throws(LuaArgumentError) -> [WorkflowTaskDef] {
-        let ids = first, depss = first + 1, optss = first + 2, fps = first + 3, bases = first + 4, inputs = first + 5, outputs = first + 6
-        for (k, what) in [(ids, "ids"), (depss, "deps"), (optss, "opts"), (fps, "fingerprints"), (bases, "bases"), (inputs, "inputs"), (outputs, "outputs")]
+        let optss = first + 1, fps = first + 2, bases = first + 3, inputs = first + 4, outputs = first + 5
+        guard let table = qw_wf_defs_at(s.L, first) else { throw LuaArgumentError("_wf_prepare: the tasks must be a workflow's task table") }
+        for (k, what) in [(optss, "opts"), (fps, "fingerprints"), (bases, "bases"), (inputs, "inputs"), (outputs, "outputs")]
         where s.type(at: k) != .table {
             throw LuaArgumentError("_wf_prepare: the \(what) must be a table")
         }
-        let n = s.rawLength(ids)
+        func text(_ p: UnsafePointer<CChar>?, _ len: Int) -> String {
+            guard let p, len > 0 else { return "" }
+            return String(decoding: UnsafeRawBufferPointer(start: UnsafeRawPointer(p), count: len), as: UTF8.self)
+        }
+        func id(_ i: Int) -> String {
+            var len = 0
+            let p = qw_wf_defs_id(table, UInt32(i), &len)
+            return text(p, len)
+        }
+        let n = Int(qw_wf_defs_count(table))
         var defs: [WorkflowTaskDef] = []
         defs.reserveCapacity(n)
         let kRetry = s.top + 1
@@ -225,35 +236,27 @@ extension Runtime {
             }
             return out
         }
-        // pass 1: ids, by their string's address and by name
-        var byAddress: [UnsafeRawPointer: Int32] = [:], byName: [String: Int32] = [:]
-        byAddress.reserveCapacity(n)
-        byName.reserveCapacity(n)
-        for i in 0..<n {
-            s.getIndex(ids, i + 1)
-            if let p = lua_topointer(s.L, -1) { byAddress[p] = Int32(i) }
-            byName[s.text(at: -1) ?? ""] = Int32(i)
-            s.pop()
-        }
         let cwd = currentDirectory()
         for i in 0..<n {
-            s.getIndex(ids, i + 1); let id = s.text(at: -1) ?? ""; s.pop()
+            let id = id(i)
+            var count: UInt32 = 0
             var deps: [Int32] = []
-            if s.getIndex(depss, i + 1) == .table {
-                let d = s.top, m = s.rawLength(d)
-                deps.reserveCapacity(m)
-                for k in 0..<m {
-                    s.getIndex(d, k + 1)
-                    let found = lua_topointer(s.L, -1).flatMap { byAddress[$0] } ?? byName[s.text(at: -1) ?? s.string(at: -1) ?? "\u{0}"]
-                    guard let j = found else {
-                        let name = s.string(at: -1) ?? "<\(s.type(at: -1).name)>"
-                        throw LuaArgumentError("workflow '\(workflow)': task '\(id)' depends on unknown task '\(name)'")
+            if let d = qw_wf_defs_deps(table, UInt32(i), &count) {
+                deps.reserveCapacity(Int(count))
+                for k in 0..<Int(count) {
+                    var j = d[k]
+                    if j < 0 {
+                        var len = 0
+                        let name = qw_wf_defs_name(table, j, &len)
+                        let found = qw_wf_defs_find(table, name, len)
+                        guard found >= 0 else {
+                            throw LuaArgumentError("workflow '\(workflow)': task '\(id)' depends on unknown task '\(text(name, len))'")
+                        }
+                        j = Int32(found)
                     }
                     deps.append(j)
-                    s.pop()
                 }
             }
-            s.pop()
             s.getIndex(fps, i + 1); let fp = s.text(at: -1) ?? ""; s.pop()
             var retries = false, taskInputs: [String]?, taskOutputs: [String]?, base: String?
             if s.getIndex(optss, i + 1) == .table {
@@ -276,7 +279,7 @@ extension Runtime {
     }
 
     func registerWorkflowRuns(in t: Int32) {
-        // qw._wf_prepare(name, ids, deps, opts, fingerprints, bases, inputs, outputs) -> handle;
+        // qw._wf_prepare(name, tasks, opts, fingerprints, bases, inputs, outputs) -> handle;
         // raises on an unknown dependency or a cycle (see readTaskDefs)
         lua.setFunction("_wf_prepare", in: t) { [unowned self] call in
             let s = call.stack

@@ -194,6 +194,7 @@ struct WorkflowTests {
             try(function() wf:task("a", "true", 5) end)
             try(function() wf:task("a", "true", { tiemout = 1 }) end)
             try(function() wf:task("a", "true", { deps = "b" }) end)
+            try(function() wf:task("a", "true", { deps = { "b", 7 } }) end)
             try(function() wf:task("a", "true", { inputs = 3 }) end)
             try(function() wf:task("a", { prompt = "" }) end)
             try(function() wf.task("a", "true") end)
@@ -213,12 +214,13 @@ struct WorkflowTests {
             "test.lua:8: \(bad)the options of task 'a' must be a table (got number)",
             "test.lua:9: \(bad)task 'a' has an unknown option 'tiemout'",
             "test.lua:10: \(bad)deps of task 'a' must be a list of task ids",
-            "test.lua:11: \(bad)inputs of task 'a' must be a list of paths or globs, or a function returning one (got number)",
-            "test.lua:12: \(bad)the prompt of agent task 'a' must be a non-empty string",
-            "test.lua:13: wf:task: call it as a method, wf:task(id, spec, opts)",
-            "test.lua:14: \(bad)task 'a' has an unknown option '1'",
+            "test.lua:11: \(bad)deps[2] of task 'a' must be a task id (got number)",
+            "test.lua:12: \(bad)inputs of task 'a' must be a list of paths or globs, or a function returning one (got number)",
+            "test.lua:13: \(bad)the prompt of agent task 'a' must be a non-empty string",
+            "test.lua:14: wf:task: call it as a method, wf:task(id, spec, opts)",
+            "test.lua:15: \(bad)task 'a' has an unknown option '1'",
             "ok",
-            "test.lua:16: \(bad)task 'a' is defined twice",
+            "test.lua:17: \(bad)task 'a' is defined twice",
             "ok",
             #"[["a"],["b"]]"#,
         ])

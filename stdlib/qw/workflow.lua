@@ -62,15 +62,15 @@ function M.new(name, opts)
   if opts.budget_usd ~= nil and (type(opts.budget_usd) ~= "number" or opts.budget_usd < 0) then
     fail(2, "qw.workflow: budget_usd must be a number >= 0 (got %s)", tostring(opts.budget_usd))
   end
-  -- the tasks in definition order, a list per field (a table per task would be 100,000 more
-  -- for the collector to walk, on every cycle, while a big workflow is defined); `tasks`
-  -- maps an id to its place
-  local wf = setmetatable({ name = name, opts = opts, tasks = {}, ids = {}, specs = {}, optss = {}, depss = {} },
-                          Workflow)
+  -- The tasks in definition order: ids and dependencies in `defs`, a table in C memory
+  -- (ids, dependency lists and their strings kept in Lua would be objects for the collector
+  -- to walk on every cycle while a big workflow is defined), specs and options in lists;
+  -- optss[n] is false for a task whose options hold nothing but deps.
+  local wf = setmetatable({ name = name, opts = opts, specs = {}, optss = {} }, Workflow)
   -- wf:task is this workflow's own: its common case is one C call (a third of the
   -- instructions of the same checks in Lua); whatever that declines, Workflow.check_task
   -- checks and explains
-  wf.task = core._wf_task_adder(PLAIN_OPTIONS, wf.tasks, wf.ids, wf.specs, wf.optss, wf.depss, Workflow.check_task)
+  wf.task, wf.defs = core._wf_task_adder(PLAIN_OPTIONS, wf.specs, wf.optss, Workflow.check_task)
   return wf
 end
 
@@ -99,7 +99,7 @@ function Workflow:check_task(id, spec, opts)
   if type(id) ~= "string" or id == "" then
     fail(3, "workflow '%s': a task id must be a non-empty string (got %s)", self.name, type(id))
   end
-  if self.tasks[id] then fail(3, "workflow '%s': task '%s' is defined twice", self.name, id) end
+  if self.defs:place(id) then fail(3, "workflow '%s': task '%s' is defined twice", self.name, id) end
   local t = type(spec)
   if t ~= "string" and t ~= "table" and t ~= "function" then
     fail(3, "workflow '%s': task '%s' must be a command (string or table) or a function (got %s)", self.name, id, t)
@@ -112,7 +112,15 @@ function Workflow:check_task(id, spec, opts)
     if not TASK_OPTIONS[k] then fail(3, "workflow '%s': task '%s' has an unknown option '%s'", self.name, id, tostring(k)) end
   end
   local deps = opts.deps
-  if deps ~= nil and type(deps) ~= "table" then fail(3, "workflow '%s': deps of task '%s' must be a list of task ids", self.name, id) end
+  if deps ~= nil then
+    if type(deps) ~= "table" then fail(3, "workflow '%s': deps of task '%s' must be a list of task ids", self.name, id) end
+    for k = 1, rawlen(deps) do
+      local d = rawget(deps, k)
+      if type(d) ~= "string" then
+        fail(3, "workflow '%s': deps[%d] of task '%s' must be a task id (got %s)", self.name, k, id, type(d))
+      end
+    end
+  end
   if opts.inputs ~= nil then check_paths(self, id, "inputs", opts.inputs) end
   if opts.outputs ~= nil then check_paths(self, id, "outputs", opts.outputs) end
   if is_agent_spec(spec) then
@@ -124,9 +132,8 @@ function Workflow:check_task(id, spec, opts)
            self.name, id, type(spec.agent))
     end
   end
-  local n = #self.ids + 1
-  self.tasks[id] = n
-  self.ids[n], self.specs[n], self.optss[n], self.depss[n] = id, spec, opts, deps or false
+  local n = self.defs:add(id, deps)
+  self.specs[n], self.optss[n] = spec, opts
   return self
 end
 
@@ -173,6 +180,9 @@ local function fingerprint(spec, opts)
   end
   return core._hash(type(spec) .. "\0" .. payload)
 end
+
+-- the options of a task defined with none but deps
+local NO_OPTS = {}
 
 local function failed(r)
   return type(r) == "table" and r.ok == false
@@ -256,13 +266,13 @@ end
 -- they start from), by place.
 local function prepare(wf)
   local dir
-  local ids, specs, optss, fps = wf.ids, wf.specs, wf.optss, {}
+  local defs, specs, optss, fps = wf.defs, wf.specs, wf.optss, {}
   local bases, inputs_of, outputs_of = {}, {}, {}
-  for i = 1, #ids do
-    local opts = optss[i]
+  for i = 1, defs:count() do
+    local opts = optss[i] or NO_OPTS
     fps[i] = fingerprint(specs[i], opts)
     if opts.inputs ~= nil or opts.outputs ~= nil then
-      local id = ids[i]
+      local id = defs:id(i)
       if dir == nil then dir = script_dir() or false end
       bases[i] = opts.cwd or dir or nil
       local inputs = opts.inputs
@@ -287,7 +297,7 @@ local function prepare(wf)
     end
   end
   wf.inputs_of = inputs_of
-  return core._wf_prepare(wf.name, ids, wf.depss, optss, fps, bases, inputs_of, outputs_of)
+  return core._wf_prepare(wf.name, defs, optss, fps, bases, inputs_of, outputs_of)
 end
 
 ---The batches of task ids that can run in parallel, by dependency level; and, per task in
@@ -336,12 +346,12 @@ function Workflow:run(opts)
   end })
 
   if to_run > 0 then
-    local ids, specs, optss, inputs_of = self.ids, self.specs, self.optss, self.inputs_of
+    local defs, specs, optss, inputs_of = self.defs, self.specs, self.optss, self.inputs_of
     -- h:step(i, ...) reports how task i ended and returns the next task (nil: all done)
     local function worker()
       local i = h:step()
       while i do
-        local t = { id = ids[i], spec = specs[i], opts = optss[i] }
+        local t = { id = defs:id(i), spec = specs[i], opts = optss[i] or NO_OPTS }
         local why = inputs_of[i] and h:prepare(i)
         if why then
           results[t.id] = { ok = false, error = why }

@@ -76,12 +76,28 @@ void qw_push_thread_traceback(lua_State *L, lua_State *co, int level);
 int qw_close_thread(lua_State *co, lua_State *from);
 
 /* ---- Workflows ------------------------------------------------------------------------- */
-/** task_adder(options, tasks, ids, specs, optss, depss, check) -> task: a workflow's wf:task
-    whose common case is one C call. `task(wf, id, spec, opts)` appends the task to the lists
-    and maps `tasks[id]` to its place when the id is a new non-empty string, the spec a
-    function, a string or a plain command table, and opts nil or a plain table whose keys are
-    all in `options` and whose deps is nil or a table; otherwise it changes nothing and
-    returns what `check(wf, id, spec, opts)` (Lua: checks, explains, adds) returns. */
+/** A workflow's tasks as wf:task keeps them: ids and dependencies in C memory (see qwshims.c). */
+typedef struct qw_wf_defs qw_wf_defs;
+/** task_adder(options, specs, optss, check) -> task, defs: a workflow's wf:task, whose common
+    case is one C call, and the table of its tasks' ids and dependencies. `task(wf, id, spec,
+    opts)` adds the task (at place n: `specs[n] = spec`, `optss[n] = opts`, or false when opts
+    is nil or holds only deps) when the id is a new non-empty string, the spec a function, a
+    string or a plain command table, and opts nil or a plain table whose keys are all in
+    `options` and whose deps is nil or a list of strings; otherwise it changes nothing and
+    returns what `check(wf, id, spec, opts)` (Lua: checks, explains, adds) returns.
+    `defs:count()`, `defs:id(n)`, `defs:place(id)`, and `defs:add(id, deps) -> n` for a task
+    checked in Lua. */
 int qw_wf_task_adder(lua_State *L);
+/** The task table at `idx`, or NULL when that is none. */
+qw_wf_defs *qw_wf_defs_at(lua_State *L, int idx);
+uint32_t qw_wf_defs_count(const qw_wf_defs *d);
+/** The id of task `i` (0-based; not NUL-terminated). */
+const char *qw_wf_defs_id(const qw_wf_defs *d, uint32_t i, size_t *len);
+/** Task `i`'s dependencies: a place (0-based) when >= 0; else the name of a task that was not
+    defined yet when `i` was (qw_wf_defs_name). NULL when `*count` is 0. */
+const int32_t *qw_wf_defs_deps(const qw_wf_defs *d, uint32_t i, uint32_t *count);
+const char *qw_wf_defs_name(const qw_wf_defs *d, int32_t dep, size_t *len);
+/** The place (0-based) of the task with this id, or -1. */
+int64_t qw_wf_defs_find(const qw_wf_defs *d, const char *s, size_t len);
 
 #endif
