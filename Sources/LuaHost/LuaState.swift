@@ -288,12 +288,31 @@ public final class LuaState {
     }
 }
 
-/// Reads a whole file, or nil (errno set).
+/// Reads a whole file, or nil (errno set). A file is read straight into an array of its size
+/// (and a byte more, which tells that it grew meanwhile); files that give no size, as /proc's,
+/// and files that grew are read on in steps.
 public func readFile(_ path: String) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
-    var out: [UInt8] = []
+    var st = stat()
+    let room = fstat(fd, &st) == 0 && st.st_size > 0 ? Int(st.st_size) + 1 : 16384
+    var failed = false
+    var out = [UInt8](unsafeUninitializedCapacity: room) { buf, count in
+        count = 0
+        while count < buf.count {
+            let n = read(fd, buf.baseAddress! + count, buf.count - count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                failed = true
+                return
+            }
+            if n == 0 { return }
+            count += n
+        }
+    }
+    if failed { return nil }
+    if out.count < room { return out }
     var buf = [UInt8](repeating: 0, count: 65536)
     while true {
         let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }

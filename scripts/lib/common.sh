@@ -73,8 +73,13 @@ ensure_system_deps() {
 # nothing loads into qw that needs its symbols (Lua C modules bind to liblua5.4.so), while
 # the runtime's start-up dladdr() and every symbol the loader binds for the shared libraries
 # went through its 9,000 entries first; without them `qw -e` starts about a tenth sooner.
+# And the metadata of concrete generic types (a [Int: Task] and the like) is got from
+# accessor functions, not by demangling the type's name at first use: the demangler checks
+# each generic requirement (Int: Hashable) by scanning every protocol conformance in the
+# binary, Foundation's included, and that was a tenth of `qw -e`'s start.
 QW_RELEASE_FLAGS=(--static-swift-stdlib -Xswiftc -Xclang-linker -Xswiftc -no-pie --disable-local-rpath
-                  -Xlinker --no-export-dynamic)
+                  -Xlinker --no-export-dynamic
+                  -Xswiftc -Xfrontend -Xswiftc -disable-concrete-type-metadata-mangled-name-accessors)
 
 # qw_static_libstdcxx : prints a folder whose libstdc++.so is a linker script naming the
 # static libstdc++.a, so that the -lstdc++ the Swift driver passes links that archive in
