@@ -1,3 +1,4 @@
+import GRDB
 import Glibc
 import Testing
 
@@ -47,6 +48,23 @@ struct ShortRunTests {
         let again = try StateStore(path: dir + "/state.db")
         #expect(try again.get("k399")?.json == big)
         #expect(try again.get("after")?.json == Array("1".utf8))
+    }
+
+    /// A store is in WAL mode, and opening one writes nothing: a hook's open after a
+    /// truncating checkpoint (as at an exit) takes no write lock and leaves the WAL empty.
+    @Test func aStoreIsInWALModeAndOpeningItWritesNothing() throws {
+        let dir = folder()
+        defer { removeFolder(dir) }
+        let path = dir + "/state.db"
+        let store = try StateStore(path: path)
+        #expect(try store.db.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") } == "wal")
+        _ = try store.commit(sets: [("k", Array("1".utf8))], deletes: [], expect: [:])
+        try store.db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        var st = stat()
+        #expect(stat(path + "-wal", &st) == 0 && st.st_size == 0, "the checkpoint emptied the WAL")
+        let again = try StateStore(path: path)
+        #expect(try again.get("k")?.json == Array("1".utf8))
+        #expect(stat(path + "-wal", &st) == 0 && st.st_size == 0, "the open wrote \(st.st_size) bytes to the WAL")
     }
 
     @Test func theScanFindsAMarkWhereverItIsInTheEnvironmentAndOnlyAWholeEntry() throws {

@@ -53,8 +53,12 @@ public final class StateStore {
         if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
             Self.makeDirectories(String(path[..<slash]))
         }
+        // WAL is set below, not with GRDB's `journalMode = .wal`: that also asks Foundation
+        // for the WAL file's size at every open (a tenth of a `qw hook`) and, when the file
+        // is absent or empty, as after a checkpoint at exit, writes a table and drops it (a
+        // write transaction, which waits for any other writer), for readers of a pool that
+        // qw does not use.
         var config = Configuration()
-        config.journalMode = .wal
         // Other qw processes hold the write lock only briefly: retry soon and often (SQLite's
         // own timeout sleeps up to 100 ms between tries, which a hook on every tool call feels).
         let budget = BusyBudget(busyWait)
@@ -88,6 +92,9 @@ public final class StateStore {
         do {
             db = try DatabaseQueue(path: path, configuration: config)
             try db.writeWithoutTransaction { db in
+                // kept in the file: a no-op once the store is in WAL mode
+                let mode = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
+                guard mode == "wal" else { throw DatabaseError(message: "could not use WAL mode (journal mode: \(mode ?? "none"))") }
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")  // WAL: durable at checkpoints, never corrupt
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
             }
