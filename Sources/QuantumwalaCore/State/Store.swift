@@ -452,9 +452,11 @@ public final class StateStore {
     }
 
     private static func makeDirectories(_ dir: String) {
+        var st = stat()
+        if stat(dir, &st) == 0 { return }  // the common case: one call, no string work
         var path = dir.hasPrefix("/") ? "" : "."
         for part in dir.split(separator: "/") {
-            path += "/" + part
+            path += "/" + String(part)
             mkdir(path, 0o755)
         }
     }
