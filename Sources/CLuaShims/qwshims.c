@@ -391,15 +391,31 @@ int64_t qw_wf_defs_find(const qw_wf_defs *d, const char *s, size_t len) {
     return qw_wf_lookup(d, s, len, qw_wf_hash(s, len));
 }
 
-/* makes room for `need` elements of `size` bytes in *p (capacity *cap); 0 when out of memory */
-static int qw_wf_reserve(void *p, size_t *cap, size_t need, size_t size) {
-    if (need <= *cap) return 1;
+/* `p` (capacity *cap elements of `size` bytes) reallocated, doubling, to hold `need`; NULL
+   when out of memory (then p and *cap are as they were) */
+static void *qw_wf_regrow(void *p, size_t *cap, size_t need, size_t size) {
     size_t c = *cap ? *cap : 64;
     while (c < need) c *= 2;
-    void *q = realloc(*(void **)p, c * size);
+    void *q = realloc(p, c * size);
+    if (q) *cap = c;
+    return q;
+}
+
+/* room for `need` bytes of ids and names; 0 when out of memory */
+static int qw_wf_reserve_bytes(qw_wf_defs *d, size_t need) {
+    if (need <= d->capbytes) return 1;
+    char *q = qw_wf_regrow(d->bytes, &d->capbytes, need, 1);
     if (!q) return 0;
-    *(void **)p = q;
-    *cap = c;
+    d->bytes = q;
+    return 1;
+}
+
+/* room for `need` dependencies; 0 when out of memory */
+static int qw_wf_reserve_deps(qw_wf_defs *d, size_t need) {
+    if (need <= d->capdeps) return 1;
+    int32_t *q = qw_wf_regrow(d->deps, &d->capdeps, need, sizeof *d->deps);
+    if (!q) return 0;
+    d->deps = q;
     return 1;
 }
 
@@ -440,6 +456,7 @@ static int qw_wf_reserve_names(qw_wf_defs *d, size_t need) {
 /* the slots for one more task: rehashed at a load of one half */
 static int qw_wf_reserve_slots(qw_wf_defs *d) {
     if ((size_t)(d->n + 1) * 2 <= d->nslots) return 1;
+    if (d->nslots >= (1u << 31)) return 0;
     uint32_t m = d->nslots ? d->nslots * 2 : 256;
     uint32_t *s = calloc(m, sizeof *s);
     if (!s) return 0;
@@ -470,7 +487,7 @@ static int64_t qw_wf_add(lua_State *L, qw_wf_defs *d, int id, int deps) {
     size_t m = deps ? lua_rawlen(L, deps) : 0;
     if (len > UINT32_MAX || d->n >= INT32_MAX - 1 || m > INT32_MAX) return QW_WF_NOMEM;
     if (!qw_wf_reserve_tasks(d, (size_t)d->n + 1) || !qw_wf_reserve_slots(d) ||
-        !qw_wf_reserve(&d->deps, &d->capdeps, d->ndeps + m, sizeof *d->deps))
+        !qw_wf_reserve_deps(d, d->ndeps + m))
         return QW_WF_NOMEM;
     size_t nbytes = d->nbytes, nnames = d->nnames;
     for (size_t k = 0; k < m; k++) {
@@ -479,7 +496,7 @@ static int64_t qw_wf_add(lua_State *L, qw_wf_defs *d, int id, int deps) {
         const char *ds = lua_tolstring(L, -1, &dl);
         int64_t q = qw_wf_defs_find(d, ds, dl);
         if (q < 0) { /* not defined yet: kept by name */
-            if (nbytes + dl > UINT32_MAX || nnames >= INT32_MAX || !qw_wf_reserve(&d->bytes, &d->capbytes, nbytes + dl, 1) ||
+            if (nbytes + dl > UINT32_MAX || nnames >= INT32_MAX || !qw_wf_reserve_bytes(d, nbytes + dl) ||
                 !qw_wf_reserve_names(d, nnames + 1)) {
                 lua_pop(L, 1);
                 return QW_WF_NOMEM;
@@ -493,7 +510,7 @@ static int64_t qw_wf_add(lua_State *L, qw_wf_defs *d, int id, int deps) {
         d->deps[d->ndeps + k] = (int32_t)q;
         lua_pop(L, 1);
     }
-    if (nbytes + len > UINT32_MAX || !qw_wf_reserve(&d->bytes, &d->capbytes, nbytes + len, 1)) return QW_WF_NOMEM;
+    if (nbytes + len > UINT32_MAX || !qw_wf_reserve_bytes(d, nbytes + len)) return QW_WF_NOMEM;
     /* from here on nothing can fail */
     uint32_t p = d->n;
     if (p == 0) d->dep_start[0] = 0;

@@ -180,6 +180,36 @@ struct WorkflowTests {
         #expect(r == #"[["build","lint"],["test"],["ship"]]"#)
     }
 
+    /// Thousands of tasks, each depending on one defined after it (kept by name until the
+    /// plan) and on one defined before (kept by place), with options of both kinds: the plan
+    /// is the chain, every id comes back as it went in, and an unknown one still fails.
+    @Test func manyTasksWithDependenciesBeforeAndAfterPlanAsAChain() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        let (o, r) = try run("""
+            local n = 3000
+            local wf = qw.workflow("chain")
+            for i = 1, n do
+              local deps = {}
+              if i < n then deps[#deps + 1] = "step-" .. (i + 1) end
+              if i == n then deps[#deps + 1] = "root" end
+              wf:task("step-" .. i, "true", { deps = deps, timeout = i % 2 == 0 and 5 or nil })
+            end
+            wf:task("root", function() end)
+            local levels = wf:plan()
+            local ok = #levels == n + 1 and levels[1][1] == "root" and levels[n + 1][1] == "step-1"
+            for k = 2, n + 1 do ok = ok and #levels[k] == 1 and levels[k][1] == "step-" .. (n + 2 - k) end
+            local bad = qw.workflow("bad")
+            bad:task("a", "true", { deps = { "b" } })
+            bad:task("b", "true", { deps = { "missing-" .. n } })
+            local ok2, err = pcall(bad.plan, bad)
+            result = { ok = ok, levels = #levels, err = err }
+            """)
+        #expect(o.error == nil)
+        #expect(r["ok"] == true)
+        #expect(r["levels"] == 3001)
+        #expect(r["err"]?.stringValue?.hasSuffix("workflow 'bad': task 'b' depends on unknown task 'missing-3000'") == true)
+    }
+
     /// wf:task takes its common case in C and gives every other to the Lua checks: each
     /// mistake names the line of the wf:task call, and a refused task adds nothing.
     @Test func eachMistakeInATaskNamesItsLineAndAddsNothing() throws {
