@@ -391,11 +391,17 @@ int64_t qw_wf_defs_find(const qw_wf_defs *d, const char *s, size_t len) {
     return qw_wf_lookup(d, s, len, qw_wf_hash(s, len));
 }
 
-/* `p` (capacity *cap elements of `size` bytes) reallocated, doubling, to hold `need`; NULL
-   when out of memory (then p and *cap are as they were) */
-static void *qw_wf_regrow(void *p, size_t *cap, size_t need, size_t size) {
-    size_t c = *cap ? *cap : 64;
+/* the capacity that holds `need`, doubling from `cap` (from 64 at first) */
+static size_t qw_wf_grown(size_t cap, size_t need) {
+    size_t c = cap ? cap : 64;
     while (c < need) c *= 2;
+    return c;
+}
+
+/* `p` (capacity *cap elements of `size` bytes) reallocated to hold `need`; NULL when out of
+   memory (then p and *cap are as they were) */
+static void *qw_wf_regrow(void *p, size_t *cap, size_t need, size_t size) {
+    size_t c = qw_wf_grown(*cap, need);
     void *q = realloc(p, c * size);
     if (q) *cap = c;
     return q;
@@ -423,8 +429,7 @@ static int qw_wf_reserve_deps(qw_wf_defs *d, size_t need) {
    grow keeps its new size when a later one fails, and `cap` is raised only at the end */
 static int qw_wf_reserve_tasks(qw_wf_defs *d, size_t need) {
     if (need <= d->cap) return 1;
-    size_t c = d->cap ? (size_t)d->cap * 2 : 64;
-    while (c < need) c *= 2;
+    size_t c = qw_wf_grown(d->cap, need);
     if (c > UINT32_MAX) return 0;
     void *a;
     if (!(a = realloc(d->off, c * sizeof *d->off))) return 0;
@@ -442,8 +447,7 @@ static int qw_wf_reserve_tasks(qw_wf_defs *d, size_t need) {
 /* room for `need` names of dependencies not yet defined (both arrays, as above) */
 static int qw_wf_reserve_names(qw_wf_defs *d, size_t need) {
     if (need <= d->capnames) return 1;
-    size_t c = d->capnames ? d->capnames * 2 : 64;
-    while (c < need) c *= 2;
+    size_t c = qw_wf_grown(d->capnames, need);
     void *a;
     if (!(a = realloc(d->name_off, c * sizeof *d->name_off))) return 0;
     d->name_off = a;

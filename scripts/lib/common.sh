@@ -76,7 +76,7 @@ ensure_system_deps() {
 # And the metadata of concrete generic types (a [Int: Task] and the like) is got from
 # accessor functions, not by demangling the type's name at first use: the demangler checks
 # each generic requirement (Int: Hashable) by scanning every protocol conformance in the
-# binary, Foundation's included, and that was a tenth of `qw -e`'s start.
+# binary, Foundation's included (a tenth of the instructions of `qw -e`, by callgrind).
 QW_RELEASE_FLAGS=(--static-swift-stdlib -Xswiftc -Xclang-linker -Xswiftc -no-pie --disable-local-rpath
                   -Xlinker --no-export-dynamic
                   -Xswiftc -Xfrontend -Xswiftc -disable-concrete-type-metadata-mangled-name-accessors)
