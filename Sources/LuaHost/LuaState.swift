@@ -92,6 +92,8 @@ public final class LuaState {
         get { qw_mem_limit(L) }
         set { qw_mem_set_limit(L, newValue) }
     }
+    /// The 64 KiB slabs that hold the heap's small blocks (256 bytes or less) now.
+    var smallBlockSlabs: Int { qw_mem_slabs(L) }
 
     /// The light userdata that a host yield carries as its only value.
     public static var hostYieldTag: UnsafeMutableRawPointer { qw_host_yield_tag() }

@@ -365,6 +365,51 @@ private func removeTempFile(_ path: String) {
         #expect(e.kind == .memory)
     }
 
+    /// Small blocks live in slabs of one size each and move between them (and to and from
+    /// malloc) as Lua resizes them; none loses a byte, and the slabs emptied go back.
+    @Test func blocksOfEverySizeKeepTheirBytesAndEmptiedSlabsGoBack() throws {
+        let state = LuaState()
+        // strings of every length across the small sizes and past them; tables whose array
+        // part grows from nothing past 256 bytes and whose hash part grows, then shrinks on
+        // a rehash; each is checked against what was written into it
+        let r = try state.run("""
+            local kept, sum = {}, 0
+            for n = 1, 600 do
+              local s = string.rep(string.char(65 + n % 26), n)
+              local t, h = {}, {}
+              for i = 1, n % 64 do t[i] = i * n; h["k" .. i] = s end
+              kept[n] = { s = s, t = t, h = h }
+            end
+            for n = 1, 600, 7 do
+              local h = kept[n].h
+              for i = 2, n % 64 do h["k" .. i] = nil end
+              for i = 1, 40 do h[i] = i end -- the rehash shrinks the hash part
+            end
+            collectgarbage()
+            for n = 1, 600 do
+              local e = kept[n]
+              assert(#e.s == n and e.s == string.rep(string.char(65 + n % 26), n), "string " .. n)
+              assert(#e.t == n % 64, "table " .. n)
+              for i = 1, n % 64 do sum = sum + e.t[i] end
+              if n % 64 >= 1 then assert(e.h.k1 == e.s, "hash " .. n) end
+            end
+            return sum
+            """)
+        var sum = 0
+        for n in 1...600 { for i in 0..<(n % 64) { sum += (i + 1) * n } }
+        #expect(r == [.integer(Int64(sum))])
+
+        try state.run("collectgarbage()")
+        let baseline = state.smallBlockSlabs
+        try state.run("junk = {} for i = 1, 200000 do junk[i] = { i, tostring(i) } end")
+        let full = state.smallBlockSlabs
+        #expect(full > baseline + 100)
+        try state.run("junk = nil collectgarbage()")
+        // what stays is at most an emptied slab per size class (16) besides those still used
+        #expect(state.smallBlockSlabs <= baseline + 16)
+        #expect(try state.run("return #string.rep('x', 100)") == [100])
+    }
+
     @Test func limitCanBeChanged() throws {
         let state = LuaState()
         #expect(state.memoryLimit == 0)

@@ -41,6 +41,8 @@ void qw_closestate(lua_State *L);
 size_t qw_mem_used(lua_State *L);
 size_t qw_mem_limit(lua_State *L);
 void qw_mem_set_limit(lua_State *L, size_t limit);
+/** The slabs (64 KiB each) that hold the state's small blocks now. */
+size_t qw_mem_slabs(lua_State *L);
 /** Whether allocations may fail now (1 while Lua runs, 0 while Swift works). */
 void qw_mem_set_strict(int strict);
 int qw_mem_strict(void);
