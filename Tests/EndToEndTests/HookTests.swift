@@ -342,6 +342,60 @@ struct HookTests {
     }
 }
 
+/// What `qw hook` leaves in the store's files.
+@Suite struct HookStoreTests {
+    /// Where hooks are all that runs, no other qw empties the WAL as it exits; a hook that
+    /// finds it large empties it itself, or every later hook would read all of it. While
+    /// another process has the store open, the hook leaves it to the last one.
+    @Test func aHookThatFindsALargeWALEmptiesItAsItExitsUnlessTheStoreIsOpenElsewhere() throws {
+        let dir = makeTempDir()
+        defer { removeTree(dir) }
+        let made = qw(["-e", "qw.state.set('k', 1)"], cwd: dir)
+        #expect(made.code == 0, "\(made.stderr)")
+        let path = dir + "/.qw/state.db"
+        // a writer that leaves 6 MB of WAL behind, as a process that is killed does
+        let leave = runProgram(["python3", "-c", """
+            import os, sqlite3, sys
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)
+            c.execute('PRAGMA wal_autocheckpoint = 0')
+            c.execute('CREATE TABLE scratch(b)')
+            for i in range(1500): c.execute('INSERT INTO scratch VALUES (randomblob(4000))')
+            os._exit(0)
+            """, path])
+        #expect(leave.code == 0, "\(leave.stderr)")
+        func wal() -> Int {
+            var st = stat()
+            return stat(path + "-wal", &st) == 0 ? Int(st.st_size) : 0
+        }
+        #expect(wal() > 6 << 20, "the WAL is \(wal()) bytes")
+        func hook(_ session: String) {
+            let r = qw(["hook"], stdin: #"{"session_id": "\#(session)", "hook_event_name": "Stop"}"#, cwd: dir)
+            #expect(r.code == 0 && r.stderr.isEmpty, "\(r.stderr)")
+        }
+        // another process with the store open (it goes without closing it, as if killed)
+        let script = """
+            import os, sqlite3, sys
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)
+            c.execute('SELECT count(*) FROM sqlite_master').fetchall()
+            print('open', flush=True)
+            sys.stdin.read()
+            os._exit(0)
+            """
+        let (pid, input, out) = try #require(spawnHelper(["python3", "-c", script, path], withStdin: true))
+        #expect(firstLine(of: out) == "open")
+        hook("while-open")
+        #expect(wal() > 6 << 20, "the hook emptied the WAL while the store was open elsewhere")
+        close(input)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        hook("alone")
+        #expect(wal() == 0, "the hook left \(wal()) bytes of WAL")
+        let store = try StateStore(path: path)
+        #expect(try store.hookEvents().map(\.session) == ["while-open", "alone"])
+        #expect(try store.get("k")?.json == Array("1".utf8))
+    }
+}
+
 /// Holds a store's write lock from another process until released (an exclusive
 /// transaction in python3's sqlite3), as a busy or stuck writer would.
 final class StoreLocker {

@@ -102,42 +102,41 @@ public final class StateStore {
         } catch {
             throw StoreError(message: "cannot open the state store \(path): \(error)")
         }
-        Self.checkpointAtExit(db, path, budget)
+        Self.checkpointAtExit(db, path)
     }
 
     /// Stores open in this process, and their paths, looked at when it exits.
     private final class Weak {
         weak var queue: DatabaseQueue?
-        let path: String, budget: BusyBudget
-        init(_ q: DatabaseQueue, _ p: String, _ b: BusyBudget) { queue = q; path = p; budget = b }
+        let path: String
+        init(_ q: DatabaseQueue, _ p: String) { queue = q; path = p }
     }
     nonisolated(unsafe) private static var openQueues: [Weak] = []
     nonisolated(unsafe) private static var exitHandlerInstalled = false
     /// A WAL larger than this is emptied when a process exits.
     static let walLimit = 4 << 20
-    /// Whether this process empties a large WAL when it exits (`qw hook` does not: it must
-    /// answer fast, and the next other qw to exit does it).
-    nonisolated(unsafe) public static var checkpointsAtExit = true
 
     /// qw ends with exit(), which runs no deinit, so the WAL stays behind, and the next process
     /// to open the store alone rebuilds its index from all of it: up to the autocheckpoint's
-    /// 40 MB, some 15 ms for each `qw hook`. So a process that leaves a large WAL empties it
-    /// first (a checkpoint that truncates it); a small one costs little to read, and is left
-    /// (a checkpoint at every exit would cost every short qw an fsync). A process that is not
-    /// alone on the store leaves it to the last one.
-    private static func checkpointAtExit(_ db: DatabaseQueue, _ path: String, _ budget: BusyBudget) {
+    /// 40 MB, some 20 ms for each `qw hook`. So a process that leaves a large WAL closes the
+    /// store as it exits: SQLite then empties the WAL into the database and removes it when
+    /// no other connection has the store open (it tries a lock that waits for nobody), and
+    /// only closes it otherwise, leaving the WAL to the last one, whose index stays valid
+    /// meanwhile. A small WAL costs little to read and is left (emptying it at every exit
+    /// would cost every short qw an fsync). `qw hook` does the same: where hooks are all that
+    /// runs (Claude Code used directly), one hook in some 250 empties the WAL, where before
+    /// every hook read a WAL that only grew.
+    private static func checkpointAtExit(_ db: DatabaseQueue, _ path: String) {
         openQueues.removeAll { $0.queue == nil }
-        openQueues.append(Weak(db, path, budget))
+        openQueues.append(Weak(db, path))
         guard !exitHandlerInstalled else { return }
         exitHandlerInstalled = true
         atexit {
-            for w in StateStore.openQueues where StateStore.checkpointsAtExit {
+            for w in StateStore.openQueues {
                 guard let q = w.queue else { continue }
                 var st = stat()
                 guard stat(w.path + "-wal", &st) == 0, st.st_size > StateStore.walLimit else { continue }
-                // only when nobody else writes or reads: never a wait at exit
-                w.budget.seconds = 0
-                try? q.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+                try? q.close()
             }
             StateStore.openQueues = []
         }

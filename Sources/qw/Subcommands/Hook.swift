@@ -36,7 +36,6 @@ struct Hook: ParsableCommand {
     /// Handles one hook call; the exit status (0 unless the policy answers with exit 2).
     static func handle(event: String?, state: String?) -> Int32 {
         let started = monotonicWallClock()
-        StateStore.checkpointsAtExit = false
         let input = readAllStdin()
         // the project qw started the run from: its policy files and its store
         if let p = getenv("QW_PROJECT") { _ = chdir(p) }
