@@ -462,24 +462,46 @@ int qw_close_thread(lua_State *co, lua_State *from) {
    every cycle while a big workflow is defined (which then takes twice as long as with none
    kept). Dependencies on tasks already defined are kept as places; the others by name, until
    the engine resolves them (qw_wf_defs_find). Each change reserves all it needs first, so a
-   failed allocation leaves the table as it was. */
+   failed allocation leaves the table as it was. The table's memory counts against the
+   state's heap limit as Lua's own does, so a runaway loop of wf:task stops there too. */
 
 #define QW_WF_DEFS "qw.wf_defs"
 
 struct qw_wf_defs {
     char *bytes;            /* the ids, then names of dependencies not yet defined */
     size_t nbytes, capbytes;
-    uint32_t *off, *len, *hash; /* per task: its id in `bytes`, the id's hash */
-    uint32_t *dep_start;    /* per task, and one more: its dependencies in `deps` */
+    uint32_t *off, *len, *hash; /* per task: its id in `bytes`, the id's hash (one block) */
+    uint32_t *dep_start;    /* per task, and one more: its dependencies in `deps` (same block) */
     uint32_t n, cap;
     int32_t *deps;          /* >= 0: a task's place (0-based); < 0: -1 - k, names[k] */
     size_t ndeps, capdeps;
-    uint32_t *name_off, *name_len;
+    uint32_t *name_off, *name_len; /* one block */
     uint32_t nnames;
     size_t capnames;
     uint32_t *slots;        /* open addressing: place + 1, 0 empty; a power of two long */
     uint32_t nslots;
+    qw_heap *heap;          /* the state's (NULL: not a qw_newstate state), where `held` counts */
+    size_t held;            /* bytes of all the blocks above */
 };
+
+/* `p`, of `old` bytes (NULL, 0: a new block), reallocated to `size` bytes within the heap's
+   limit, as qw_alloc does; NULL when out of memory, and then p is as it was */
+static void *qw_wf_realloc(qw_wf_defs *d, void *p, size_t old, size_t size) {
+    qw_heap *h = d->heap;
+    if (h && size > old && qw_strict && h->limit && h->used - old + size > h->limit) return NULL;
+    void *q = realloc(p, size);
+    if (!q) return NULL;
+    if (h) h->used = h->used - old + size;
+    d->held = d->held - old + size;
+    return q;
+}
+
+static void qw_wf_free(qw_wf_defs *d, void *p, size_t size) {
+    if (!p) return;
+    free(p);
+    if (d->heap) d->heap->used -= size;
+    d->held -= size;
+}
 
 static uint32_t qw_wf_hash(const char *s, size_t len) {
     uint32_t h = 2166136261u; /* FNV-1a */
@@ -510,9 +532,9 @@ static size_t qw_wf_grown(size_t cap, size_t need) {
 
 /* `p` (capacity *cap elements of `size` bytes) reallocated to hold `need`; NULL when out of
    memory (then p and *cap are as they were) */
-static void *qw_wf_regrow(void *p, size_t *cap, size_t need, size_t size) {
+static void *qw_wf_regrow(qw_wf_defs *d, void *p, size_t *cap, size_t need, size_t size) {
     size_t c = qw_wf_grown(*cap, need);
-    void *q = realloc(p, c * size);
+    void *q = qw_wf_realloc(d, p, *cap * size, c * size);
     if (q) *cap = c;
     return q;
 }
@@ -520,7 +542,7 @@ static void *qw_wf_regrow(void *p, size_t *cap, size_t need, size_t size) {
 /* room for `need` bytes of ids and names; 0 when out of memory */
 static int qw_wf_reserve_bytes(qw_wf_defs *d, size_t need) {
     if (need <= d->capbytes) return 1;
-    char *q = qw_wf_regrow(d->bytes, &d->capbytes, need, 1);
+    char *q = qw_wf_regrow(d, d->bytes, &d->capbytes, need, 1);
     if (!q) return 0;
     d->bytes = q;
     return 1;
@@ -529,40 +551,48 @@ static int qw_wf_reserve_bytes(qw_wf_defs *d, size_t need) {
 /* room for `need` dependencies; 0 when out of memory */
 static int qw_wf_reserve_deps(qw_wf_defs *d, size_t need) {
     if (need <= d->capdeps) return 1;
-    int32_t *q = qw_wf_regrow(d->deps, &d->capdeps, need, sizeof *d->deps);
+    int32_t *q = qw_wf_regrow(d, d->deps, &d->capdeps, need, sizeof *d->deps);
     if (!q) return 0;
     d->deps = q;
     return 1;
 }
 
-/* room for `need` tasks in the per-task arrays, which grow together; each array that did
-   grow keeps its new size when a later one fails, and `cap` is raised only at the end */
+/* room for `need` tasks in the per-task arrays, one block that is moved whole */
 static int qw_wf_reserve_tasks(qw_wf_defs *d, size_t need) {
     if (need <= d->cap) return 1;
     size_t c = qw_wf_grown(d->cap, need);
-    if (c > UINT32_MAX) return 0;
-    void *a;
-    if (!(a = realloc(d->off, c * sizeof *d->off))) return 0;
-    d->off = a;
-    if (!(a = realloc(d->len, c * sizeof *d->len))) return 0;
-    d->len = a;
-    if (!(a = realloc(d->hash, c * sizeof *d->hash))) return 0;
-    d->hash = a;
-    if (!(a = realloc(d->dep_start, (c + 1) * sizeof *d->dep_start))) return 0;
-    d->dep_start = a;
+    if (c > UINT32_MAX / 4 - 1) return 0;
+    uint32_t *b = qw_wf_realloc(d, NULL, 0, (4 * c + 1) * sizeof *b);
+    if (!b) return 0;
+    if (d->cap) {
+        memcpy(b, d->off, d->n * sizeof *b);
+        memcpy(b + c, d->len, d->n * sizeof *b);
+        memcpy(b + 2 * c, d->hash, d->n * sizeof *b);
+        memcpy(b + 3 * c, d->dep_start, (d->n + 1) * sizeof *b);
+        qw_wf_free(d, d->off, (4 * (size_t)d->cap + 1) * sizeof *b);
+    }
+    d->off = b;
+    d->len = b + c;
+    d->hash = b + 2 * c;
+    d->dep_start = b + 3 * c;
     d->cap = (uint32_t)c;
     return 1;
 }
 
-/* room for `need` names of dependencies not yet defined (both arrays, as above) */
+/* room for `need` names of dependencies not yet defined (both arrays in one block, as above) */
 static int qw_wf_reserve_names(qw_wf_defs *d, size_t need) {
     if (need <= d->capnames) return 1;
     size_t c = qw_wf_grown(d->capnames, need);
-    void *a;
-    if (!(a = realloc(d->name_off, c * sizeof *d->name_off))) return 0;
-    d->name_off = a;
-    if (!(a = realloc(d->name_len, c * sizeof *d->name_len))) return 0;
-    d->name_len = a;
+    if (c > UINT32_MAX) return 0;
+    uint32_t *b = qw_wf_realloc(d, NULL, 0, 2 * c * sizeof *b);
+    if (!b) return 0;
+    if (d->capnames) {
+        memcpy(b, d->name_off, d->nnames * sizeof *b);
+        memcpy(b + c, d->name_len, d->nnames * sizeof *b);
+        qw_wf_free(d, d->name_off, 2 * d->capnames * sizeof *b);
+    }
+    d->name_off = b;
+    d->name_len = b + c;
     d->capnames = c;
     return 1;
 }
@@ -572,14 +602,15 @@ static int qw_wf_reserve_slots(qw_wf_defs *d) {
     if ((size_t)(d->n + 1) * 2 <= d->nslots) return 1;
     if (d->nslots >= (1u << 31)) return 0;
     uint32_t m = d->nslots ? d->nslots * 2 : 256;
-    uint32_t *s = calloc(m, sizeof *s);
+    uint32_t *s = qw_wf_realloc(d, NULL, 0, (size_t)m * sizeof *s);
     if (!s) return 0;
+    memset(s, 0, (size_t)m * sizeof *s);
     for (uint32_t p = 0; p < d->n; p++) {
         uint32_t k = d->hash[p] & (m - 1);
         while (s[k]) k = (k + 1) & (m - 1);
         s[k] = p + 1;
     }
-    free(d->slots);
+    qw_wf_free(d, d->slots, (size_t)d->nslots * sizeof *s);
     d->slots = s;
     d->nslots = m;
     return 1;
@@ -705,8 +736,8 @@ static int qw_wf_defs_add_l(lua_State *L) {
 
 static int qw_wf_defs_gc(lua_State *L) {
     qw_wf_defs *d = luaL_checkudata(L, 1, QW_WF_DEFS);
-    free(d->bytes); free(d->off); free(d->len); free(d->hash); free(d->dep_start);
-    free(d->deps); free(d->name_off); free(d->name_len); free(d->slots);
+    free(d->bytes); free(d->off); free(d->deps); free(d->name_off); free(d->slots);
+    if (d->heap) d->heap->used -= d->held;
     memset(d, 0, sizeof *d);
     return 0;
 }
@@ -766,6 +797,8 @@ int qw_wf_task_adder(lua_State *L) {
     lua_settop(L, 4);
     qw_wf_defs *d = lua_newuserdatauv(L, sizeof *d, 0);
     memset(d, 0, sizeof *d);
+    void *ud;
+    if (lua_getallocf(L, &ud) == qw_alloc) d->heap = ud;
     if (luaL_newmetatable(L, QW_WF_DEFS)) {
         static const luaL_Reg methods[] = {
             {"count", qw_wf_defs_count_l}, {"id", qw_wf_defs_id_l}, {"place", qw_wf_defs_place_l},

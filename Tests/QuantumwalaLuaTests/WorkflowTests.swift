@@ -210,6 +210,28 @@ struct WorkflowTests {
         #expect(r["err"]?.stringValue?.hasSuffix("workflow 'bad': task 'b' depends on unknown task 'missing-3000'") == true)
     }
 
+    /// A workflow's task table (in C memory) counts against the Lua heap's limit: a runaway
+    /// loop of wf:task with long ids stops there, with a message, where it used to go on until
+    /// the Lua lists alone reached the limit (a gigabyte of ids at this one).
+    @Test func aRunawayLoopOfTasksStopsAtTheHeapLimit() throws {
+        defer { _ = system("rm -rf '\(dir)'") }
+        var opts = RuntimeOptions()
+        opts.statePath = dir + "/state.db"
+        opts.memoryLimit = 32 << 20
+        let (o, r) = try runScript("""
+            local wf = qw.workflow("runaway")
+            local id, noop, n = string.rep("x", 1000), function() end, 0
+            local ok, err = pcall(function() for i = 1, 1e7 do wf:task(id .. i, noop); n = i end end)
+            result = { ok = ok, memory = tostring(err):find("memory", 1, true) ~= nil, n = n }
+            """, options: opts)
+        #expect(o.error == nil, "\(o.error?.message ?? "")")
+        #expect(r["ok"] == false)
+        #expect(r["memory"] == true)
+        var n: Int64 = -1
+        if case .integer(let x) = r["n"] { n = x }
+        #expect(n > 10_000 && n < 33_000, "stopped after \(n) tasks")
+    }
+
     /// wf:task takes its common case in C and gives every other to the Lua checks: each
     /// mistake names the line of the wf:task call, and a refused task adds nothing.
     @Test func eachMistakeInATaskNamesItsLineAndAddsNothing() throws {
