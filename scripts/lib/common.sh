@@ -127,18 +127,20 @@ qw_build() {
         *) qw_die "qw_build: CONFIG must be debug or release, not '$config'" ;;
     esac
     # an installed (release) qw with libstdc++ and SQLite linked in, when the archives are there
-    local pkgpath="${PKG_CONFIG_PATH:-}"
+    # (a debug build runs in the caller's environment as it is, as scripts/test's does, so
+    # that neither makes the other build everything again)
+    local -a env=()
     if [ "$config" = release ]; then
         local cxx sqlite
         cxx="$(qw_static_libstdcxx)"
         [ -z "$cxx" ] || set -- "$@" -Xlinker -L"$cxx"
         sqlite="$(qw_static_sqlite)"
-        [ -z "$sqlite" ] || pkgpath="$sqlite${pkgpath:+:$pkgpath}"
+        [ -z "$sqlite" ] || env=(PKG_CONFIG_PATH="$sqlite${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}")
     fi
     qw_say "building qw ($config${*:+ $*})"
-    PKG_CONFIG_PATH="$pkgpath" swift build -c "$config" "$@" >&2 || qw_die "swift build -c $config${*:+ $*} failed"
+    env "${env[@]}" swift build -c "$config" "$@" >&2 || qw_die "swift build -c $config${*:+ $*} failed"
     local bin_dir
-    bin_dir="$(PKG_CONFIG_PATH="$pkgpath" swift build -c "$config" "$@" --show-bin-path)" \
+    bin_dir="$(env "${env[@]}" swift build -c "$config" "$@" --show-bin-path)" \
         || qw_die "swift build -c $config --show-bin-path failed"
     [ -x "$bin_dir/qw" ] || qw_die "build finished but $bin_dir/qw is missing"
     printf '%s\n' "$bin_dir/qw"
