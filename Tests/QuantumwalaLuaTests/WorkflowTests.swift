@@ -212,7 +212,7 @@ struct WorkflowTests {
 
     /// A workflow's task table (in C memory) counts against the Lua heap's limit: a runaway
     /// loop of wf:task with long ids stops there, with a message, where it used to go on until
-    /// the Lua lists alone reached the limit (a gigabyte of ids at this one).
+    /// the Lua lists alone reached the limit (some 600 MB of ids at this one).
     @Test func aRunawayLoopOfTasksStopsAtTheHeapLimit() throws {
         defer { _ = system("rm -rf '\(dir)'") }
         var opts = RuntimeOptions()
