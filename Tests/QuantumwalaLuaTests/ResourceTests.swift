@@ -253,6 +253,10 @@ struct ResourceTests {
         #expect(parseByteSize("100") == 100)
         #expect(parseByteSize("lots") == nil)
         #expect(parseByteSize("-1M") == nil)
+        #expect(parseByteSize(" 3 ") == 3 && parseByteSize("B") == nil && parseByteSize("G") == nil)
+        // past Int: no size, not a trap
+        #expect(parseByteSize("99999999999T") == nil && parseByteSize("1e30") == nil)
+        #expect(parseByteSize("99999999999999999999") == nil)
         #expect(formatBytes(1536) == "1.5 KiB")
     }
 }

@@ -379,7 +379,16 @@ struct CPUTimes: Equatable {
 
     /// Parses the `cpu` line of `/proc/stat`; nil when it is missing or malformed.
     init?(stat: String) {
-        guard let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") }) else { return nil }
+        // The line is the file's first; a search that stops there, not a split of every line
+        // (this runs at every start, and the rest of the file is per-CPU and interrupt counts).
+        var rest = stat[...]
+        var found: Substring?
+        while !rest.isEmpty, found == nil {
+            let end = rest.firstIndex(of: "\n") ?? rest.endIndex
+            if rest[..<end].hasPrefix("cpu ") { found = rest[..<end] }
+            rest = end == rest.endIndex ? rest[end...] : rest[rest.index(after: end)...]
+        }
+        guard let line = found else { return nil }
         let fields = line.split(separator: " ").dropFirst().prefix(8).compactMap { UInt64($0) }
         guard fields.count >= 4 else { return nil }
         let total = fields.reduce(0, +)
